@@ -1,0 +1,1 @@
+"""Ingestion (imported as `kb.ingest`): load -> split -> embed -> write."""

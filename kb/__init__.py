@@ -1,0 +1,1 @@
+"""kb: a local knowledge-base assistant. `from kb import KnowledgeBase`."""

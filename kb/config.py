@@ -1,0 +1,150 @@
+"""kb's one settings tree: defaults, then a YAML file, then `KB_*` environment variables.
+
+Nested fields use a double underscore in the environment: `KB_EMBEDDING__MODEL=BAAI/bge-small-zh-v1.5`.
+The YAML file is `$KB_HOME/config.yaml`, or the path in `KB_CONFIG`. This is the only module that
+reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from kb.errors import ConfigError
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+class EmbeddingSettings(BaseModel):
+    model: str = Field(
+        DEFAULT_EMBEDDER,
+        description="sentence-transformers model name or local path. 'all-MiniLM-L6-v2' is the packaged "
+        "offline default (English only: Chinese text relies on the keyword index).",
+    )
+    device: str = Field("cpu", description="Torch device for the embedder: cpu, cuda, cuda:1, mps.")
+    batch_size: int = Field(64, ge=1, description="Chunks embedded per batch.")
+    query_prefix: str = Field(
+        "", description="Text put before every query, for models that need it (e5: 'query: ', bge-zh: "
+        "'为这个句子生成表示以用于检索相关文章：')."
+    )
+    passage_prefix: str = Field("", description="Text put before every passage (e5: 'passage: ').")
+
+
+class ChunkSettings(BaseModel):
+    max_tokens: int = Field(
+        200, ge=16, description="Largest chunk, in the embedder's tokens (keep it under the model's limit)."
+    )
+    overlap_tokens: int = Field(
+        32, ge=0, description="Tokens of the previous chunk repeated at the start of the next one "
+        "within a section."
+    )
+
+
+class RetrievalSettings(BaseModel):
+    mode: Literal["hybrid", "dense", "bm25"] = Field(
+        "hybrid", description="hybrid fuses dense (FAISS) and keyword (BM25) results by reciprocal rank."
+    )
+    k: int = Field(5, ge=1, le=200, description="Number of passages returned by a search.")
+    candidates: int = Field(50, ge=1, description="Candidates taken from each retriever before fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant: score = w / (rrf_k + rank).")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in fusion.")
+    bm25_weight: float = Field(1.0, ge=0, description="Weight of the keyword ranking in fusion.")
+    threshold: float = Field(
+        0.0, ge=0, le=1, description="Drop hits whose relevance score (0..1, higher is better) is below this."
+    )
+
+
+class LLMSettings(BaseModel):
+    backend: Literal["gguf", "chatglm2", "hf", "openai", "scripted"] = Field(
+        "gguf", description="Which model backend answers: gguf (llama.cpp, the embedded default), "
+        "chatglm2 (THUDM checkpoint folder), hf (any Hugging Face chat model), openai (any "
+        "OpenAI-compatible server: vLLM, Ollama, Xinference), scripted (tests)."
+    )
+    model: str = Field(
+        "", description="Model path or name: a GGUF file, a ChatGLM2 / Hugging Face folder, or the "
+        "server's model name. Empty means the embedded SmolLM2 GGUF."
+    )
+    quantize: Literal["none", "4", "8"] = Field(
+        "none", description="bitsandbytes quantization on CUDA: 4 (NF4) or 8 bits."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    n_ctx: int = Field(0, ge=0, description="Context window in tokens; 0 means the model's own.")
+    max_new_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
+    temperature: float = Field(0.1, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(0.8, gt=0, le=1, description="Nucleus sampling mass.")
+    base_url: str = Field("", description="OpenAI-compatible server URL, e.g. http://localhost:8000/v1.")
+    api_key: str = Field("", description="API key for the OpenAI-compatible server.")
+    adapter: str = Field("", description="Path of a fine-tuned adapter (LoRA / prefix) to apply.")
+
+
+class Settings(BaseSettings):
+    """Everything kb can be told. `kb config` prints the effective values."""
+
+    model_config = SettingsConfigDict(env_prefix="KB_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(
+        Path("~/.kb"), description="Folder that holds all knowledge bases and config.yaml (KB_HOME)."
+    )
+    kb: str = Field("default", description="Knowledge base used when a command names none (KB_KB).")
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    chunking: ChunkSettings = Field(default_factory=ChunkSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads config.yaml (KB_CONFIG, else $KB_HOME/config.yaml, else ~/.kb/config.yaml)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_path()
+        if not path.is_file():
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
+        return data
+
+
+def config_path() -> Path:
+    """Where the YAML config file is read from."""
+    if os.environ.get("KB_CONFIG"):
+        return Path(os.environ["KB_CONFIG"]).expanduser()
+    home = Path(os.environ.get("KB_HOME", "~/.kb")).expanduser()
+    return home / "config.yaml"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the effective settings; keyword arguments win over file and environment."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"invalid settings ({problems}); check {config_path()} and KB_* variables") from e

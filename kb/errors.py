@@ -1,0 +1,56 @@
+"""The one family of errors kb raises.
+
+The library raises these with messages that name the bad value and the fix; only the CLI, the
+Streamlit app and the HTTP server turn them into user-facing output.
+"""
+
+from __future__ import annotations
+
+
+class KBError(Exception):
+    """Base class: something the user can fix, described in the message."""
+
+
+class ConfigError(KBError):
+    """A setting is missing or invalid."""
+
+
+class KBNotFoundError(KBError):
+    """The named knowledge base does not exist."""
+
+
+class IndexFormatError(KBError):
+    """An index on disk is unreadable, tampered with, or from an unknown format version."""
+
+
+class EmbedderMismatchError(KBError):
+    """The configured embedding model is not the one the index was built with."""
+
+
+class LockedError(KBError):
+    """Another process holds the knowledge base's write lock."""
+
+
+class ParseError(KBError):
+    """A document could not be parsed."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ModelError(KBError):
+    """A model could not be loaded or run (missing files, no CUDA, not enough memory)."""
+
+
+class MissingDependencyError(KBError, ImportError):
+    """An optional package is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, what: str) -> None:
+        super().__init__(
+            f"{what} needs the Python package '{package}', which is not installed. "
+            f"Install it with: pip install 'kb[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
