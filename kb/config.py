@@ -60,23 +60,40 @@ class RetrievalSettings(BaseModel):
 
 
 class LLMSettings(BaseModel):
-    backend: Literal["gguf", "chatglm2", "hf", "openai", "scripted"] = Field(
+    backend: str = Field(
         "gguf", description="Which model backend answers: gguf (llama.cpp, the embedded default), "
         "chatglm2 (THUDM checkpoint folder), hf (any Hugging Face chat model), openai (any "
-        "OpenAI-compatible server: vLLM, Ollama, Xinference), scripted (tests)."
+        "OpenAI-compatible server: vLLM, Ollama, Xinference), scripted (tests), or a name given to "
+        "kb.llm.register_backend."
     )
     model: str = Field(
         "", description="Model path or name: a GGUF file, a ChatGLM2 / Hugging Face folder, or the "
         "server's model name. Empty means the embedded SmolLM2 GGUF."
     )
     quantize: Literal["none", "4", "8"] = Field(
-        "none", description="bitsandbytes quantization on CUDA: 4 (NF4) or 8 bits."
+        "none", description="bitsandbytes quantization on CUDA: 4 (NF4) or 8 bits (chatglm2 and hf)."
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weight dtype for chatglm2/hf: auto is bf16 (fp16 on old GPUs) on CUDA and "
+        "fp32 on the CPU."
+    )
     n_ctx: int = Field(0, ge=0, description="Context window in tokens; 0 means the model's own.")
     max_new_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
     temperature: float = Field(0.1, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(0.8, gt=0, le=1, description="Nucleus sampling mass.")
+    prefill_chunk: int = Field(
+        2048, ge=0, description="chatglm2/hf: feed long prompts through the KV cache this many tokens at "
+        "a time, which bounds activation memory (0: the whole prompt at once)."
+    )
+    cache_dir: str = Field(
+        "", description="chatglm2: where the converted checkpoint is kept; empty means next to the THUDM "
+        "folder (<folder>-kb-glm) when writable, else ~/.kb/models/."
+    )
+    trust_remote_code: bool = Field(
+        False, description="hf: run the model folder's own Python code (needed by first-generation "
+        "ChatGLM-6B; only enable for folders you trust)."
+    )
     base_url: str = Field("", description="OpenAI-compatible server URL, e.g. http://localhost:8000/v1.")
     api_key: str = Field("", description="API key for the OpenAI-compatible server.")
     adapter: str = Field("", description="Path of a fine-tuned adapter (LoRA / prefix) to apply.")

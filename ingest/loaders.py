@@ -1,0 +1,216 @@
+"""Turn a file into a list of Elements, choosing the parser by file extension.
+
+unstructured parses the office, web, mail and markup formats; kb's own code handles PDF (pypdfium2,
+page by page), plain text (encoding detection first), CSV and JSON (structure kept as a table or as
+key paths). A file that cannot be parsed raises ParseError with the reason; callers report it and go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from kb.errors import ParseError
+from kb.types import Element
+
+from .pdf import load_pdf
+from .textfile import decode_bytes
+
+_SKIP = {"PageBreak", "Header", "Footer", "PageNumber", "Image"}
+_TEXT_SUFFIXES = {".txt", ".text", ".log"}
+
+
+def supported_suffixes() -> set[str]:
+    return set(_LOADERS)
+
+
+def load(path: Path) -> list[Element]:
+    """Parse one file. Raises ParseError (path + reason) for anything that cannot be read."""
+    loader = _LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise ParseError(str(path), f"unsupported file type '{path.suffix or '(none)'}'")
+    try:
+        elements = loader(path)
+    except ParseError:
+        raise
+    except (OSError, UnicodeError) as e:
+        raise ParseError(str(path), f"cannot read: {e}") from e
+    except Exception as e:  # parsers raise anything on damaged files; report and go on
+        raise ParseError(str(path), f"{type(e).__name__}: {e}".strip()) from e
+    elements = [e for e in elements if e.text.strip() or e.rows]
+    if not elements:
+        raise ParseError(str(path), "no text found (empty file, or only images)")
+    return elements
+
+
+def document_title(path: Path, elements: list[Element]) -> str:
+    """The first heading if there is a short one, else the file name."""
+    for e in elements[:20]:
+        if e.kind == "title" and 0 < len(e.text) <= 120:
+            return " ".join(e.text.split())
+    return path.name
+
+
+# -- unstructured ------------------------------------------------------------------------------
+def _from_unstructured(items) -> list[Element]:
+    out: list[Element] = []
+    for item in items:
+        category = item.category
+        text = item.text or ""
+        page = getattr(item.metadata, "page_number", None)
+        if category in _SKIP:
+            continue
+        if category == "Title":
+            out.append(Element(text, "title", page, depth=item.metadata.category_depth or 0))
+        elif category == "Table":
+            rows = _table_rows(getattr(item.metadata, "text_as_html", None))
+            if rows and len(rows) > 1 and max(len(r) for r in rows) > 1:
+                out.append(Element(text, "table", page, rows=rows))
+            else:
+                out.append(Element(text, "text", page))
+        elif category == "ListItem":
+            out.append(Element(text, "list", page))
+        elif category in ("CodeSnippet", "Formula"):
+            out.append(Element(text, "code", page))
+        else:
+            out.append(Element(text, "text", page))
+    return out
+
+
+def _table_rows(html: str | None) -> tuple[tuple[str, ...], ...] | None:
+    if not html:
+        return None
+    import lxml.html
+
+    try:
+        root = lxml.html.fromstring(html)
+    except Exception:
+        return None
+    rows = []
+    for tr in root.iter("tr"):
+        cells = tuple(" ".join(td.text_content().split()) for td in tr if td.tag in ("td", "th"))
+        if any(cells):
+            rows.append(cells)
+    return tuple(rows) or None
+
+
+def _partitioner(module: str, func: str, reads_text: bool = False) -> Callable[[Path], list[Element]]:
+    def load_with(path: Path) -> list[Element]:
+        from .offline import prepare_unstructured
+
+        prepare_unstructured()
+        mod = __import__(f"unstructured.partition.{module}", fromlist=[func])
+        partition = getattr(mod, func)
+        if reads_text:  # kb decodes, so GBK / Big5 / UTF-16 files come out right
+            text, _ = decode_bytes(path.read_bytes())
+            return _from_unstructured(partition(text=text))
+        return _from_unstructured(partition(filename=str(path)))
+
+    return load_with
+
+
+def _legacy_office(module: str, func: str, modern: str) -> Callable[[Path], list[Element]]:
+    inner = _partitioner(module, func)
+
+    def load_with(path: Path) -> list[Element]:
+        if shutil.which("soffice") is None:
+            raise ParseError(str(path), f"old binary format; install LibreOffice (soffice) or save it as {modern}")
+        return inner(path)
+
+    return load_with
+
+
+def _load_email(path: Path) -> list[Element]:
+    from .offline import prepare_unstructured
+
+    prepare_unstructured()
+    from unstructured.partition.email import partition_email
+
+    items = partition_email(filename=str(path))
+    meta = items[0].metadata if items else None
+    head = []
+    if meta is not None:
+        subject = getattr(meta, "subject", None)
+        if subject:
+            head.append(Element(subject, "title"))
+        for label, value in (("From", getattr(meta, "sent_from", None)), ("To", getattr(meta, "sent_to", None))):
+            if value:
+                head.append(Element(f"{label}: {', '.join(value)}"))
+    return head + _from_unstructured(items)
+
+
+# -- kb's own -------------------------------------------------------------------------------------
+def _load_text(path: Path) -> list[Element]:
+    return _partitioner("text", "partition_text", reads_text=True)(path)
+
+
+def _load_csv(path: Path) -> list[Element]:
+    text, _ = decode_bytes(path.read_bytes())
+    sample = text[:8192]
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
+    rows = tuple(tuple(r) for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r))
+    if not rows:
+        return []
+    if len(rows) == 1:
+        return [Element(" | ".join(rows[0]))]
+    return [Element("", "table", rows=rows)]
+
+
+def _load_json(path: Path) -> list[Element]:
+    text, _ = decode_bytes(path.read_bytes())
+    if path.suffix.lower() == ".jsonl":
+        values = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        values = [json.loads(text)]
+    out: list[Element] = []
+    for value in values:
+        lines = list(_flatten(value, ""))
+        out.append(Element("\n".join(lines)))
+    return out
+
+
+def _flatten(value, prefix: str):
+    """'a.b[0].c: value' lines, so keys stay next to their values in every chunk."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _flatten(v, f"{prefix}[{i}]")
+    else:
+        yield f"{prefix}: {value}" if prefix else str(value)
+
+
+_LOADERS: dict[str, Callable[[Path], list[Element]]] = {
+    ".pdf": load_pdf,
+    ".html": _partitioner("html", "partition_html", reads_text=True),
+    ".htm": _partitioner("html", "partition_html", reads_text=True),
+    ".xhtml": _partitioner("html", "partition_html", reads_text=True),
+    ".md": _partitioner("md", "partition_md", reads_text=True),
+    ".markdown": _partitioner("md", "partition_md", reads_text=True),
+    ".docx": _partitioner("docx", "partition_docx"),
+    ".odt": _partitioner("odt", "partition_odt"),
+    ".pptx": _partitioner("pptx", "partition_pptx"),
+    ".xlsx": _partitioner("xlsx", "partition_xlsx"),
+    ".xlsm": _partitioner("xlsx", "partition_xlsx"),
+    ".epub": _partitioner("epub", "partition_epub"),
+    ".rst": _partitioner("rst", "partition_rst"),
+    ".org": _partitioner("org", "partition_org"),
+    ".rtf": _partitioner("rtf", "partition_rtf"),
+    ".msg": _partitioner("msg", "partition_msg"),
+    ".eml": _load_email,
+    ".doc": _legacy_office("doc", "partition_doc", ".docx"),
+    ".ppt": _legacy_office("ppt", "partition_ppt", ".pptx"),
+    ".csv": _load_csv,
+    ".tsv": _load_csv,
+    ".json": _load_json,
+    ".jsonl": _load_json,
+    **{s: _load_text for s in _TEXT_SUFFIXES},
+}

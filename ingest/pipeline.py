@@ -1,0 +1,267 @@
+"""The ingest run: find files -> skip unchanged -> parse + split (a worker thread) -> embed -> write.
+
+Parsing runs in a background thread while the main thread embeds, so the CPU-bound torch work (which
+releases the GIL) overlaps the Python-bound parsing. Embedding batches span documents, so a folder of
+tiny files still fills the model's batches. Each document is written in its own transaction as soon
+as its vectors exist: a run that is killed keeps every document it finished, and the next run picks
+up the rest. A file that fails to parse is reported and skipped; an older version of it stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kb.errors import KBError, ParseError
+from kb.store import Store
+from kb.types import Chunk, DocumentInfo
+
+from .embed import Embedder
+from .loaders import document_title, load, supported_suffixes
+from .split import split_document
+
+BATCH_CHUNKS = 256  # chunks per encode call across documents
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str  # added | updated | unchanged | failed | removed | unsupported
+    chunks: int = 0
+    reason: str = ""
+
+
+@dataclass
+class IngestReport:
+    files: list[FileResult] = field(default_factory=list)
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    seconds: float = 0.0
+    missing: list[str] = field(default_factory=list)  # in the KB, gone from disk, kept (no --prune)
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def changed(self) -> bool:
+        return any(f.status in ("added", "updated", "removed") for f in self.files)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a progress display is told: the run starts, a file is done, chunks were embedded."""
+
+    kind: str  # "start" | "file" | "embedded"
+    total: int = 0
+    result: FileResult | None = None
+    chunks: int = 0
+
+
+@dataclass
+class _Parsed:
+    path: Path
+    info: DocumentInfo
+    text: str
+    chunks: list[Chunk]
+    keyword_texts: list[str]
+    previous: bool  # replaces an older version
+
+
+def doc_id_for(path: str) -> str:
+    return hashlib.blake2b(path.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def chunk_id_for(doc_id: str, ordinal: int, text: str) -> int:
+    digest = hashlib.blake2b(f"{doc_id}:{ordinal}:{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 63) - 1)
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """(supported files, unsupported files) under the given files/folders; hidden entries skipped,
+    symlinks to files followed, folder symlinks not (no loops)."""
+    suffixes = supported_suffixes()
+    found: dict[str, Path] = {}
+    unsupported: list[Path] = []
+    for root in paths:
+        if not root.exists():
+            raise KBError(f"{root}: no such file or folder")
+        candidates = [root] if not root.is_dir() else _walk(root)
+        for p in candidates:
+            if p.suffix.lower() in suffixes:
+                found.setdefault(str(p.resolve()), p.resolve())
+            else:
+                unsupported.append(p)
+    return sorted(found.values()), unsupported
+
+
+def _walk(root: Path) -> Iterable[Path]:
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            p = Path(folder, name)
+            if p.is_file():  # follows a symlink to a file; a dangling or looping link is not a file
+                yield p
+
+
+def run_ingest(
+    store: Store,
+    embedder: Callable[[], Embedder],
+    roots: list[Path],
+    *,
+    max_tokens: int,
+    overlap_tokens: int,
+    prune: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+) -> IngestReport:
+    """Bring the store up to date with the files under `roots`. The caller holds the write lock."""
+    started = time.perf_counter()
+    notify = progress or (lambda event: None)
+    report = IngestReport()
+    files, unsupported = discover(roots)
+    report.files.extend(FileResult(str(p), "unsupported", reason=f"unsupported file type '{p.suffix}'")
+                        for p in unsupported)
+    known = store.document_states()
+    notify(Progress("start", total=len(files)))
+
+    todo: list[tuple[Path, os.stat_result]] = []
+    for p in files:
+        st = p.stat()
+        old = known.get(str(p))
+        if old and old[1] == st.st_size and old[2] == st.st_mtime:
+            _done(report, notify, FileResult(str(p), "unchanged"))
+        else:
+            todo.append((p, st))
+
+    if todo:
+        _embed_and_write(store, embedder, todo, known, report, notify, max_tokens, overlap_tokens)
+
+    present = {str(p) for p in files}
+    gone = [path for path in known if path not in present and _under(path, roots)]
+    if prune and gone:
+        report.chunks_removed += store.remove_documents(known[path][3] for path in gone)
+        for path in gone:
+            _done(report, notify, FileResult(path, "removed"))
+    else:
+        report.missing = gone
+    if report.changed:
+        store.save_dense_index()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _done(report: IngestReport, notify, result: FileResult) -> None:
+    report.files.append(result)
+    notify(Progress("file", result=result))
+
+
+def _under(path: str, roots: list[Path]) -> bool:
+    for root in roots:
+        r = str(root.resolve())
+        if path == r or path.startswith(r.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def _embed_and_write(store, embedder_factory, todo, known, report, notify, max_tokens, overlap_tokens) -> None:
+    model = embedder_factory()
+    jobs: queue.Queue = queue.Queue(maxsize=8)
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=_parse_worker, args=(todo, known, model, max_tokens, overlap_tokens, jobs, stop), daemon=True
+    )
+    worker.start()
+    pending: list[_Parsed] = []
+    try:
+        while True:
+            item = jobs.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, FileResult):
+                if item.status == "unchanged":
+                    store.touch_document(item.path, Path(item.path).stat().st_mtime)
+                _done(report, notify, item)
+                continue
+            pending.append(item)
+            if sum(len(p.chunks) for p in pending) >= BATCH_CHUNKS or jobs.empty():
+                _write(store, model, pending, report, notify)
+                pending = []
+        _write(store, model, pending, report, notify)
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a worker waiting on a full queue
+            try:
+                jobs.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.1)
+
+
+def _parse_worker(todo, known, model: Embedder, max_tokens, overlap_tokens, jobs: queue.Queue, stop) -> None:
+    try:
+        for path, st in todo:
+            if stop.is_set():
+                return
+            jobs.put(_parse_one(path, st, known.get(str(path)), model, max_tokens, overlap_tokens))
+        jobs.put(None)
+    except BaseException as e:  # surfaces in the main thread
+        jobs.put(e)
+
+
+def _parse_one(path: Path, st, old, model: Embedder, max_tokens: int, overlap_tokens: int):
+    try:
+        digest = file_hash(path)
+    except OSError as e:
+        return FileResult(str(path), "failed", reason=f"cannot read: {e.strerror or e}")
+    if old and old[0] == digest:
+        return FileResult(str(path), "unchanged")
+    try:
+        elements = load(path)
+    except ParseError as e:
+        return FileResult(str(path), "failed", reason=e.reason)
+    title = document_title(path, elements)
+    text, drafts = split_document(elements, model.count_tokens, max_tokens, overlap_tokens, title)
+    doc_id = doc_id_for(str(path))
+    chunks = [
+        Chunk(chunk_id_for(doc_id, i, d.text), doc_id, i, d.text, d.section, d.page, d.char_start, d.char_end)
+        for i, d in enumerate(drafts)
+    ]
+    info = DocumentInfo(doc_id, str(path), title, digest, st.st_size, st.st_mtime, len(chunks), time.time(),
+                        path.suffix.lower().lstrip("."))
+    return _Parsed(path, info, text, chunks, [c.embedding_text(title) for c in chunks], old is not None)
+
+
+def _write(store: Store, model: Embedder, pending: list[_Parsed], report: IngestReport, notify) -> None:
+    if not pending:
+        return
+    texts = [t for p in pending for t in p.keyword_texts]
+    vectors = model.encode(texts)
+    notify(Progress("embedded", chunks=len(texts)))
+    offset = 0
+    for p in pending:
+        n = len(p.chunks)
+        report.chunks_removed += store.put_document(p.info, p.text, p.chunks, vectors[offset:offset + n],
+                                                    p.keyword_texts)
+        offset += n
+        report.chunks_added += n
+        _done(report, notify, FileResult(str(p.path), "updated" if p.previous else "added", n))

@@ -1,0 +1,195 @@
+"""The `kb` command line. It turns KBError into a one-line message and an exit status; nothing else
+here knows about the index. Heavy libraries (torch, unstructured) load only in commands that need them.
+
+Exit status: 0 success, 1 some files failed to ingest, 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from kb.config import Settings, config_path, load_settings
+from kb.errors import KBError
+
+app = typer.Typer(
+    help="kb: ask questions of your own documents (Chinese and English), with cited sources.\n\n"
+    "Start with `kb ingest ./docs`, then `kb search \"...\"`. Settings come from config.yaml in KB_HOME "
+    "(default ~/.kb) and KB_* environment variables; `kb config` shows them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+KbOpt = Annotated[str | None, typer.Option("--kb", help="Knowledge base name (default: settings 'kb').")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _open(kb: str | None, create: bool = False):
+    from kb.knowledge_base import KnowledgeBase
+
+    return KnowledgeBase.open(kb, settings=_settings(), create=create)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to add (folders are searched recursively).")],
+    kb: KbOpt = None,
+    prune: Annotated[bool, typer.Option(help="Remove documents under these folders that no longer exist.")] = False,
+    rebuild: Annotated[bool, typer.Option(help="Re-parse and re-embed everything into a fresh index "
+                                          "(after changing the embedding model or chunking).")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait if another process is writing this KB.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the summary and failures.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add documents to a knowledge base. Unchanged files are skipped; changed ones are replaced."""
+    from kb.cli_progress import IngestDisplay
+
+    base = _open(kb, create=True)
+    display = IngestDisplay(err, enabled=not (quiet or as_json))
+    with display:
+        report = base.ingest(*paths, prune=prune, rebuild=rebuild, wait=wait, progress=display.update)
+    if as_json:
+        out.print_json(data={
+            "kb": base.name, "seconds": round(report.seconds, 3), "chunks_added": report.chunks_added,
+            "chunks_removed": report.chunks_removed, "missing": report.missing,
+            "counts": {s: report.count(s) for s in ("added", "updated", "unchanged", "removed", "failed",
+                                                      "unsupported")},
+            "files": [f.__dict__ for f in report.files if f.status != "unchanged"],
+        })
+    else:
+        _print_ingest_summary(base.name, report, quiet)
+    raise typer.Exit(1 if report.failed else 0)
+
+
+def _print_ingest_summary(name: str, report, quiet: bool) -> None:
+    for f in report.failed:
+        err.print(f"[red]failed[/red] {f.path}: {f.reason}")
+    unsupported = report.count("unsupported")
+    parts = [f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "removed", "failed")
+             if report.count(s)]
+    if not report.changed and not report.failed:
+        parts = [f"nothing changed ({report.count('unchanged')} files unchanged)"]
+    line = f"KB '{name}': " + ", ".join(parts or ["no supported files found"])
+    line += f"; {report.chunks_added} chunks embedded, {report.chunks_removed} removed in {report.seconds:.1f}s"
+    if unsupported:
+        line += f"; {unsupported} files of unsupported types skipped"
+    out.print(line, highlight=False)
+    if report.missing:
+        out.print(f"{len(report.missing)} documents in the KB are gone from disk; "
+                  "run again with --prune to remove them.", highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, in any language.")],
+    kb: KbOpt = None,
+    k: Annotated[int | None, typer.Option("-k", help="Number of passages (default: retrieval.k).")] = None,
+    mode: Annotated[str | None, typer.Option(help="hybrid, dense or bm25 (default: retrieval.mode).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the passages that best match a query: score, file, page, section and a snippet."""
+    hits = _open(kb).search(query, k, mode=mode)
+    if as_json:
+        out.print_json(data=[h.__dict__ for h in hits])
+        return
+    if not hits:
+        out.print("No passage matched.")
+    for i, h in enumerate(hits, 1):
+        out.print(f"[bold][{i}][/bold] {h.score:.3f}  [cyan]{h.location}[/cyan]", highlight=False)
+        snippet = " ".join(h.text.split())
+        out.print("    " + (snippet[:300] + ("…" if len(snippet) > 300 else "")), highlight=False)
+
+
+@app.command("list")
+def list_documents(kb: KbOpt = None, as_json: JsonOpt = False) -> None:
+    """List the documents in a knowledge base."""
+    docs = _open(kb).documents()
+    if as_json:
+        out.print_json(data=[d.__dict__ for d in docs])
+        return
+    for d in docs:
+        out.print(f"{d.chunks:6d} chunks  {d.path}", highlight=False)
+    out.print(f"{len(docs)} documents", highlight=False)
+
+
+@app.command()
+def remove(
+    target: Annotated[str, typer.Argument(help="Document path, folder, or document id.")],
+    kb: KbOpt = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for another writer.")] = 0,
+) -> None:
+    """Remove a document (or every document under a folder) from a knowledge base."""
+    removed = _open(kb).remove(target, wait=wait)
+    for d in removed:
+        out.print(f"removed {d.path} ({d.chunks} chunks)", highlight=False)
+
+
+@app.command()
+def kbs(as_json: JsonOpt = False) -> None:
+    """List the knowledge bases in KB_HOME."""
+    from kb.knowledge_base import KnowledgeBase
+
+    settings = _settings()
+    names = KnowledgeBase.names(settings)
+    stats = []
+    for name in names:
+        with KnowledgeBase.open(name, settings=settings, create=False) as base:
+            stats.append(base.stats())
+    if as_json:
+        out.print_json(data=stats)
+        return
+    if not stats:
+        out.print(f"No knowledge bases in {settings.home_dir / 'kbs'} yet; create one with `kb ingest PATH`.")
+    for s in stats:
+        out.print(f"{s['name']:20s} {s['documents']:6d} documents {s['chunks']:8d} chunks  "
+                  f"{s['bytes_on_disk'] / 1e6:8.1f} MB  ({s['embedder']})", highlight=False)
+
+
+@app.command()
+def config(as_json: JsonOpt = False) -> None:
+    """Print the effective settings (defaults + config.yaml + KB_* variables)."""
+    import yaml
+
+    data = _settings().model_dump(mode="json")
+    if as_json:
+        out.print_json(data=data)
+    else:
+        out.print(f"# read from {config_path()} and KB_* environment variables", highlight=False)
+        out.print(yaml.safe_dump(data, allow_unicode=True, sort_keys=False).rstrip(), highlight=False)
+
+
+def _mount_optional_commands() -> None:
+    try:
+        from kb.llm.cli import model_app
+    except ImportError:
+        return
+    app.add_typer(model_app, name="model", help="Model tools: convert a ChatGLM2 checkpoint, show model info.")
+
+
+_mount_optional_commands()
+
+
+def main() -> None:
+    try:
+        app()
+    except KBError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; everything committed so far is kept.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The public Python API: `KnowledgeBase.open(name)`, `.ingest(path)`, `.search(query)`.
+
+Knowledge bases live in `$KB_HOME/kbs/<name>/`. Writers (ingest, remove, rebuild) take a file lock
+next to that folder, so two processes never write one KB at once; readers need no lock and always see
+the last commit. A rebuild writes a fresh KB beside the old one and swaps the folders at the end, so
+the old index stays usable until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from kb.config import Settings, load_settings
+from kb.errors import ConfigError, EmbedderMismatchError, KBError, KBNotFoundError, LockedError
+from kb.store import MANIFEST_FORMAT, MANIFEST_VERSION, Store, read_manifest, write_json_atomic
+from kb.types import DocumentInfo, Hit
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _kbs_dir(settings: Settings) -> Path:
+    return settings.home_dir / "kbs"
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise ConfigError(
+            f"invalid knowledge base name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class KnowledgeBase:
+    """A named, persistent collection of documents you can search (and, with a model, ask)."""
+
+    def __init__(self, name: str, folder: Path, settings: Settings) -> None:
+        self.name = name
+        self.folder = folder
+        self.settings = settings
+        self.manifest = read_manifest(folder)
+        self._store = Store(folder, self.manifest["embedder"]["dim"])
+        self._lock = threading.RLock()  # one SQLite connection, shared by this object's callers
+
+    # -- opening, listing, deleting -----------------------------------------------------------
+    @classmethod
+    def open(cls, name: str | None = None, *, settings: Settings | None = None, create: bool = True) -> KnowledgeBase:
+        """Open the named KB (settings.kb if None); create it if missing and `create` is true."""
+        settings = settings or load_settings()
+        name = check_name(name or settings.kb)
+        folder = _kbs_dir(settings) / name
+        _recover_swap(folder)
+        if not (folder / "manifest.json").exists():
+            if not create:
+                known = ", ".join(cls.names(settings)) or "none yet"
+                raise KBNotFoundError(f"no knowledge base named '{name}' (existing: {known}); "
+                                      f"create it with `kb ingest PATH --kb {name}`")
+            _create(folder, settings)
+        return cls(name, folder, settings)
+
+    @classmethod
+    def names(cls, settings: Settings | None = None) -> list[str]:
+        settings = settings or load_settings()
+        root = _kbs_dir(settings)
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists() and _NAME.match(p.name))
+
+    @classmethod
+    def delete(cls, name: str, settings: Settings | None = None) -> None:
+        settings = settings or load_settings()
+        folder = _kbs_dir(settings) / check_name(name)
+        if not folder.exists():
+            raise KBNotFoundError(f"no knowledge base named '{name}'")
+        with _write_lock(folder, 0):
+            shutil.rmtree(folder)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the embedder ---------------------------------------------------------------------------
+    def embedder(self):
+        """The embedding model this KB was built with (loaded on first use, shared per process)."""
+        from kb.ingest.embed import get_embedder
+
+        built = self.manifest["embedder"]
+        want = self.settings.embedding
+        if built["model"] != want.model or built.get("query_prefix", "") != want.query_prefix \
+                or built.get("passage_prefix", "") != want.passage_prefix:
+            raise EmbedderMismatchError(
+                f"embedding model '{want.model}' does not match the index of KB '{self.name}' (built with "
+                f"'{built['model']}'); run `kb ingest PATH --kb {self.name} --rebuild`, or set "
+                f"embedding.model back to '{built['model']}'"
+            )
+        return get_embedder(want)
+
+    # -- writing -------------------------------------------------------------------------------
+    def ingest(self, *paths: str | Path, prune: bool = False, rebuild: bool = False, wait: float = 0,
+               progress: Callable[[Any], None] | None = None):
+        """Add or update the documents under the given files/folders. Returns an IngestReport."""
+        from kb.ingest.pipeline import run_ingest
+
+        roots = [Path(p).expanduser() for p in paths]
+        if not roots:
+            raise KBError("nothing to ingest: give at least one file or folder")
+        with self._lock, _write_lock(self.folder, wait):
+            if rebuild:
+                return self._rebuild(roots, prune, progress)
+            self._check_chunking()
+            chunking = self.manifest["chunking"]
+            return run_ingest(self._store, self.embedder, roots, max_tokens=chunking["max_tokens"],
+                              overlap_tokens=chunking["overlap_tokens"], prune=prune, progress=progress)
+
+    def _check_chunking(self) -> None:
+        built = self.manifest["chunking"]
+        want = self.settings.chunking.model_dump()
+        if built != want:
+            raise ConfigError(
+                f"chunking settings {want} differ from those KB '{self.name}' was built with {built}; "
+                f"run `kb ingest PATH --kb {self.name} --rebuild` to re-chunk everything"
+            )
+
+    def _rebuild(self, roots: list[Path], prune: bool, progress):
+        from kb.ingest.pipeline import run_ingest
+
+        fresh = self.folder.with_name(f".{self.name}.rebuild")
+        shutil.rmtree(fresh, ignore_errors=True)
+        _create(fresh, self.settings)
+        keep = [Path(d.path) for d in self._store.documents() if Path(d.path).exists()]
+        store = Store(fresh, read_manifest(fresh)["embedder"]["dim"])
+        try:
+            report = run_ingest(store, lambda: self._fresh_embedder(), roots + ([] if prune else keep),
+                                max_tokens=self.settings.chunking.max_tokens,
+                                overlap_tokens=self.settings.chunking.overlap_tokens, prune=False,
+                                progress=progress)
+            store.save_dense_index()
+        finally:
+            store.close()
+        self._store.close()
+        old = self.folder.with_name(f".{self.name}.old")
+        self.folder.rename(old)
+        fresh.rename(self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+        self.manifest = read_manifest(self.folder)
+        self._store = Store(self.folder, self.manifest["embedder"]["dim"])
+        return report
+
+    def _fresh_embedder(self):
+        from kb.ingest.embed import get_embedder
+
+        return get_embedder(self.settings.embedding)
+
+    def remove(self, target: str | Path, wait: float = 0) -> list[DocumentInfo]:
+        """Remove a document by path or id, or every document under a folder. Returns what was removed."""
+        key = str(target)
+        resolved = str(Path(key).expanduser().resolve())
+        with self._lock, _write_lock(self.folder, wait):
+            docs = self._store.documents()
+            chosen = [d for d in docs if d.doc_id == key or d.path == resolved
+                      or d.path.startswith(resolved.rstrip("/") + "/")]
+            if not chosen:
+                raise KBError(f"'{key}' is not a document in KB '{self.name}' (see `kb list --kb {self.name}`)")
+            self._store.remove_documents(d.doc_id for d in chosen)
+            self._store.save_dense_index()
+        return chosen
+
+    # -- reading ---------------------------------------------------------------------------------
+    def search(self, query: str, k: int | None = None, *, mode: str | None = None) -> list[Hit]:
+        """The k most relevant passages, best first; each Hit has file, page, section and a 0..1 score."""
+        from kb.search import search
+
+        if not query or not query.strip():
+            raise KBError("the search query is empty")
+        settings = self.settings.retrieval
+        if mode not in (None, "hybrid", "dense", "bm25"):
+            raise KBError(f"unknown retrieval mode '{mode}': use hybrid, dense or bm25")
+        with self._lock:
+            embed = (lambda q: self.embedder().encode([q], query=True)[0])
+            return search(self._store, embed, query, settings, k or settings.k, mode)
+
+    def documents(self) -> list[DocumentInfo]:
+        with self._lock:
+            return self._store.documents()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            docs = self._store.documents()
+            return {
+                "name": self.name, "path": str(self.folder), "documents": len(docs),
+                "chunks": self._store.chunk_count(), "bytes_on_disk": self._store.disk_bytes(),
+                "embedder": self.manifest["embedder"]["model"], "created_at": self.manifest.get("created_at"),
+            }
+
+
+def _create(folder: Path, settings: Settings) -> None:
+    """Make an empty KB: folder + manifest naming the embedder (loaded once to learn its size)."""
+    from kb.ingest.embed import get_embedder
+
+    embedder = get_embedder(settings.embedding)
+    limit = embedder.max_seq_length - 16
+    if settings.chunking.max_tokens > limit:
+        raise ConfigError(f"chunking.max_tokens={settings.chunking.max_tokens} exceeds what embedding model "
+                          f"'{embedder.model_id}' reads ({embedder.max_seq_length} tokens); use at most {limit}")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "manifest.json", {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "embedder": {"model": embedder.model_id, "dim": embedder.dim, "max_seq_length": embedder.max_seq_length,
+                     "query_prefix": settings.embedding.query_prefix,
+                     "passage_prefix": settings.embedding.passage_prefix, "normalized": True},
+        "chunking": settings.chunking.model_dump(),
+        "created_at": time.time(),
+    })
+
+
+def _recover_swap(folder: Path) -> None:
+    """Finish or undo a rebuild's folder swap that a crash interrupted."""
+    old = folder.with_name(f".{folder.name}.old")
+    if old.exists():
+        if not folder.exists():
+            old.rename(folder)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class _write_lock:
+    """The KB's writer lock; `wait` seconds before giving up with a clear message."""
+
+    def __init__(self, folder: Path, wait: float) -> None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(folder.with_name(folder.name + ".lock")))
+        self._folder = folder
+        self._wait = wait
+
+    def __enter__(self) -> None:
+        try:
+            self._lock.acquire(timeout=self._wait)
+        except Timeout as e:
+            raise LockedError(
+                f"knowledge base '{self._folder.name}' is being written by another process (lock "
+                f"{self._lock.lock_file}); wait for it to finish, or pass --wait SECONDS"
+            ) from e
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()

@@ -1,0 +1,308 @@
+"""A knowledge base on disk: SQLite for documents, chunks, vectors and the keyword index; FAISS for search.
+
+Layout of one KB folder:
+    manifest.json         format version, embedder and chunking settings (written once, at creation)
+    meta.sqlite           the truth: documents, chunks (+ vectors as float32 blobs), FTS5 keyword index
+    vectors-<gen>.faiss   the dense index for commit generation <gen>, a cache of the vectors in SQLite
+
+Every change is one SQLite transaction (WAL mode), which is the commit point: a process killed at any
+moment leaves the last committed state. The FAISS file is derived data tagged with the generation it
+was built from; if it is missing or stale (a crash between the SQLite commit and the file write) it is
+rebuilt from SQLite. Nothing is ever unpickled: FAISS has its own binary format, the rest is SQL/JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kb.errors import IndexFormatError
+from kb.keywords import fts_query, index_text
+from kb.types import Chunk, DocumentInfo
+
+SCHEMA_VERSION = 1
+MANIFEST_FORMAT = "kb-index"
+MANIFEST_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY, path TEXT NOT NULL UNIQUE, title TEXT NOT NULL, file_type TEXT NOT NULL,
+    content_hash TEXT NOT NULL, size INTEGER NOT NULL, mtime REAL NOT NULL, ingested_at REAL NOT NULL,
+    text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, ordinal INTEGER NOT NULL, text TEXT NOT NULL,
+    section TEXT NOT NULL, page INTEGER, char_start INTEGER NOT NULL, char_end INTEGER NOT NULL,
+    vector BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(terms, tokenize='porter unicode61 remove_diacritics 2');
+"""
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write, fsync, rename, fsync the folder: the file is either the old one or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise IndexFormatError(f"{path} is missing; this folder is not a kb knowledge base") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexFormatError(f"{path} is not valid JSON ({e}); restore it or rebuild the KB") from e
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise IndexFormatError(f"{path} is not a kb manifest (no \"format\": \"{MANIFEST_FORMAT}\")")
+    if data.get("version") != MANIFEST_VERSION:
+        raise IndexFormatError(
+            f"{path} has format version {data.get('version')!r}; this kb reads version {MANIFEST_VERSION}. "
+            "Upgrade kb, or rebuild the KB with `kb ingest --rebuild`."
+        )
+    emb = data.get("embedder")
+    if not isinstance(emb, dict) or not isinstance(emb.get("model"), str) or not isinstance(emb.get("dim"), int):
+        raise IndexFormatError(f"{path} has no valid \"embedder\" entry (model, dim)")
+    return data
+
+
+class Store:
+    """One KB folder. Writers must hold the KB's lock (see kb.knowledge_base); readers need none."""
+
+    def __init__(self, folder: Path, dim: int) -> None:
+        self.folder = folder
+        self.dim = dim
+        self.db_path = folder / "meta.sqlite"
+        self._db = self._connect()
+        self._index = None  # (generation, faiss index)
+
+    # -- connection and schema ---------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if version is None:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+            elif version[0] != str(SCHEMA_VERSION):
+                raise IndexFormatError(
+                    f"{self.db_path} has schema version {version[0]}; this kb reads {SCHEMA_VERSION}. "
+                    "Rebuild the KB with `kb ingest --rebuild`."
+                )
+        except sqlite3.DatabaseError as e:
+            raise IndexFormatError(f"{self.db_path} is not a usable kb database ({e})") from e
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, and bump the generation; rolled back on any error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    @property
+    def generation(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    # -- documents ---------------------------------------------------------------------------
+    def document_states(self) -> dict[str, tuple[str, int, float, str]]:
+        """path -> (content_hash, size, mtime, doc_id), for deciding what changed."""
+        rows = self._db.execute("SELECT path, content_hash, size, mtime, doc_id FROM documents")
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+    def documents(self) -> list[DocumentInfo]:
+        rows = self._db.execute(
+            "SELECT d.doc_id, d.path, d.title, d.content_hash, d.size, d.mtime, "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id), d.ingested_at, d.file_type "
+            "FROM documents d ORDER BY d.path"
+        )
+        return [DocumentInfo(*r) for r in rows]
+
+    def document_text(self, doc_id: str) -> str | None:
+        row = self._db.execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+        return row[0] if row else None
+
+    def put_document(
+        self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray, keyword_texts: list[str]
+    ) -> int:
+        """Replace a document and all its chunks in one transaction. Returns chunks removed."""
+        if len(chunks) != len(vectors) or len(chunks) != len(keyword_texts):
+            raise ValueError("chunks, vectors and keyword texts must line up")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self.transaction() as db:
+            removed = self._delete_doc(db, info.doc_id, info.path)
+            db.execute(
+                "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?)",
+                (info.doc_id, info.path, info.title, info.file_type, info.content_hash, info.size,
+                 info.mtime, info.ingested_at, text),
+            )
+            db.executemany(
+                "INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?,?)",
+                [(c.chunk_id, c.doc_id, c.ordinal, c.text, c.section, c.page, c.char_start, c.char_end,
+                  v.tobytes()) for c, v in zip(chunks, vectors)],
+            )
+            db.executemany(
+                "INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)",
+                [(c.chunk_id, index_text(t)) for c, t in zip(chunks, keyword_texts)],
+            )
+        return removed
+
+    def touch_document(self, path: str, mtime: float) -> None:
+        """Record a new mtime for a file whose content did not change."""
+        with self.transaction() as db:
+            db.execute("UPDATE documents SET mtime=? WHERE path=?", (mtime, path))
+
+    def remove_documents(self, doc_ids: Iterable[str]) -> int:
+        """Delete documents and their chunks in one transaction. Returns chunks removed."""
+        removed = 0
+        with self.transaction() as db:
+            for doc_id in doc_ids:
+                removed += self._delete_doc(db, doc_id, None)
+        return removed
+
+    @staticmethod
+    def _delete_doc(db: sqlite3.Connection, doc_id: str, path: str | None) -> int:
+        ids = [r[0] for r in db.execute("SELECT chunk_id FROM chunks WHERE doc_id=?", (doc_id,))]
+        db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in ids])
+        db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+        db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+        if path is not None:  # a path re-used under another id (should not happen, but never duplicate)
+            db.execute("DELETE FROM documents WHERE path=?", (path,))
+        return len(ids)
+
+    # -- chunks ------------------------------------------------------------------------------
+    def chunk_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    def chunks_by_id(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Chunk rows joined with their document, keyed by chunk id (missing ids are left out)."""
+        out: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(
+                "SELECT c.chunk_id, c.doc_id, d.path, d.title, c.section, c.page, c.text, c.char_start, "
+                f"c.char_end, c.ordinal FROM chunks c JOIN documents d USING (doc_id) WHERE c.chunk_id IN ({marks})",
+                part,
+            )
+            for r in rows:
+                out[r[0]] = dict(zip(
+                    ("chunk_id", "doc_id", "path", "title", "section", "page", "text", "char_start",
+                     "char_end", "ordinal"), r))
+        return out
+
+    def keyword_search(self, query: str, limit: int) -> list[tuple[int, float]]:
+        """(chunk_id, bm25) best first; FTS5's bm25() is negative, more negative is better."""
+        match = fts_query(query)
+        if match is None:
+            return []
+        rows = self._db.execute(
+            "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
+            (match, limit),
+        )
+        return [(r[0], -r[1]) for r in rows]
+
+    # -- the dense index ---------------------------------------------------------------------
+    def dense_index(self):
+        """The FAISS index for the current generation: cached, else read from file, else rebuilt."""
+        import faiss
+
+        self._db.execute("BEGIN")  # one read snapshot for the generation and, if needed, the vectors
+        try:
+            gen = self.generation
+            if self._index is not None and self._index[0] == gen:
+                return self._index[1]
+            path = self.folder / f"vectors-{gen}.faiss"
+            index = None
+            if path.exists():
+                try:
+                    index = faiss.read_index(str(path))
+                except RuntimeError as e:
+                    raise IndexFormatError(f"{path} is not a readable FAISS index ({e}); delete it and "
+                                           "kb rebuilds it from meta.sqlite") from e
+                if index.ntotal != self.chunk_count() or index.d != self.dim:
+                    index = None  # stale or foreign: rebuild rather than answer from wrong vectors
+            if index is None:
+                index = self._build_index()
+        finally:
+            self._db.execute("COMMIT")
+        self._index = (gen, index)
+        return index
+
+    def _build_index(self):
+        import faiss
+
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        ids: list[int] = []
+        blobs: list[bytes] = []
+        for chunk_id, blob in self._db.execute("SELECT chunk_id, vector FROM chunks"):
+            ids.append(chunk_id)
+            blobs.append(blob)
+        if ids:
+            vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
+            if vectors.shape[1] != self.dim:
+                raise IndexFormatError(f"{self.db_path} holds {vectors.shape[1]}-dim vectors; the manifest "
+                                       f"says {self.dim}. Rebuild the KB with `kb ingest --rebuild`.")
+            index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+        return index
+
+    def save_dense_index(self) -> Path:
+        """Write the FAISS file for the current generation (atomically) and drop older ones."""
+        import faiss
+
+        index = self.dense_index()
+        gen = self._index[0]
+        path = self.folder / f"vectors-{gen}.faiss"
+        if not path.exists():
+            tmp = path.with_name(path.name + ".tmp")
+            faiss.write_index(index, str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(self.folder)
+        for old in self.folder.glob("vectors-*.faiss*"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        return path
+
+    def dense_search(self, query_vector: np.ndarray, limit: int) -> list[tuple[int, float]]:
+        """(chunk_id, cosine similarity) best first."""
+        index = self.dense_index()
+        if index.ntotal == 0:
+            return []
+        scores, ids = index.search(np.asarray(query_vector, dtype=np.float32).reshape(1, -1), min(limit, index.ntotal))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i != -1]
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())

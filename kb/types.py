@@ -1,0 +1,80 @@
+"""The data kb passes around: parsed elements, chunks, stored documents and search hits.
+
+All are frozen dataclasses so that a value handed to a caller cannot change under it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Element:
+    """One block of a parsed document: a heading, paragraph, list item, code block or table."""
+
+    text: str
+    kind: str = "text"  # "title", "text", "list", "code", "table"
+    page: int | None = None  # 1-based, for formats that have pages (PDF, slides, sheets)
+    depth: int = 0  # heading level for titles (0 = top)
+    rows: tuple[tuple[str, ...], ...] | None = None  # table cells, first row = header
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of a document as it is embedded and indexed."""
+
+    chunk_id: int  # deterministic: same document text and settings -> same id
+    doc_id: str
+    ordinal: int  # position within the document
+    text: str
+    section: str  # heading path, " > " separated ("" before the first heading)
+    page: int | None
+    char_start: int  # offsets into the document's full text
+    char_end: int
+
+    def embedding_text(self, title: str) -> str:
+        """What the embedder and the keyword index see: the passage under its headings (or title)."""
+        head = self.section or title
+        return f"{head}\n{self.text}" if head else self.text
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """A document as recorded in a knowledge base."""
+
+    doc_id: str
+    path: str
+    title: str
+    content_hash: str
+    size: int
+    mtime: float
+    chunks: int
+    ingested_at: float
+    file_type: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result. `score` is in [0, 1], higher is more relevant."""
+
+    chunk_id: int
+    doc_id: str
+    path: str
+    title: str
+    section: str
+    page: int | None
+    text: str
+    score: float
+    char_start: int
+    char_end: int
+    ranks: dict[str, int] = field(default_factory=dict)  # rank (1-based) in each retriever that found it
+
+    @property
+    def location(self) -> str:
+        """'file, p. 3, § Section' for display."""
+        parts = [self.path]
+        if self.page is not None:
+            parts.append(f"p. {self.page}")
+        if self.section:
+            parts.append(f"§ {self.section}")
+        return ", ".join(parts)
