@@ -1,0 +1,139 @@
+"""The chat-model interface every backend implements, and the registry that picks one by config.
+
+A backend turns a list of `Message`s into streamed text and counts tokens for context budgeting.
+Backends live one per module and are imported only when chosen, so a missing optional package
+surfaces as `MissingDependencyError` naming the extra to install. This module leaves out prompt
+building for retrieval (the chain does that) and any networking or model loading.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from kb.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from kb.config import LLMSettings
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn."""
+
+    role: Role
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ModelError(f"message role {self.role!r} is not one of {', '.join(ROLES)}")
+
+
+class ChatBackend(ABC):
+    """A chat model: streams answers and counts tokens."""
+
+    name: str = "backend"
+    context_window: int = 2048
+
+    @abstractmethod
+    def stream(
+        self,
+        messages: list[Message],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: list[str] | None = None,
+    ) -> Iterator[str]:
+        """Yield the answer to `messages` piece by piece."""
+
+    def generate(self, messages: list[Message], **gen) -> str:
+        """The whole answer at once (the joined stream)."""
+        return "".join(self.stream(messages, **gen))
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in this model's vocabulary."""
+
+    def count_message_tokens(self, messages: list[Message]) -> int:
+        """Tokens of the full rendered prompt; backends with a chat template override this."""
+        return sum(self.count_tokens(m.content) + 4 for m in messages) + 2
+
+
+def check_messages(messages: list[Message]) -> None:
+    """Raise ModelError unless `messages` is a non-empty list ending with a user turn."""
+    if not messages:
+        raise ModelError("no messages to answer; pass at least one user Message")
+    if messages[-1].role != "user":
+        raise ModelError(f"the last message must come from the user, not {messages[-1].role!r}")
+
+
+def truncate_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    """Cut `text` before the first stop string; say whether one was found."""
+    if not stop:
+        return text, False
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def held_back(text: str, stop: list[str] | None) -> int:
+    """How many trailing characters could still be the start of a stop string."""
+    keep = 0
+    for s in stop or []:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                keep = max(keep, n)
+                break
+    return keep
+
+
+Factory = Callable[["LLMSettings"], ChatBackend]
+
+# Built-in backends, imported only when chosen: name -> "module:function".
+_BUILTIN: dict[str, str] = {
+    "gguf": "kb.llm.gguf:from_settings",
+    "chatglm2": "kb.llm.chatglm2:from_settings",
+    "hf": "kb.llm.hf:from_settings",
+    "openai": "kb.llm.openai_compat:from_settings",
+    "scripted": "kb.llm.scripted:from_settings",
+}
+_REGISTRY: dict[str, Factory] = {}
+
+
+def register_backend(name: str, factory: Factory) -> None:
+    """Make `factory` answer for `settings.backend == name` (overrides a built-in of that name)."""
+    _REGISTRY[name] = factory
+
+
+def backend_names() -> list[str]:
+    """Every backend name load_backend accepts."""
+    return sorted(set(_BUILTIN) | set(_REGISTRY))
+
+
+def load_backend(settings: LLMSettings) -> ChatBackend:
+    """Build the backend `settings.backend` names, importing its module only now."""
+    name = settings.backend
+    if name in _REGISTRY:
+        return _REGISTRY[name](settings)
+    if name not in _BUILTIN:
+        raise ConfigError(
+            f"llm.backend {name!r} is not a known model backend; use one of {', '.join(backend_names())}"
+        )
+    module, func = _BUILTIN[name].split(":")
+    return getattr(importlib.import_module(module), func)(settings)
+
+
+def require(module: str, extra: str, what: str, package: str | None = None):
+    """Import an optional package or raise MissingDependencyError naming the extra."""
+    from kb.errors import MissingDependencyError
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependencyError(package or module.split(".")[0], extra, what) from e
