@@ -43,6 +43,10 @@ class Embedder:
 
     def __init__(self, settings: EmbeddingSettings) -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # token counts of long texts are expected, not a warning
+        hf_logging.disable_progress_bar()
 
         self.settings = settings
         self.model_id = settings.model

@@ -26,15 +26,15 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     for bom, name in _BOMS:
         if data.startswith(bom):
             return data[len(bom):].decode(name), name + "-bom"
+    utf16 = _guess_utf16(data)
+    if utf16:
+        return data.decode(utf16), utf16
+    if _looks_binary(data[:8192]):
+        raise UnicodeError("binary content (control bytes), not text")
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    utf16 = _guess_utf16(data)
-    if utf16:
-        return data.decode(utf16), utf16
-    if b"\x00" in data[:4096]:
-        raise UnicodeError("binary content (NUL bytes), not text")
 
     from charset_normalizer import from_bytes
 
@@ -43,6 +43,14 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         raise UnicodeError("could not detect the text encoding")
     name = _WIDEN.get(best.encoding.lower().replace("_", ""), best.encoding)
     return data.decode(name, errors="replace"), name
+
+
+def _looks_binary(sample: bytes) -> bool:
+    """NUL bytes, or many control bytes other than tab / newline / carriage return / form feed."""
+    if b"\x00" in sample:
+        return True
+    controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
+    return controls > len(sample) * 0.05
 
 
 def _guess_utf16(data: bytes) -> str | None:

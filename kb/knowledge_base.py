@@ -188,8 +188,10 @@ class KnowledgeBase:
         settings = self.settings.retrieval
         if mode not in (None, "hybrid", "dense", "bm25"):
             raise KBError(f"unknown retrieval mode '{mode}': use hybrid, dense or bm25")
+        def embed(text: str):
+            return self.embedder().encode([text], query=True)[0]
+
         with self._lock:
-            embed = (lambda q: self.embedder().encode([q], query=True)[0])
             return search(self._store, embed, query, settings, k or settings.k, mode)
 
     def documents(self) -> list[DocumentInfo]:

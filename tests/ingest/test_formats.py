@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FORMAT_CASES
 
+from conftest import FORMAT_CASES
 from kb import KnowledgeBase
 
 
