@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from kb.errors import ConfigError, ModelError
 from kb.llm.base import ChatBackend, Message, check_messages, require
 from kb.llm.chatglm2_convert import MANIFEST, TOKENIZER_FILE, default_cache_dir, ensure_converted
 from kb.llm.chatglm2_tokenizer import ChatGLM2Tokenizer, build_prompt
 from kb.llm.generation import generate_ids, stream_text
 from kb.llm.torch_load import Placement, check_fits, load_causal_lm, resolve_placement
-
-from kb.errors import ConfigError, ModelError
 
 DIALOGUE_WINDOW = 8192  # ChatGLM2-6B was trained on 8K-token dialogues; -32K says so via rope_ratio
 

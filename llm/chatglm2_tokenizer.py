@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kb.llm.base import Message, check_messages
-
 from kb.errors import ModelError
+from kb.llm.base import Message, check_messages
 
 SPECIALS = ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from kb.llm.base import ChatBackend, Message
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -17,6 +16,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict
 
 from kb.errors import ModelError
+from kb.llm.base import ChatBackend, Message
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 _GEN_KEYS = ("max_new_tokens", "temperature", "top_p")

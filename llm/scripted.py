@@ -12,9 +12,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from kb.llm.base import ChatBackend, Message, check_messages, truncate_at_stop
-
 from kb.errors import ConfigError
+from kb.llm.base import ChatBackend, Message, check_messages, truncate_at_stop
 
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]+")
 

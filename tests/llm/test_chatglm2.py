@@ -11,13 +11,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import chatglm2_reference as ref  # noqa: E402
+from thudm_fixtures import TINY  # noqa: E402
+
+from kb.errors import ModelError  # noqa: E402
 from kb.llm.base import Message  # noqa: E402
 from kb.llm.chatglm2 import ChatGLM2Backend  # noqa: E402
 from kb.llm.chatglm2_convert import MANIFEST, convert, is_converted, source_key  # noqa: E402
 from kb.llm.generation import generate_ids, new_cache, prefill  # noqa: E402
-from thudm_fixtures import TINY  # noqa: E402
-
-from kb.errors import ModelError  # noqa: E402
 
 IDS = [5, 17, 250, 3, 99, 42, 7, 300, 11, 64, 128, 1, 77, 200, 31, 150, 8, 19, 260, 45, 6, 90, 111, 222,
        333, 12, 13, 14, 120, 240, 360, 9, 100, 101, 102, 103, 55, 66, 88, 99]

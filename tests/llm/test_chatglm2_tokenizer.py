@@ -8,10 +8,9 @@ import pytest
 
 pytest.importorskip("sentencepiece")
 
+from kb.errors import ModelError  # noqa: E402
 from kb.llm.base import Message  # noqa: E402
 from kb.llm.chatglm2_tokenizer import ChatGLM2Tokenizer, build_prompt  # noqa: E402
-
-from kb.errors import ModelError  # noqa: E402
 
 REAL = os.environ.get("KB_CHATGLM2_TOKENIZER", "")
 
