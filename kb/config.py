@@ -83,7 +83,7 @@ class LLMSettings(BaseModel):
     temperature: float = Field(0.1, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(0.8, gt=0, le=1, description="Nucleus sampling mass.")
     prefill_chunk: int = Field(
-        2048, ge=0, description="chatglm2/hf: feed long prompts through the KV cache this many tokens at "
+        1024, ge=0, description="chatglm2/hf: feed long prompts through the KV cache this many tokens at "
         "a time, which bounds activation memory (0: the whole prompt at once)."
     )
     cache_dir: str = Field(

@@ -28,7 +28,7 @@ class ChatGLM2Backend(ChatBackend):
     name = "chatglm2"
 
     def __init__(self, model, tokenizer: ChatGLM2Tokenizer, *, context_window: int,
-                 prefill_chunk: int = 2048, max_new_tokens: int = 512,
+                 prefill_chunk: int = 1024, max_new_tokens: int = 512,
                  temperature: float = 0.1, top_p: float = 0.8) -> None:
         self.model = model
         self.tokenizer = tokenizer

@@ -107,8 +107,8 @@ def quantization_config(placement: Placement):
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
-        # Plain fp32 block scales (+0.06 byte/weight) let one-token decoding use the GEMV kernel
-        # (fast_4bit_decode); double quantization measured 3x slower decoding on an H100.
+        # Plain fp32 block scales cost 0.06 byte/weight more, but double quantization made
+        # decoding 2.9x and prefill 1.5x slower on an H100 (docs/models.md, bitsandbytes 0.50.2).
         bnb_4bit_use_double_quant=False,
         bnb_4bit_compute_dtype=getattr(torch, placement.dtype),
     )
@@ -128,42 +128,5 @@ def load_causal_lm(model_cls, path: Path, placement: Placement, **kwargs):
     except (OSError, ValueError) as e:
         raise ModelError(f"could not load the model in {path}: {e}") from e
     model.kb_placement = placement
-    if placement.quantize == "4":
-        fast_4bit_decode(model)
     return model.eval()
 
-
-def fast_4bit_decode(model) -> int:
-    """Send single-token matmuls of bitsandbytes NF4 layers to its GEMV kernel; returns layers changed.
-
-    bitsandbytes 0.50 routes every 4-bit matmul through a general kernel whose per-call cost made
-    decoding about 3x slower than bf16 on an H100 (docs/models.md). Its `gemv_4bit` op is the
-    kernel older releases used for one token. Only layers without double quantization qualify
-    (their block scales are plain fp32); prefill (many tokens) keeps the stock path.
-    """
-    import types
-
-    import bitsandbytes as bnb
-
-    changed = 0
-    for module in model.modules():
-        state = getattr(getattr(module, "weight", None), "quant_state", None)
-        if isinstance(module, bnb.nn.Linear4bit) and state is not None and not state.nested:
-            module.forward = types.MethodType(_gemv_forward, module)
-            changed += 1
-    return changed
-
-
-def _gemv_forward(self, x):
-    import torch
-    from bitsandbytes.nn import Linear4bit
-
-    if not (x.is_cuda and x.numel() == x.shape[-1]) or torch.is_grad_enabled():
-        return Linear4bit.forward(self, x)
-    state = self.weight.quant_state
-    dtype = self.compute_dtype or x.dtype
-    out = torch.ops.bitsandbytes.gemv_4bit.default(
-        x.to(dtype), self.weight, state.shape, state.absmax, state.code, state.blocksize)
-    if self.bias is not None:
-        out = out + self.bias.to(dtype)
-    return out.to(x.dtype)

@@ -97,13 +97,11 @@ def materialize(module: torch.nn.Module, device: str, gen: torch.Generator) -> N
 def build_random(config, mode: str, device: str):
     """GlmForCausalLM with random weights built on `device` one layer at a time.
 
-    mode: bf16; nf4 (double quant, stock bitsandbytes forward); nf4-nodq (plain fp32 block
-    scales); nf4-nodq-gemv (plus kb's single-token GEMV route, torch_load.fast_4bit_decode).
+    mode: bf16; nf4 (what the backend loads: NF4, bf16 compute, plain fp32 block scales);
+    nf4-dq (the same with double quantization, for comparison).
     """
     from transformers import GlmForCausalLM
     from transformers.models.glm.modeling_glm import GlmRotaryEmbedding
-
-    from kb.llm.torch_load import fast_4bit_decode
 
     gen = torch.Generator(device=device).manual_seed(0)
     old = torch.get_default_dtype()
@@ -120,12 +118,10 @@ def build_random(config, mode: str, device: str):
             for parent in (layer.self_attn, layer.mlp):
                 for name, child in list(parent.named_children()):
                     if isinstance(child, torch.nn.Linear):
-                        setattr(parent, name, to_nf4(child, device, double_quant="nodq" not in mode))
+                        setattr(parent, name, to_nf4(child, device, double_quant=mode == "nf4-dq"))
     for part in (model.model.embed_tokens, model.model.norm, model.lm_head):
         materialize(part, device, gen)
     model.model.rotary_emb = GlmRotaryEmbedding(config).to(device)
-    if mode.endswith("gemv"):
-        fast_4bit_decode(model)
     return model.eval()
 
 
@@ -202,60 +198,9 @@ def smoke_backend(device: str) -> dict:
         for q in quantized:
             qb = ChatGLM2Backend.from_folder(src, device=device, quantize=q, cache_dir=tmp / "c", temperature=0)
             kinds = sorted({type(m).__name__ for m in qb.model.modules() if "Linear" in type(m).__name__})
-            gemv = sum(getattr(m.forward, "__func__", None) is not None and m.forward.__func__.__name__ == "_gemv_forward"
-                       for m in qb.model.modules())
-            out[f"q{q}"] = {"linear_types": kinds, "gemv_layers": gemv, "text": qb.generate(msgs, max_new_tokens=8),
+            out[f"q{q}"] = {"linear_types": kinds, "text": qb.generate(msgs, max_new_tokens=8),
                             "streamed_equal": "".join(qb.stream(msgs, max_new_tokens=8)) ==
                             qb.generate(msgs, max_new_tokens=8)}
-    return out
-
-
-def micro(device: str) -> dict:
-    """Per-call cost of one-token matmuls at ChatGLM2's shapes: bf16, stock NF4, kb's GEMV route.
-
-    'loop_us' is wall time per call in a 200-call loop (the larger of launch overhead and kernel
-    time); 'graph_us' replays the same calls from a CUDA graph (kernel time alone).
-    """
-    from kb.llm.torch_load import _gemv_forward
-
-    out: dict = {}
-    gen = torch.Generator(device=device).manual_seed(2)
-    for n, k in ((27392, 4096), (4096, 13696), (4608, 4096)):
-        dense = torch.nn.Linear(k, n, bias=False, device=device, dtype=torch.bfloat16)
-        dense.weight.data.normal_(0, 0.02, generator=gen)
-        dq, nodq = to_nf4(dense, device, True), to_nf4(dense, device, False)
-        x = torch.randn(1, 1, k, device=device, dtype=torch.bfloat16, generator=gen)
-        calls = {"bf16": dense, "nf4": dq, "nf4-nodq": nodq, "nf4-nodq-gemv": lambda v, m=nodq: _gemv_forward(m, v)}
-        row: dict = {}
-        with torch.inference_mode():
-            ref_out = nodq(x).float()
-            row["gemv_rel_err_vs_stock"] = float((calls["nf4-nodq-gemv"](x).float() - ref_out).norm() / ref_out.norm())
-            for name, fn in calls.items():
-                for _ in range(5):
-                    fn(x)
-                sync(device)
-                t = time.perf_counter()
-                for _ in range(200):
-                    fn(x)
-                sync(device)
-                entry = {"loop_us": round((time.perf_counter() - t) / 200 * 1e6, 1)}
-                if device.startswith("cuda"):
-                    try:
-                        graph = torch.cuda.CUDAGraph()
-                        with torch.cuda.graph(graph):
-                            for _ in range(50):
-                                fn(x)
-                        graph.replay()
-                        sync(device)
-                        t = time.perf_counter()
-                        graph.replay()
-                        sync(device)
-                        entry["graph_us"] = round((time.perf_counter() - t) / 50 * 1e6, 1)
-                    except Exception as e:  # noqa: BLE001 - recorded
-                        entry["graph_error"] = f"{type(e).__name__}: {e}"[:200]
-                row[name] = entry
-        out[f"{n}x{k}"] = row
-        del dense, dq, nodq
     return out
 
 
@@ -272,8 +217,9 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="small shapes on the CPU, to check the script")
     p.add_argument("--prefill", type=int, default=32768)
     p.add_argument("--decode", type=int, default=256)
-    p.add_argument("--chunks", default="2048,1024,512", help="prefill chunk sizes to time (llm.prefill_chunk)")
-    p.add_argument("--modes", default="nf4,nf4-nodq,nf4-nodq-gemv,bf16")
+    p.add_argument("--chunks", default="1024,2048", help="prefill chunk sizes to time; the first is "
+                   "llm.prefill_chunk's default")
+    p.add_argument("--modes", default="nf4,nf4-dq,bf16")
     p.add_argument("--json", type=Path, help="also write the JSON here")
     a = p.parse_args()
     import_kb_llm()
@@ -287,7 +233,7 @@ def main() -> None:
     if a.tiny:
         thudm.update(padded_vocab_size=512, hidden_size=64, ffn_hidden_size=128, num_layers=2,
                      num_attention_heads=4, kv_channels=16)
-        a.prefill, a.decode, a.chunks = min(a.prefill, 300), min(a.decode, 16), "128,64"
+        a.prefill, a.decode, a.chunks = min(a.prefill, 300), min(a.decode, 16), "64,128"
     config = GlmConfig(**glm_config_dict(thudm))
     report: dict = {"card": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                     "torch": torch.__version__, "transformers": transformers.__version__}
@@ -299,8 +245,6 @@ def main() -> None:
         report["bitsandbytes"] = None
     # Each part reports its own failure and the rest still runs: GPU time is scarce.
     report["smoke"] = guarded(smoke_backend, device)
-    if device.startswith("cuda"):  # full-size matrices: far too slow for a CPU
-        report["micro"] = guarded(micro, device)
     for mode in a.modes.split(","):
         chunks = [int(c) for c in a.chunks.split(",")]
         report[mode] = guarded(bench_mode, config, mode, device, a.prefill, a.decode, chunks)
