@@ -165,10 +165,39 @@ def bench_mode(config, mode: str, device: str, prefill_len: int, decode_len: int
         del cache, logits
     list(generate_ids(model, ids[:16], max_new_tokens=8))  # warm-up at short context
     sync(device)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     got = list(generate_ids(model, ids[:16], max_new_tokens=decode_len))
     sync(device)
-    out.update(decode_tokens=len(got), decode_tok_s=round(len(got) / (time.perf_counter() - t), 2))
+    wall = time.perf_counter() - t
+    # CPU seconds per wall second near 1 means decoding is bound by Python / kernel launches.
+    out.update(decode_tokens=len(got), decode_tok_s=round(len(got) / wall, 2),
+               decode_cpu_busy=round((time.process_time() - cpu) / wall, 2), sm_mhz_after=sm_clock(device))
+    del model
+    return out
+
+
+def sm_clock(device: str) -> int | None:
+    """The GPU's current SM clock in MHz, when NVML can tell."""
+    try:
+        return torch.cuda.clock_rate() if device.startswith("cuda") else None
+    except Exception:  # noqa: BLE001 - only a diagnostic
+        return None
+
+
+def warm_up(config, device: str) -> dict:
+    """A throwaway bf16 model, 4K prefill and 64 decode steps, before anything is timed.
+
+    The first full-size model of a process measured up to 3x slower decoding than later ones on
+    the H100 (docs/models.md), whatever its precision; this run absorbs that.
+    """
+    from kb.llm.generation import generate_ids
+
+    model = build_random(config, "bf16", device)
+    ids = [3 + i % (config.vocab_size - 3) for i in range(4096)]
+    t = time.perf_counter()
+    got = list(generate_ids(model, ids, max_new_tokens=64, prefill_chunk=1024))
+    sync(device)
+    out = {"s": round(time.perf_counter() - t, 2), "tokens": len(got), "sm_mhz_after": sm_clock(device)}
     del model
     return out
 
@@ -219,7 +248,8 @@ def main() -> None:
     p.add_argument("--decode", type=int, default=256)
     p.add_argument("--chunks", default="1024,2048", help="prefill chunk sizes to time; the first is "
                    "llm.prefill_chunk's default")
-    p.add_argument("--modes", default="nf4,nf4-dq,bf16")
+    p.add_argument("--modes", default="nf4,nf4-dq,bf16,nf4")
+    p.add_argument("--no-warmup", action="store_true", help="time the first full-size model too")
     p.add_argument("--json", type=Path, help="also write the JSON here")
     a = p.parse_args()
     import_kb_llm()
@@ -245,13 +275,16 @@ def main() -> None:
         report["bitsandbytes"] = None
     # Each part reports its own failure and the rest still runs: GPU time is scarce.
     report["smoke"] = guarded(smoke_backend, device)
+    if not a.no_warmup:
+        report["warmup"] = guarded(warm_up, config, device)
     for mode in a.modes.split(","):
         chunks = [int(c) for c in a.chunks.split(",")]
-        report[mode] = guarded(bench_mode, config, mode, device, a.prefill, a.decode, chunks)
+        key = mode if mode not in report else f"{mode}#2"  # a mode named twice checks order effects
+        report[key] = guarded(bench_mode, config, mode, device, a.prefill, a.decode, chunks)
     bf16 = report.get("bf16", {}).get("decode_tok_s")
-    for mode in a.modes.split(","):
-        if mode.startswith("nf4") and bf16 and "decode_tok_s" in report[mode]:
-            report[f"{mode}_over_bf16_decode"] = round(report[mode]["decode_tok_s"] / bf16, 3)
+    for key in [k for k in report if k.startswith("nf4")]:
+        if bf16 and "decode_tok_s" in report[key]:
+            report[f"{key}_over_bf16_decode"] = round(report[key]["decode_tok_s"] / bf16, 3)
     text = json.dumps(report, ensure_ascii=False, indent=1)
     print(text)
     if a.json:
