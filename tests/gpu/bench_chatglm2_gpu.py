@@ -97,8 +97,8 @@ def materialize(module: torch.nn.Module, device: str, gen: torch.Generator) -> N
 def build_random(config, mode: str, device: str):
     """GlmForCausalLM with random weights built on `device` one layer at a time.
 
-    mode: bf16; nf4 (what the backend loads: NF4, bf16 compute, plain fp32 block scales);
-    nf4-dq (the same with double quantization, for comparison).
+    mode: bf16; nf4 (what the backend loads: NF4, bf16 compute, double-quantized block scales);
+    nf4-nodq (the same with plain fp32 block scales, for comparison).
     """
     from transformers import GlmForCausalLM
     from transformers.models.glm.modeling_glm import GlmRotaryEmbedding
@@ -118,7 +118,7 @@ def build_random(config, mode: str, device: str):
             for parent in (layer.self_attn, layer.mlp):
                 for name, child in list(parent.named_children()):
                     if isinstance(child, torch.nn.Linear):
-                        setattr(parent, name, to_nf4(child, device, double_quant=mode == "nf4-dq"))
+                        setattr(parent, name, to_nf4(child, device, double_quant=mode != "nf4-nodq"))
     for part in (model.model.embed_tokens, model.model.norm, model.lm_head):
         materialize(part, device, gen)
     model.model.rotary_emb = GlmRotaryEmbedding(config).to(device)
@@ -164,16 +164,42 @@ def bench_mode(config, mode: str, device: str, prefill_len: int, decode_len: int
         out["decode_tok_s_at_32k"] = round(n / (time.perf_counter() - t), 2)
         del cache, logits
     list(generate_ids(model, ids[:16], max_new_tokens=8))  # warm-up at short context
-    sync(device)
-    t, cpu = time.perf_counter(), time.process_time()
-    got = list(generate_ids(model, ids[:16], max_new_tokens=decode_len))
-    sync(device)
-    wall = time.perf_counter() - t
-    # CPU seconds per wall second near 1 means decoding is bound by Python / kernel launches.
-    out.update(decode_tokens=len(got), decode_tok_s=round(len(got) / wall, 2),
-               decode_cpu_busy=round((time.process_time() - cpu) / wall, 2), sm_mhz_after=sm_clock(device))
+    rates = []
+    for _ in range(3):  # three rounds: does a slow model speed up with time?
+        sync(device)
+        t = time.perf_counter()
+        got = list(generate_ids(model, ids[:16], max_new_tokens=decode_len))
+        sync(device)
+        rates.append(round(len(got) / (time.perf_counter() - t), 2))
+    out.update(decode_tokens=len(got), decode_tok_s_rounds=rates, decode_tok_s=sorted(rates)[1],
+               sm_mhz_after=sm_clock(device), profile=profile_decode(model, ids[:16], device))
     del model
     return out
+
+
+def profile_decode(model, ids: list[int], device: str, steps: int = 8) -> dict:
+    """Where 8 decode steps spend their time: GPU busy ms per token, and the top GPU and CPU ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from kb.llm.generation import generate_ids
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    t = time.perf_counter()
+    with profile(activities=acts) as prof:
+        list(generate_ids(model, ids, max_new_tokens=steps))
+        sync(device)
+    wall = time.perf_counter() - t
+    events = prof.key_averages()
+
+    def dev(e):
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) or 0
+
+    gpu_us = sum(dev(e) for e in events)
+    top_gpu = sorted(events, key=dev, reverse=True)[:5]
+    top_cpu = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:5]
+    return {"wall_ms_per_token": round(wall * 1e3 / steps, 2), "gpu_busy_ms_per_token": round(gpu_us / 1e3 / steps, 2),
+            "top_gpu_us": {e.key[:60]: round(dev(e) / steps, 1) for e in top_gpu},
+            "top_cpu_us": {e.key[:60]: round(e.self_cpu_time_total / steps, 1) for e in top_cpu}}
 
 
 def sm_clock(device: str) -> int | None:
@@ -187,8 +213,8 @@ def sm_clock(device: str) -> int | None:
 def warm_up(config, device: str) -> dict:
     """A throwaway bf16 model, 4K prefill and 64 decode steps, before anything is timed.
 
-    The first full-size model of a process measured up to 3x slower decoding than later ones on
-    the H100 (docs/models.md), whatever its precision; this run absorbs that.
+    Diagnostic: on the H100 the first NF4 model of a process decoded about 3x slower than
+    later ones even after a bf16 warm-up (docs/models.md); this tells bf16 warm-up apart.
     """
     from kb.llm.generation import generate_ids
 
@@ -245,11 +271,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="small shapes on the CPU, to check the script")
     p.add_argument("--prefill", type=int, default=32768)
-    p.add_argument("--decode", type=int, default=256)
+    p.add_argument("--decode", type=int, default=128, help="tokens per decode round (three rounds)")
     p.add_argument("--chunks", default="1024,2048", help="prefill chunk sizes to time; the first is "
                    "llm.prefill_chunk's default")
-    p.add_argument("--modes", default="nf4,nf4-dq,bf16,nf4")
-    p.add_argument("--no-warmup", action="store_true", help="time the first full-size model too")
+    p.add_argument("--modes", default="nf4,bf16,nf4")
+    p.add_argument("--warmup", action="store_true", help="run a throwaway bf16 model before timing")
     p.add_argument("--json", type=Path, help="also write the JSON here")
     a = p.parse_args()
     import_kb_llm()
@@ -275,7 +301,7 @@ def main() -> None:
         report["bitsandbytes"] = None
     # Each part reports its own failure and the rest still runs: GPU time is scarce.
     report["smoke"] = guarded(smoke_backend, device)
-    if not a.no_warmup:
+    if a.warmup:
         report["warmup"] = guarded(warm_up, config, device)
     for mode in a.modes.split(","):
         chunks = [int(c) for c in a.chunks.split(",")]
