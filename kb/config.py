@@ -61,10 +61,10 @@ class RetrievalSettings(BaseModel):
 
 class LLMSettings(BaseModel):
     backend: str = Field(
-        "gguf", description="Which model backend answers: gguf (llama.cpp, the embedded default), "
-        "chatglm2 (THUDM checkpoint folder), hf (any Hugging Face chat model), openai (any "
-        "OpenAI-compatible server: vLLM, Ollama, Xinference), scripted (tests), or a name given to "
-        "kb.llm.register_backend."
+        "auto", description="Which model backend answers: auto (chosen from llm.model / llm.base_url: "
+        "empty or *.gguf -> gguf, a THUDM ChatGLM folder -> chatglm2, another model folder -> hf, "
+        "base_url set -> openai), gguf (llama.cpp, the embedded SmolLM2 default), chatglm2, hf, openai "
+        "(vLLM, Ollama, Xinference), scripted (tests), or a name given to kb.llm.register_backend."
     )
     model: str = Field(
         "", description="Model path or name: a GGUF file, a ChatGLM2 / Hugging Face folder, or the "

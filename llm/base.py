@@ -9,9 +9,11 @@ building for retrieval (the chain does that) and any networking or model loading
 from __future__ import annotations
 
 import importlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from kb.errors import ConfigError, ModelError
@@ -116,9 +118,29 @@ def backend_names() -> list[str]:
     return sorted(set(_BUILTIN) | set(_REGISTRY))
 
 
+def resolve_backend_name(settings: LLMSettings) -> str:
+    """`settings.backend`, or for 'auto' the backend that `llm.model` / `llm.base_url` call for."""
+    if settings.backend != "auto":
+        return settings.backend
+    if settings.base_url:
+        return "openai"
+    if not settings.model or settings.model.endswith(".gguf"):
+        return "gguf"
+    folder = Path(settings.model).expanduser()
+    config = folder / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        is_glm = data.get("model_type") == "chatglm" or (folder / "kb_convert.json").is_file()
+        return "chatglm2" if is_glm else "hf"
+    raise ConfigError(
+        f"llm.model {settings.model!r} is neither a .gguf file nor a model folder with config.json; "
+        "fix the path, or set llm.backend (openai also needs llm.base_url)"
+    )
+
+
 def load_backend(settings: LLMSettings) -> ChatBackend:
-    """Build the backend `settings.backend` names, importing its module only now."""
-    name = settings.backend
+    """Build the backend `settings.backend` names (or 'auto' detects), importing its module only now."""
+    name = resolve_backend_name(settings)
     if name in _REGISTRY:
         return _REGISTRY[name](settings)
     if name not in _BUILTIN:

@@ -100,3 +100,22 @@ def test_backend_interface_defaults():
 
     t = Tiny()
     assert t.generate(Q) == "ok" and t.count_message_tokens(Q) > t.count_tokens(Q[1].content)
+
+
+def test_auto_backend_follows_the_model_setting(tmp_path):
+    from kb.llm.base import resolve_backend_name
+
+    def name(**kw):
+        return resolve_backend_name(LLMSettings(**kw))
+
+    assert LLMSettings().backend == "auto"
+    assert name() == "gguf" and name(model="~/m/smol.gguf") == "gguf"
+    assert name(model="chatglm2-6b", base_url="http://localhost:8000/v1") == "openai"
+    thudm, other = tmp_path / "chatglm2-6b-32k", tmp_path / "qwen"
+    for folder, cfg in ((thudm, {"model_type": "chatglm", "rope_ratio": 16}), (other, {"model_type": "qwen2"})):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(cfg))
+    assert name(model=str(thudm)) == "chatglm2" and name(model=str(other)) == "hf"
+    assert name(backend="scripted", model=str(other)) == "scripted"
+    with pytest.raises(ConfigError, match="neither a .gguf file nor a model folder"):
+        name(model=str(tmp_path / "typo"))

@@ -183,3 +183,42 @@ def test_context_window_and_token_counts(backend):
     assert backend.count_message_tokens(msgs) > backend.count_tokens("What is a knowledge base?") + 5
     with pytest.raises(ModelError, match="context window"):
         backend.generate([Message("user", "word " * 600)])
+
+
+def test_not_enough_gpu_memory_is_refused_before_loading(monkeypatch):
+    """A fake GPU with 3 GiB free: ChatGLM2-6B-32K at NF4 and 32K context needs about 5 GB."""
+    from transformers import GlmConfig
+
+    from kb.llm.chatglm2_convert import glm_config_dict
+    from kb.llm.torch_load import Placement, check_fits
+
+    full = {"padded_vocab_size": 65024, "hidden_size": 4096, "ffn_hidden_size": 13696, "num_layers": 28,
+            "num_attention_heads": 32, "multi_query_group_num": 2, "kv_channels": 128, "seq_length": 32768,
+            "rope_ratio": 16}
+    config = GlmConfig(**glm_config_dict(full))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 * 1024**3, 80 * 1024**3))
+    with pytest.raises(ModelError, match=r"needs about 5\.\d GiB of GPU memory, but cuda:0 has 3\.0 GiB free"):
+        check_fits(config, Placement("cuda:0", "bfloat16", "4"), 32768, "ChatGLM2")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6 * 1024**3, 80 * 1024**3))
+    check_fits(config, Placement("cuda:0", "bfloat16", "4"), 32768, "ChatGLM2")  # fits in 6 GiB
+    with pytest.raises(ModelError, match="try llm.quantize: 4"):
+        check_fits(config, Placement("cuda:0", "bfloat16", "none"), 32768, "ChatGLM2")
+
+
+def test_missing_tokenizer_is_named(thudm_bin, tmp_path):
+    src = tmp_path / "no-tok"
+    shutil.copytree(thudm_bin, src)
+    (src / "tokenizer.model").unlink()
+    with pytest.raises(ModelError, match="has no tokenizer.model"):
+        ChatGLM2Backend.from_folder(src, device="cpu", cache_dir=tmp_path / "c")
+
+
+def test_sampling_respects_temperature_and_top_p():
+    from kb.llm.generation import pick_token
+
+    logits = torch.tensor([[0.0, 3.0, 2.9, -5.0]])
+    assert pick_token(logits, 0.0, 1.0) == 1
+    assert {pick_token(logits, 1.0, 0.01) for _ in range(20)} == {1}  # nucleus holds only the top token
+    g = torch.Generator().manual_seed(0)
+    draws = {pick_token(logits, 1.0, 0.9, g) for _ in range(200)}
+    assert draws == {1, 2}  # the two likely tokens; never the tails outside the 0.9 nucleus
