@@ -38,6 +38,19 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+class TokenCounter:
+    """Counts tokens with the embedder's tokenizer; small and picklable, so a parser process can use it."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    def __call__(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        encoded = self._tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+
 class Embedder:
     """embed_documents / embed_query, as LangChain's Embeddings has them, plus numpy and token counts."""
 
@@ -61,14 +74,11 @@ class Embedder:
             ) from e
         self.dim = int(self._model.get_embedding_dimension())
         self.max_seq_length = int(self._model.max_seq_length or 512)
-        self._tokenizer = self._model.tokenizer
+        self.token_counter = TokenCounter(self._model.tokenizer)
         self._lock = threading.Lock()
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        encoded = self._tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        return self.token_counter(texts)
 
     def encode(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
         """float32 array (n, dim), L2-normalized, so inner product is cosine similarity."""

@@ -1,7 +1,7 @@
-"""The ingest run: find files -> skip unchanged -> parse + split (a worker thread) -> embed -> write.
+"""The ingest run: find files -> skip unchanged -> parse + split (a child process) -> embed -> write.
 
-Parsing runs in a background thread while the main thread embeds, so the CPU-bound torch work (which
-releases the GIL) overlaps the Python-bound parsing. Embedding batches span documents, so a folder of
+For large jobs, parsing runs in a child process a few files ahead while the main process embeds and
+writes, so parsing overlaps the embedder. Embedding batches span documents, so a folder of
 tiny files still fills the model's batches. Each document is written in its own transaction as soon
 as its vectors exist: a run that is killed keeps every document it finished, and the next run picks
 up the rest. A file that fails to parse is reported and skipped; an older version of it stays.
@@ -10,11 +10,12 @@ up the rest. A file that fails to parse is reported and skipped; an older versio
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,10 @@ from .embed import Embedder
 from .loaders import document_title, load, supported_suffixes
 from .split import split_document
 
-BATCH_CHUNKS = 256  # chunks per encode call across documents
+BATCH_CHUNKS = 512  # chunks per encode call across documents (sorted by length inside the call)
+PARSE_AHEAD = 3  # files parsed ahead of the embedder in the child process
+PROCESS_MIN_FILES = 20  # smaller jobs parse in-process: starting a child costs a few seconds
+PROCESS_MIN_BYTES = 2_000_000
 
 
 @dataclass
@@ -184,51 +188,55 @@ def _under(path: str, roots: list[Path]) -> bool:
 
 def _embed_and_write(store, embedder_factory, todo, known, report, notify, max_tokens, overlap_tokens) -> None:
     model = embedder_factory()
-    jobs: queue.Queue = queue.Queue(maxsize=8)
-    stop = threading.Event()
-    worker = threading.Thread(
-        target=_parse_worker, args=(todo, known, model, max_tokens, overlap_tokens, jobs, stop), daemon=True
-    )
-    worker.start()
     pending: list[_Parsed] = []
-    try:
-        while True:
-            item = jobs.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, FileResult):
-                if item.status == "unchanged":
-                    store.touch_document(item.path, Path(item.path).stat().st_mtime)
-                _done(report, notify, item)
-                continue
-            pending.append(item)
-            if sum(len(p.chunks) for p in pending) >= BATCH_CHUNKS or jobs.empty():
-                _write(store, model, pending, report, notify)
-                pending = []
-        _write(store, model, pending, report, notify)
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a worker waiting on a full queue
-            try:
-                jobs.get_nowait()
-            except queue.Empty:
-                worker.join(timeout=0.1)
+    for item in _parsed(todo, known, model.token_counter, max_tokens, overlap_tokens):
+        if isinstance(item, FileResult):
+            if item.status == "unchanged":
+                store.touch_document(item.path, Path(item.path).stat().st_mtime)
+            _done(report, notify, item)
+            continue
+        pending.append(item)
+        if sum(len(p.chunks) for p in pending) >= BATCH_CHUNKS:
+            _write(store, model, pending, report, notify)
+            pending = []
+    _write(store, model, pending, report, notify)
 
 
-def _parse_worker(todo, known, model: Embedder, max_tokens, overlap_tokens, jobs: queue.Queue, stop) -> None:
-    try:
+def _parsed(todo, known, count_tokens, max_tokens, overlap_tokens) -> Iterator[_Parsed | FileResult]:
+    """Parse results in file order. Large jobs parse in a child process, one file ahead of the embedder:
+    a thread would fight the main thread for the GIL (every SQLite row and torch call hands it over)."""
+    args = (count_tokens, max_tokens, overlap_tokens)
+    if len(todo) < PROCESS_MIN_FILES and sum(st.st_size for _, st in todo) < PROCESS_MIN_BYTES:
         for path, st in todo:
-            if stop.is_set():
-                return
-            jobs.put(_parse_one(path, st, known.get(str(path)), model, max_tokens, overlap_tokens))
-        jobs.put(None)
-    except BaseException as e:  # surfaces in the main thread
-        jobs.put(e)
+            yield _parse_one(path, st, known.get(str(path)), *args)
+        return
+    context = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_init_child, initargs=(count_tokens,)) as pool:
+        in_flight: deque = deque()
+        for path, st in todo:
+            in_flight.append(pool.submit(_parse_in_child, path, st, known.get(str(path)), max_tokens, overlap_tokens))
+            if len(in_flight) >= PARSE_AHEAD:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
 
 
-def _parse_one(path: Path, st, old, model: Embedder, max_tokens: int, overlap_tokens: int):
+_child_counter = None
+
+
+def _init_child(count_tokens) -> None:
+    global _child_counter
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    _child_counter = count_tokens
+
+
+def _parse_in_child(path: Path, st, old, max_tokens: int, overlap_tokens: int):
+    return _parse_one(path, st, old, _child_counter, max_tokens, overlap_tokens)
+
+
+def _parse_one(path: Path, st, old, count_tokens, max_tokens: int, overlap_tokens: int):
     try:
         digest = file_hash(path)
     except OSError as e:
@@ -240,7 +248,7 @@ def _parse_one(path: Path, st, old, model: Embedder, max_tokens: int, overlap_to
     except ParseError as e:
         return FileResult(str(path), "failed", reason=e.reason)
     title = document_title(path, elements)
-    text, drafts = split_document(elements, model.count_tokens, max_tokens, overlap_tokens, title)
+    text, drafts = split_document(elements, count_tokens, max_tokens, overlap_tokens, title)
     doc_id = doc_id_for(str(path))
     chunks = [
         Chunk(chunk_id_for(doc_id, i, d.text), doc_id, i, d.text, d.section, d.page, d.char_start, d.char_end)

@@ -156,6 +156,31 @@ def kbs(as_json: JsonOpt = False) -> None:
                   f"{s['bytes_on_disk'] / 1e6:8.1f} MB  ({s['embedder']})", highlight=False)
 
 
+@app.command("eval")
+def evaluate(
+    questions: Annotated[Path, typer.Argument(help="JSONL file: {id, question, evidence: [...], lang?}.")],
+    kb: KbOpt = None,
+    mode: Annotated[str | None, typer.Option(help="Retrieval mode to evaluate (default: retrieval.mode).")] = None,
+    compare: Annotated[str | None, typer.Option(
+        help="Comma-separated modes to run side by side, e.g. dense,bm25,hybrid.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Passages retrieved per question.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure retrieval on a question file: hit@1/5/10, MRR@10 and latency, overall and per group."""
+    from kb.eval import load_questions, run_retrieval, summarize
+
+    qs = load_questions(questions)
+    base = _open(kb)
+    modes = [m.strip() for m in compare.split(",")] if compare else [mode or base.settings.retrieval.mode]
+    results = {m: summarize(run_retrieval(base, qs, m, k)) for m in modes}
+    if as_json:
+        out.print_json(data=results)
+        return
+    from kb.cli_progress import eval_table
+
+    out.print(eval_table(results, len(qs)))
+
+
 @app.command()
 def config(as_json: JsonOpt = False) -> None:
     """Print the effective settings (defaults + config.yaml + KB_* variables)."""

@@ -1,9 +1,10 @@
-"""Progress display for `kb ingest`: one bar for files, a counter for embedded chunks (on stderr)."""
+"""Terminal output that is more than a line: the ingest progress display and the eval table."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 
 class IngestDisplay:
@@ -42,3 +43,18 @@ class IngestDisplay:
             if event.result.status == "failed":
                 self._progress.console.print(f"[red]failed[/red] {event.result.path}: {event.result.reason}",
                                              highlight=False)
+
+
+def eval_table(results: dict, total_questions: int) -> Table:
+    """One row per (mode, group): hit@1/5/10, MRR@10, p50/p95 latency."""
+    table = Table(title=f"Retrieval on {total_questions} questions (unanswerable ones excluded)")
+    for col in ("mode", "group", "n", "hit@1", "hit@5", "hit@10", "MRR@10", "p50 ms", "p95 ms"):
+        table.add_column(col, justify="left" if col in ("mode", "group") else "right")
+    for mode, summary in results.items():
+        rows = [("all", summary["overall"])] + list(summary["groups"].items())
+        for group, m in rows:
+            if not m.get("questions"):
+                continue
+            table.add_row(mode, group, str(m["questions"]), f"{m['hit@1']:.3f}", f"{m['hit@5']:.3f}",
+                          f"{m['hit@10']:.3f}", f"{m['mrr@10']:.3f}", f"{m['p50_ms']:.1f}", f"{m['p95_ms']:.1f}")
+    return table

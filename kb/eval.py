@@ -1,0 +1,135 @@
+"""`kb eval`: retrieval quality on a question file.
+
+Each line of the file is a JSON object:
+    {"id": "zh-001", "question": "...", "evidence": ["exact substring", ...], "answer_keywords": [...],
+     "lang": "zh", "answerable": true}
+A retrieved passage is a hit when it contains any evidence string, both sides whitespace-collapsed.
+Reported: hit@1, hit@5, hit@10 and MRR@10, overall and per group (the `lang` field, else the id's
+prefix before the first '-'), and p50/p95 search latency. Questions without evidence (unanswerable
+ones) are counted but left out of the retrieval metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kb.errors import KBError
+
+CUTOFFS = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    evidence: tuple[str, ...]
+    answer_keywords: tuple[str, ...] = ()
+    group: str = ""
+    answerable: bool = True
+
+
+@dataclass
+class Outcome:
+    question: Question
+    rank: int | None  # 1-based rank of the first passage holding evidence, None if not in the top k
+    seconds: float
+    paths: list[str] = field(default_factory=list)
+
+
+def collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def load_questions(path: Path) -> list[Question]:
+    """Read a question file; a malformed line is an error naming the line and the field."""
+    questions: list[Question] = []
+    seen: set[str] = set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise KBError(f"cannot read question file {path}: {e.strerror or e}") from e
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise KBError(f"{where}: not valid JSON ({e.msg})") from e
+        if not isinstance(row, dict):
+            raise KBError(f"{where}: expected a JSON object")
+        qid, text = row.get("id"), row.get("question")
+        if not isinstance(qid, str) or not qid or not isinstance(text, str) or not text.strip():
+            raise KBError(f"{where}: needs a non-empty string 'id' and 'question'")
+        if qid in seen:
+            raise KBError(f"{where}: duplicate id '{qid}'")
+        seen.add(qid)
+        evidence = row.get("evidence", [])
+        if not isinstance(evidence, list) or not all(isinstance(e, str) for e in evidence):
+            raise KBError(f"{where}: 'evidence' must be a list of strings")
+        keywords = row.get("answer_keywords", [])
+        group = row.get("lang") or qid.split("-", 1)[0]
+        answerable = bool(row.get("answerable", bool(evidence)))
+        questions.append(Question(qid, text, tuple(collapse(e) for e in evidence if e.strip()),
+                                  tuple(keywords), str(group), answerable))
+    if not questions:
+        raise KBError(f"{path} holds no questions")
+    return questions
+
+
+def first_hit_rank(texts: list[str], evidence: tuple[str, ...]) -> int | None:
+    for rank, text in enumerate(texts, 1):
+        flat = collapse(text)
+        if any(e in flat for e in evidence):
+            return rank
+    return None
+
+
+def run_retrieval(base, questions: list[Question], mode: str | None = None, k: int = 10) -> list[Outcome]:
+    """Search every answerable question once; time each search."""
+    outcomes = []
+    for q in questions:
+        if not q.evidence:
+            continue
+        start = time.perf_counter()
+        hits = base.search(q.question, k=k, mode=mode)
+        seconds = time.perf_counter() - start
+        outcomes.append(Outcome(q, first_hit_rank([h.text for h in hits], q.evidence), seconds,
+                                [h.path for h in hits]))
+    return outcomes
+
+
+def metrics(outcomes: list[Outcome]) -> dict[str, Any]:
+    """hit@1/5/10, MRR@10, latency percentiles, for one list of outcomes."""
+    n = len(outcomes)
+    if n == 0:
+        return {"questions": 0}
+    out: dict[str, Any] = {"questions": n}
+    for c in CUTOFFS:
+        out[f"hit@{c}"] = round(sum(1 for o in outcomes if o.rank is not None and o.rank <= c) / n, 4)
+    out["mrr@10"] = round(sum(1 / o.rank for o in outcomes if o.rank is not None and o.rank <= 10) / n, 4)
+    times = sorted(o.seconds * 1000 for o in outcomes)
+    out["p50_ms"] = round(percentile(times, 50), 2)
+    out["p95_ms"] = round(percentile(times, 95), 2)
+    return out
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
+    groups: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        groups.setdefault(o.question.group, []).append(o)
+    return {"overall": metrics(outcomes), "groups": {g: metrics(v) for g, v in sorted(groups.items())},
+            "misses": [o.question.id for o in outcomes if o.rank is None or o.rank > 5]}
