@@ -5,7 +5,9 @@ It first runs the real chatglm2 backend on a tiny THUDM-format checkpoint (conve
 NF4 and 8-bit, compare logits with the reference math, generate). Then, for NF4 and bf16, it builds
 a full-size ChatGLM2-6B-32K-shaped model with random weights directly on the GPU (layer by layer,
 no download), and times a chunked 32K-token prefill and greedy decoding through kb's own token
-loop (kb.llm.generation), the same code the backend uses. `--tiny` shrinks everything so the
+loop (kb.llm.generation), the same code the backend uses: two prefill chunk sizes, decoding at
+32K context, three rounds of short-context decoding and a profile of 8 steps. NF4 runs again last
+because the first 4-bit model of a process decoded slower (docs/models.md). `--tiny` shrinks everything so the
 script can be checked on a CPU (NF4 through bitsandbytes' CPU code; the backend's own 4/8-bit
 loading is CUDA-only).
 Random weights make the timings and memory real and the text meaningless.
@@ -210,24 +212,6 @@ def sm_clock(device: str) -> int | None:
         return None
 
 
-def warm_up(config, device: str) -> dict:
-    """A throwaway bf16 model, 4K prefill and 64 decode steps, before anything is timed.
-
-    Diagnostic: on the H100 the first NF4 model of a process decoded about 3x slower than
-    later ones even after a bf16 warm-up (docs/models.md); this tells bf16 warm-up apart.
-    """
-    from kb.llm.generation import generate_ids
-
-    model = build_random(config, "bf16", device)
-    ids = [3 + i % (config.vocab_size - 3) for i in range(4096)]
-    t = time.perf_counter()
-    got = list(generate_ids(model, ids, max_new_tokens=64, prefill_chunk=1024))
-    sync(device)
-    out = {"s": round(time.perf_counter() - t, 2), "tokens": len(got), "sm_mhz_after": sm_clock(device)}
-    del model
-    return out
-
-
 def smoke_backend(device: str) -> dict:
     """The real backend on a tiny THUDM checkpoint: convert, load (fp32 / NF4 / 8-bit), generate."""
     import chatglm2_reference as ref
@@ -275,7 +259,6 @@ def main() -> None:
     p.add_argument("--chunks", default="1024,2048", help="prefill chunk sizes to time; the first is "
                    "llm.prefill_chunk's default")
     p.add_argument("--modes", default="nf4,bf16,nf4")
-    p.add_argument("--warmup", action="store_true", help="run a throwaway bf16 model before timing")
     p.add_argument("--json", type=Path, help="also write the JSON here")
     a = p.parse_args()
     import_kb_llm()
@@ -301,8 +284,6 @@ def main() -> None:
         report["bitsandbytes"] = None
     # Each part reports its own failure and the rest still runs: GPU time is scarce.
     report["smoke"] = guarded(smoke_backend, device)
-    if a.warmup:
-        report["warmup"] = guarded(warm_up, config, device)
     for mode in a.modes.split(","):
         chunks = [int(c) for c in a.chunks.split(",")]
         key = mode if mode not in report else f"{mode}#2"  # a mode named twice checks order effects
