@@ -108,7 +108,10 @@ def iter_shard(path: Path) -> Iterator[tuple[str, object]]:
                 yield name, f.get_tensor(name)
         return
     # weights_only: no pickle code runs; mmap: tensors page in from disk instead of a full copy.
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a pre-zip (legacy) file cannot be memory-mapped: one shard in memory
+        state = torch.load(path, map_location="cpu", weights_only=True)
     yield from state.items()
 
 

@@ -222,3 +222,12 @@ def test_sampling_respects_temperature_and_top_p():
     g = torch.Generator().manual_seed(0)
     draws = {pick_token(logits, 1.0, 0.9, g) for _ in range(200)}
     assert draws == {1, 2}  # the two likely tokens; never the tails outside the 0.9 nucleus
+
+
+def test_legacy_bin_shards_are_read_without_mmap(tmp_path):
+    from kb.llm.chatglm2_convert import iter_shard
+
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.arange(4.0)}, path, _use_new_zipfile_serialization=False)  # pre-zip format
+    (name, tensor), = list(iter_shard(path))
+    assert name == "w" and tensor.tolist() == [0.0, 1.0, 2.0, 3.0]
