@@ -84,6 +84,10 @@ def chat(
     overrides = {k: v for k, v in {"backend": backend, "model": model, "quantize": quantize,
                                    "max_new_tokens": max_new_tokens}.items() if v is not None}
     llm = settings.llm.model_copy(update=overrides)
-    for piece in load_backend(type(llm).model_validate(llm.model_dump())).stream([Message("user", question)]):
+    backend = load_backend(type(llm).model_validate(llm.model_dump()))
+    placement = getattr(getattr(backend, "model", None), "kb_placement", None)
+    where = f", {placement.device}, {placement.dtype}, quantize={placement.quantize}" if placement else ""
+    typer.echo(f"[{backend.name}{where}]", err=True)  # e.g. says that a CPU runs fp32
+    for piece in backend.stream([Message("user", question)]):
         typer.echo(piece, nl=False)
     typer.echo()

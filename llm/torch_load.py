@@ -8,12 +8,14 @@ with a message saying what would. It leaves out multi-GPU sharding and CPU offlo
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from kb.errors import ModelError
 from kb.llm.base import require
 
+log = logging.getLogger("kb.llm")
 GiB = 1024**3
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
            "float32": "float32", "fp32": "float32"}
@@ -128,5 +130,6 @@ def load_causal_lm(model_cls, path: Path, placement: Placement, **kwargs):
     except (OSError, ValueError) as e:
         raise ModelError(f"could not load the model in {path}: {e}") from e
     model.kb_placement = placement
+    log.info("loaded %s on %s as %s (quantize=%s)", path, placement.device, placement.dtype, placement.quantize)
     return model.eval()
 
