@@ -48,8 +48,9 @@ def read_thudm_config(src: Path) -> dict:
     if "multi_query_group_num" not in cfg and "padded_vocab_size" not in cfg:
         if cfg.get("model_type") == "chatglm" or "position_encoding_2d" in cfg:
             raise ModelError(
-                f"{src} holds first-generation ChatGLM-6B, which the chatglm2 backend cannot run; "
-                "see docs/models.md (ChatGLM-6B) for the hf backend with trust_remote_code"
+                f"{src} holds first-generation ChatGLM-6B, which the chatglm2 backend cannot run: its "
+                "remote code needs transformers>=4.27,<4.34; serve it from a separate environment behind "
+                "an OpenAI-compatible server and set llm.backend: openai (docs/models.md)"
             )
         raise ModelError(f"{path} is not a THUDM ChatGLM2 config (no multi_query_group_num)")
     return cfg
