@@ -96,10 +96,16 @@ def search(
     kb: KbOpt = None,
     k: Annotated[int | None, typer.Option("-k", help="Number of passages (default: retrieval.k).")] = None,
     mode: Annotated[str | None, typer.Option(help="hybrid, dense or bm25 (default: retrieval.mode).")] = None,
+    path: Annotated[list[str] | None, typer.Option(
+        "--path", help="Only documents matching this glob or under this folder (repeatable).")] = None,
+    file_type: Annotated[list[str] | None, typer.Option(
+        "--type", help="Only documents of this file type, e.g. pdf (repeatable).")] = None,
+    rerank: Annotated[bool | None, typer.Option(
+        "--rerank/--no-rerank", help="Use / skip the configured retrieval.reranker.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the passages that best match a query: score, file, page, section and a snippet."""
-    hits = _open(kb).search(query, k, mode=mode)
+    hits = _open(kb).search(query, k, mode=mode, paths=path, file_types=file_type, rerank=rerank)
     if as_json:
         out.print_json(data=[h.__dict__ for h in hits])
         return

@@ -57,6 +57,20 @@ class RetrievalSettings(BaseModel):
     threshold: float = Field(
         0.0, ge=0, le=1, description="Drop hits whose relevance score (0..1, higher is better) is below this."
     )
+    reranker: str = Field(
+        "", description="sentence-transformers CrossEncoder name or path (e.g. BAAI/bge-reranker-base) that "
+        "re-scores the fused candidates; empty = no rerank. Scores then are the reranker's sigmoid."
+    )
+    rerank_candidates: int = Field(20, ge=1, description="How many fused candidates the reranker re-scores.")
+    neighbors: int = Field(
+        0, ge=0, le=5, description="Merge this many adjacent chunks of the same section on each side of a hit."
+    )
+    mmr: bool = Field(False, description="Diversify hits with maximal marginal relevance (dense vectors).")
+    mmr_lambda: float = Field(0.7, ge=0, le=1, description="MMR trade-off: 1 = relevance only, 0 = diversity only.")
+    hnsw_threshold: int = Field(
+        200_000, ge=1, description="Above this many chunks the dense index is HNSW (approximate, fast) "
+        "instead of exact flat search."
+    )
 
 
 class LLMSettings(BaseModel):

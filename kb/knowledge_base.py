@@ -47,7 +47,7 @@ class KnowledgeBase:
         self.folder = folder
         self.settings = settings
         self.manifest = read_manifest(folder)
-        self._store = Store(folder, self.manifest["embedder"]["dim"])
+        self._store = Store(folder, self.manifest["embedder"]["dim"], settings.retrieval.hnsw_threshold)
         self._lock = threading.RLock()  # one SQLite connection, shared by this object's callers
 
     # -- opening, listing, deleting -----------------------------------------------------------
@@ -156,7 +156,7 @@ class KnowledgeBase:
         fresh.rename(self.folder)
         shutil.rmtree(old, ignore_errors=True)
         self.manifest = read_manifest(self.folder)
-        self._store = Store(self.folder, self.manifest["embedder"]["dim"])
+        self._store = Store(self.folder, self.manifest["embedder"]["dim"], self.settings.retrieval.hnsw_threshold)
         return report
 
     def _fresh_embedder(self):
@@ -179,20 +179,35 @@ class KnowledgeBase:
         return chosen
 
     # -- reading ---------------------------------------------------------------------------------
-    def search(self, query: str, k: int | None = None, *, mode: str | None = None) -> list[Hit]:
-        """The k most relevant passages, best first; each Hit has file, page, section and a 0..1 score."""
-        from kb.search import search
+    def search(self, query: str, k: int | None = None, *, mode: str | None = None,
+               paths: list[str] | None = None, file_types: list[str] | None = None,
+               doc_ids: list[str] | None = None, rerank: bool | None = None) -> list[Hit]:
+        """The k most relevant passages, best first; each Hit has file, page, section and a 0..1 score.
+
+        paths (globs or folders), file_types ('pdf') and doc_ids restrict the search; rerank=False skips
+        a configured reranker, rerank=True requires one."""
+        from kb.search import Filter, search
 
         if not query or not query.strip():
             raise KBError("the search query is empty")
         settings = self.settings.retrieval
         if mode not in (None, "hybrid", "dense", "bm25"):
             raise KBError(f"unknown retrieval mode '{mode}': use hybrid, dense or bm25")
+        if rerank and not settings.reranker:
+            raise KBError("rerank asked for, but no reranker is configured: set retrieval.reranker to a "
+                          "CrossEncoder name or folder")
+        reranker = None
+        if settings.reranker and rerank is not False:
+            from kb.rerank import get_reranker
+
+            reranker = get_reranker(settings.reranker, self.settings.embedding.device)
+
         def embed(text: str):
             return self.embedder().encode([text], query=True)[0]
 
+        where = Filter(tuple(paths or ()), tuple(file_types or ()), tuple(doc_ids or ()))
         with self._lock:
-            return search(self._store, embed, query, settings, k or settings.k, mode)
+            return search(self._store, embed, query, settings, k or settings.k, mode, where, reranker)
 
     def documents(self) -> list[DocumentInfo]:
         with self._lock:

@@ -1,19 +1,37 @@
-"""Hybrid retrieval: dense (FAISS) and keyword (FTS5 BM25) rankings fused by reciprocal rank.
+"""Hybrid retrieval: dense (FAISS) and keyword (FTS5 BM25) rankings fused by reciprocal rank, then
+optional rerank, de-duplication, MMR diversity and neighbour expansion.
 
 Scores users see are in [0, 1], higher is more relevant:
 - hybrid: the fused RRF score divided by the best possible one (rank 1 in every retriever), so 1.0
   means "first for both", 0.5 roughly "first for one of two equally weighted retrievers";
 - dense: the cosine similarity, clipped at 0;
-- bm25: bm25 / (bm25 + 1), a monotone squashing of FTS5's unbounded score.
+- bm25: bm25 / (bm25 + 1), a monotone squashing of FTS5's unbounded score;
+- with a reranker: the sigmoid of the cross-encoder's logit (its own probability of relevance).
+`retrieval.threshold` applies to whichever of these is in force.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from kb.config import RetrievalSettings
 from kb.store import Store
 from kb.types import Hit
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Restrict a search: path globs ('*.pdf', 'docs/2024/*', a folder), file types ('pdf'), document ids."""
+
+    paths: tuple[str, ...] = ()
+    file_types: tuple[str, ...] = ()
+    doc_ids: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.file_types or self.doc_ids)
 
 
 def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int) -> list[tuple[int, float]]:
@@ -29,20 +47,16 @@ def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int) 
 
 
 def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k: int,
-           mode: str | None = None) -> list[Hit]:
-    """Top-k hits for a query. `embed_query(text) -> vector` is only called when dense search runs."""
+           mode: str | None = None, where: Filter | None = None, reranker=None) -> list[Hit]:
+    """Top-k hits for a query. `embed_query(text) -> vector` is only called when dense search runs;
+    `reranker(query, texts) -> scores in [0, 1]` re-scores the fused candidates when given."""
     mode = mode or settings.mode
-    n = max(settings.candidates, k)
-    rankings: dict[str, list[int]] = {}
-    raw: dict[str, dict[int, float]] = {}
-    if mode in ("hybrid", "dense"):
-        dense = store.dense_search(embed_query(query), n)
-        rankings["dense"] = [cid for cid, _ in dense]
-        raw["dense"] = dict(dense)
-    if mode in ("hybrid", "bm25"):
-        keyword = store.keyword_search(query, n)
-        rankings["bm25"] = [cid for cid, _ in keyword]
-        raw["bm25"] = dict(keyword)
+    n = max(settings.candidates, k, settings.rerank_candidates if reranker else 0)
+    doc_ids = None
+    if where:
+        doc_ids = store.matching_documents(list(where.paths) or None, list(where.file_types) or None,
+                                           list(where.doc_ids) or None)
+    rankings, raw = _rank(store, embed_query, query, mode, n, doc_ids)
 
     if mode == "hybrid":
         weights = {"dense": settings.dense_weight, "bm25": settings.bm25_weight}
@@ -51,17 +65,86 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
         scored = [(cid, max(0.0, s)) for cid, s in raw["dense"].items()]
     else:
         scored = [(cid, s / (s + 1.0)) for cid, s in raw["bm25"].items()]
-    scored = [(cid, s) for cid, s in scored if s >= settings.threshold][:k]
 
-    rows = store.chunks_by_id([cid for cid, _ in scored])
+    pool = scored[:settings.rerank_candidates] if reranker else scored
+    rows = store.chunks_by_id([cid for cid, _ in pool])
+    if reranker:
+        pool = [(cid, s) for cid, s in pool if cid in rows]
+        new = reranker(query, [rows[cid]["text"] for cid, _ in pool])
+        pool = sorted(zip([cid for cid, _ in pool], new), key=lambda kv: -kv[1])
+    pool = _dedupe([(cid, s) for cid, s in pool if cid in rows and s >= settings.threshold], rows)
+    if settings.mmr and len(pool) > k:
+        pool = _mmr(pool, store.vectors_of([cid for cid, _ in pool]), k, settings.mmr_lambda)
     ranks = {name: {cid: r for r, cid in enumerate(ids, start=1)} for name, ids in rankings.items()}
-    return [_hit(rows[cid], s, {name: rk[cid] for name, rk in ranks.items() if cid in rk})
-            for cid, s in scored if cid in rows]
+    hits = [_hit(rows[cid], s, {name: rk[cid] for name, rk in ranks.items() if cid in rk}) for cid, s in pool[:k]]
+    if settings.neighbors:
+        hits = [_expand(store, h, rows[h.chunk_id]["ordinal"], settings.neighbors) for h in hits]
+    return hits
+
+
+def _rank(store, embed_query, query, mode, n, doc_ids) -> tuple[dict[str, list[int]], dict[str, dict[int, float]]]:
+    rankings: dict[str, list[int]] = {}
+    raw: dict[str, dict[int, float]] = {}
+    if mode in ("hybrid", "dense"):
+        allowed = None if doc_ids is None else store.chunk_ids_of(doc_ids)
+        dense = store.dense_search(embed_query(query), n, allowed)
+        rankings["dense"] = [cid for cid, _ in dense]
+        raw["dense"] = dict(dense)
+    if mode in ("hybrid", "bm25"):
+        keyword = store.keyword_search(query, n, doc_ids)
+        rankings["bm25"] = [cid for cid, _ in keyword]
+        raw["bm25"] = dict(keyword)
+    return rankings, raw
+
+
+def _dedupe(pool: list[tuple[int, float]], rows: dict[int, dict[str, Any]]) -> list[tuple[int, float]]:
+    """Drop a hit whose text (whitespace-collapsed) equals a better one's: copies of one file, repeated boilerplate."""
+    seen: set[str] = set()
+    out = []
+    for cid, s in pool:
+        key = " ".join(rows[cid]["text"].split())
+        if key not in seen:
+            seen.add(key)
+            out.append((cid, s))
+    return out
+
+
+def _mmr(pool: list[tuple[int, float]], vectors: dict[int, np.ndarray], k: int, lam: float) -> list[tuple[int, float]]:
+    """Maximal marginal relevance: each pick trades relevance against similarity to the picks so far."""
+    chosen: list[tuple[int, float]] = []
+    rest = [p for p in pool if p[0] in vectors]
+    while rest and len(chosen) < k:
+        def gain(item):
+            cid, s = item
+            sim = max((float(vectors[cid] @ vectors[c]) for c, _ in chosen), default=0.0)
+            return lam * s - (1 - lam) * sim
+
+        best = max(rest, key=gain)
+        chosen.append(best)
+        rest.remove(best)
+    return chosen
+
+
+def _expand(store: Store, hit: Hit, ordinal: int, n: int) -> Hit:
+    """Merge up to n adjacent chunks of the same section on each side into the hit's text."""
+    rows = [r for r in store.neighbours(hit.doc_id, ordinal - n, ordinal + n) if r[1] == hit.section]
+    own = next(i for i, r in enumerate(rows) if r[0] == ordinal)
+    lo = own
+    while lo > 0 and rows[lo - 1][0] == rows[lo][0] - 1:
+        lo -= 1
+    hi = own
+    while hi < len(rows) - 1 and rows[hi + 1][0] == rows[hi][0] + 1:
+        hi += 1
+    if lo == hi:
+        return hit
+    doc_text = store.document_text(hit.doc_id) or ""
+    start, end = min(r[2] for r in rows[lo:hi + 1]), max(r[3] for r in rows[lo:hi + 1])
+    return replace(hit, text=doc_text[start:end], char_start=start, char_end=end)
 
 
 def _hit(row: dict[str, Any], score: float, ranks: dict[str, int]) -> Hit:
     return Hit(
         chunk_id=row["chunk_id"], doc_id=row["doc_id"], path=row["path"], title=row["title"],
-        section=row["section"], page=row["page"], text=row["text"], score=round(score, 6),
+        section=row["section"], page=row["page"], text=row["text"], score=round(float(score), 6),
         char_start=row["char_start"], char_end=row["char_end"], ranks=ranks,
     )

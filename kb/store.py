@@ -89,9 +89,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 class Store:
     """One KB folder. Writers must hold the KB's lock (see kb.knowledge_base); readers need none."""
 
-    def __init__(self, folder: Path, dim: int) -> None:
+    def __init__(self, folder: Path, dim: int, hnsw_threshold: int = 200_000) -> None:
         self.folder = folder
         self.dim = dim
+        self.hnsw_threshold = hnsw_threshold
         self.db_path = folder / "meta.sqlite"
         self._db = self._connect()
         self._index = None  # (generation, faiss index)
@@ -222,16 +223,59 @@ class Store:
                      "char_end", "ordinal"), r))
         return out
 
-    def keyword_search(self, query: str, limit: int) -> list[tuple[int, float]]:
-        """(chunk_id, bm25) best first; FTS5's bm25() is negative, more negative is better."""
+    def keyword_search(self, query: str, limit: int, doc_ids: list[str] | None = None) -> list[tuple[int, float]]:
+        """(chunk_id, bm25) best first, optionally only in some documents. FTS5's bm25() is negative."""
         match = fts_query(query)
-        if match is None:
+        if match is None or doc_ids == []:
             return []
-        rows = self._db.execute(
-            "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
-            (match, limit),
-        )
+        sql = "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ?"
+        params: list[Any] = [match]
+        if doc_ids is not None:
+            sql += f" AND rowid IN (SELECT chunk_id FROM chunks WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
+            params.extend(doc_ids)
+        rows = self._db.execute(sql + " ORDER BY s LIMIT ?", (*params, limit))
         return [(r[0], -r[1]) for r in rows]
+
+    def matching_documents(self, paths: list[str] | None, file_types: list[str] | None,
+                           doc_ids: list[str] | None) -> list[str]:
+        """Ids of the documents that pass a filter: path globs (fnmatch), file types, document ids."""
+        from fnmatch import fnmatch
+
+        types = {t.lower().lstrip(".") for t in file_types or []}
+        out = []
+        for doc_id, path, file_type in self._db.execute("SELECT doc_id, path, file_type FROM documents"):
+            if doc_ids is not None and doc_id not in doc_ids:
+                continue
+            if types and file_type not in types:
+                continue
+            if paths and not any(fnmatch(path, g) or fnmatch(path, f"*/{g}") or path.startswith(g.rstrip("/") + "/")
+                                 for g in paths):
+                continue
+            out.append(doc_id)
+        return out
+
+    def chunk_ids_of(self, doc_ids: list[str]) -> np.ndarray:
+        ids: list[int] = []
+        for start in range(0, len(doc_ids), 500):
+            part = doc_ids[start:start + 500]
+            ids.extend(r[0] for r in self._db.execute(
+                f"SELECT chunk_id FROM chunks WHERE doc_id IN ({','.join('?' * len(part))})", part))
+        return np.asarray(ids, dtype=np.int64)
+
+    def neighbours(self, doc_id: str, first: int, last: int) -> list[tuple[int, str, int, int, str]]:
+        """(ordinal, section, char_start, char_end, text) of a document's chunks in an ordinal range."""
+        return self._db.execute(
+            "SELECT ordinal, section, char_start, char_end, text FROM chunks WHERE doc_id=? AND ordinal BETWEEN ? AND ? "
+            "ORDER BY ordinal", (doc_id, first, last)).fetchall()
+
+    def vectors_of(self, ids: list[int]) -> dict[int, np.ndarray]:
+        out = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            for cid, blob in self._db.execute(
+                    f"SELECT chunk_id, vector FROM chunks WHERE chunk_id IN ({','.join('?' * len(part))})", part):
+                out[cid] = np.frombuffer(blob, dtype=np.float32)
+        return out
 
     # -- the dense index ---------------------------------------------------------------------
     def dense_index(self):
@@ -261,9 +305,17 @@ class Store:
         return index
 
     def _build_index(self):
+        """Exact flat inner-product search up to hnsw_threshold chunks, HNSW (approximate) above."""
         import faiss
 
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        faiss.omp_set_num_threads(os.cpu_count() or 1)  # building uses every core; searching sets 1
+        if self.chunk_count() > self.hnsw_threshold:
+            inner = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = 80
+            inner.hnsw.efSearch = 128
+        else:
+            inner = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIDMap2(inner)
         ids: list[int] = []
         blobs: list[bytes] = []
         for chunk_id, blob in self._db.execute("SELECT chunk_id, vector FROM chunks"):
@@ -296,12 +348,19 @@ class Store:
                 old.unlink(missing_ok=True)
         return path
 
-    def dense_search(self, query_vector: np.ndarray, limit: int) -> list[tuple[int, float]]:
-        """(chunk_id, cosine similarity) best first."""
+    def dense_search(self, query_vector: np.ndarray, limit: int,
+                     chunk_ids: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(chunk_id, cosine similarity) best first, optionally only among some chunk ids."""
+        import faiss
+
         index = self.dense_index()
-        if index.ntotal == 0:
+        if index.ntotal == 0 or (chunk_ids is not None and len(chunk_ids) == 0):
             return []
-        scores, ids = index.search(np.asarray(query_vector, dtype=np.float32).reshape(1, -1), min(limit, index.ntotal))
+        params = None if chunk_ids is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(chunk_ids))
+        # One query is a matrix-vector product: more threads only add OpenMP overhead (5x slower on 2 busy cores).
+        faiss.omp_set_num_threads(1)
+        query = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)
+        scores, ids = index.search(query, min(limit, index.ntotal), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i != -1]
 
     def disk_bytes(self) -> int:
