@@ -80,6 +80,25 @@ class Embedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.token_counter(texts)
 
+    def readable(self, text: str) -> tuple[str, float]:
+        """(the part of the text the model can read, the share of tokens it cannot read).
+
+        An English-only model sees Chinese as [UNK] tokens; embedding only the rest of a mixed query
+        ('用 json.dumps 输出中文' -> 'json.dumps') gives a vector that means something."""
+        tok = self._model.tokenizer
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is None or not getattr(tok, "is_fast", False):
+            return text, 0.0
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, spans = enc["input_ids"], enc["offset_mapping"]
+        if not ids:
+            return text, 0.0
+        unknown = sum(1 for i in ids if i == unk)
+        if not unknown:
+            return text, 0.0
+        kept = " ".join(text[a:b] for i, (a, b) in zip(ids, spans) if i != unk)
+        return kept, unknown / len(ids)
+
     def encode(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
         """float32 array (n, dim), L2-normalized, so inner product is cosine similarity."""
         prefix = self.settings.query_prefix if query else self.settings.passage_prefix

@@ -203,7 +203,9 @@ class KnowledgeBase:
             reranker = get_reranker(settings.reranker, self.settings.embedding.device)
 
         def embed(text: str):
-            return self.embedder().encode([text], query=True)[0]
+            readable, unknown = self.embedder().readable(text)
+            vector = self.embedder().encode([readable if readable.strip() else text], query=True)[0]
+            return vector, 1.0 - unknown
 
         where = Filter(tuple(paths or ()), tuple(file_types or ()), tuple(doc_ids or ()))
         with self._lock:

@@ -48,18 +48,22 @@ def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int) 
 
 def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k: int,
            mode: str | None = None, where: Filter | None = None, reranker=None) -> list[Hit]:
-    """Top-k hits for a query. `embed_query(text) -> vector` is only called when dense search runs;
-    `reranker(query, texts) -> scores in [0, 1]` re-scores the fused candidates when given."""
+    """Top-k hits for a query.
+
+    `embed_query(text) -> (vector, readable)` is only called when dense search runs; `readable` (0..1)
+    is the share of the query the embedding model can read, and scales the dense ranking's fusion
+    weight (an English-only model sees a Chinese query as unknown tokens). `reranker(query, texts) ->
+    scores in [0, 1]` re-scores the fused candidates when given."""
     mode = mode or settings.mode
     n = max(settings.candidates, k, settings.rerank_candidates if reranker else 0)
     doc_ids = None
     if where:
         doc_ids = store.matching_documents(list(where.paths) or None, list(where.file_types) or None,
                                            list(where.doc_ids) or None)
-    rankings, raw = _rank(store, embed_query, query, mode, n, doc_ids)
+    rankings, raw, readable = _rank(store, embed_query, query, mode, n, doc_ids)
 
     if mode == "hybrid":
-        weights = {"dense": settings.dense_weight, "bm25": settings.bm25_weight}
+        weights = {"dense": settings.dense_weight * readable, "bm25": settings.bm25_weight}
         scored = rrf_fuse(rankings, weights, settings.rrf_k)
     elif mode == "dense":
         scored = [(cid, max(0.0, s)) for cid, s in raw["dense"].items()]
@@ -82,19 +86,22 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     return hits
 
 
-def _rank(store, embed_query, query, mode, n, doc_ids) -> tuple[dict[str, list[int]], dict[str, dict[int, float]]]:
+def _rank(store, embed_query, query, mode, n, doc_ids):
+    """Each retriever's ranking (chunk ids, best first), its raw scores, and the query's readable share."""
     rankings: dict[str, list[int]] = {}
     raw: dict[str, dict[int, float]] = {}
+    readable = 1.0
     if mode in ("hybrid", "dense"):
         allowed = None if doc_ids is None else store.chunk_ids_of(doc_ids)
-        dense = store.dense_search(embed_query(query), n, allowed)
+        vector, readable = embed_query(query)
+        dense = store.dense_search(vector, n, allowed)
         rankings["dense"] = [cid for cid, _ in dense]
         raw["dense"] = dict(dense)
     if mode in ("hybrid", "bm25"):
         keyword = store.keyword_search(query, n, doc_ids)
         rankings["bm25"] = [cid for cid, _ in keyword]
         raw["bm25"] = dict(keyword)
-    return rankings, raw
+    return rankings, raw, readable
 
 
 def _dedupe(pool: list[tuple[int, float]], rows: dict[int, dict[str, Any]]) -> list[tuple[int, float]]:

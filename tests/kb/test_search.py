@@ -64,3 +64,18 @@ def test_empty_query_and_bad_mode(base):
         base.search("   ")
     with pytest.raises(KBError, match="unknown retrieval mode"):
         base.search("ferry", mode="magic")
+
+
+def test_unreadable_query_part_is_dropped_before_embedding(settings):
+    from kb.ingest.embed import get_embedder
+
+    embedder = get_embedder(settings.embedding)
+    kept, unknown = embedder.readable("用 json.dumps 输出中文")
+    assert kept.replace(" ", "") == "json.dumps" and unknown > 0.5
+    assert embedder.readable("plain English question") == ("plain English question", 0.0)
+
+
+def test_chinese_query_leans_on_keywords_with_an_english_only_embedder(base):
+    # MiniLM reads Chinese as [UNK]: its dense ranking is noise, so fusion follows BM25.
+    assert [h.chunk_id for h in base.search("渡轮几点从码头出发", k=2)][:1] == \
+        [h.chunk_id for h in base.search("渡轮几点从码头出发", k=2, mode="bm25")][:1]
