@@ -70,8 +70,8 @@ def test_unreadable_query_part_is_dropped_before_embedding(settings):
     from kb.ingest.embed import get_embedder
 
     embedder = get_embedder(settings.embedding)
-    kept, unknown = embedder.readable("用 json.dumps 输出中文")
-    assert kept.replace(" ", "") == "json.dumps" and unknown > 0.5
+    kept, unknown = embedder.readable("请问鲟鱼 json.dumps 乱码")
+    assert "json.dumps" in kept and "鲟" not in kept and unknown > 0.3
     assert embedder.readable("plain English question") == ("plain English question", 0.0)
 
 
