@@ -96,8 +96,16 @@ class Embedder:
         unknown = sum(1 for i in ids if i == unk)
         if not unknown:
             return text, 0.0
-        kept = " ".join(text[a:b] for i, (a, b) in zip(ids, spans) if i != unk)
-        return kept, unknown / len(ids)
+        pieces: list[str] = []
+        end = -1
+        for i, (a, b) in zip(ids, spans):
+            if i == unk:
+                continue
+            if pieces and a != end:
+                pieces.append(" ")
+            pieces.append(text[a:b])
+            end = b
+        return "".join(pieces), unknown / len(ids)
 
     def encode(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
         """float32 array (n, dim), L2-normalized, so inner product is cosine similarity."""
