@@ -1,0 +1,181 @@
+"""P3: hybrid search latency at 100k+ chunks, against a Chatchat-style ensemble in the same run.
+
+    python tests/bench/bench_search.py [--source-home .bench/kbhome] [--chunks 100000] [--json]
+
+The 100k-chunk index is grown from a real KB (default: the dev-set KB, English Python docs + the
+Chinese Debian Reference; run bench_retrieval.py once to create it): every document is repeated with
+variations (its chunks' sentences rotated, a different path), and each copy's vectors are the real
+embeddings plus small noise. The copies go through the real store (SQLite, FTS5 with jieba terms).
+
+Measured, per query of the dev set, embedding of the query included:
+- kb hybrid search (and dense-only, bm25-only), p50/p95;
+- Chatchat 0.3-style ensemble: rank_bm25 rebuilt from the whole docstore for each query (jieba
+  lcut_for_search), plus FAISS, fused as LangChain's EnsembleRetriever does (few queries: it is slow);
+- flat vs HNSW dense index on the same vectors: query time and recall@10 of HNSW against exact search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source-home", type=Path, default=REPO / ".bench" / "kbhome")
+    parser.add_argument("--source-kb", default="devset")
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--chatchat-queries", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from kb import KnowledgeBase
+    from kb.config import Settings
+    from kb.eval import load_questions, percentile
+
+    questions = [q.question for q in load_questions(REPO / "tests" / "devset" / "qa.jsonl")]
+    src = args.source_home / "kbs" / args.source_kb / "meta.sqlite"
+    if not src.exists():
+        raise SystemExit(f"{src} is missing: run tests/bench/bench_retrieval.py first (it builds the dev-set KB)")
+    result: dict = {}
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings(home=Path(home))
+        base = KnowledgeBase.open("p3", settings=settings)
+        t0 = time.perf_counter()
+        result["chunks"] = _grow(base, src, args.chunks)
+        result["build_s"] = round(time.perf_counter() - t0, 1)
+        base.search("warm up", k=5)  # loads the FAISS file and the embedder
+        for mode in ("hybrid", "dense", "bm25"):
+            times = sorted(_timed(lambda q, m=mode: base.search(q, k=5, mode=m), questions))
+            result[f"kb_{mode}_p50_ms"] = round(percentile(times, 50), 1)
+            result[f"kb_{mode}_p95_ms"] = round(percentile(times, 95), 1)
+        texts, vectors, ids = _all_chunks(base.folder / "meta.sqlite")
+        cc = sorted(_timed(lambda q: _chatchat_query(q, texts, vectors, ids, base.embedder()),
+                           questions[:args.chatchat_queries]))
+        result["chatchat_p50_ms"] = round(percentile(cc, 50), 1)
+        result["speedup_vs_chatchat"] = round(result["chatchat_p50_ms"] / result["kb_hybrid_p50_ms"], 1)
+        result.update(_flat_vs_hnsw(vectors, ids, base.embedder().encode(questions, query=True)))
+        base.close()
+    if args.json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key:28s} {value}")
+    print(f"\nP3: hybrid p50 {result['kb_hybrid_p50_ms']} ms (goal <= 40), "
+          f"{result['speedup_vs_chatchat']}x faster than the Chatchat-style ensemble (goal >= 10x)")
+
+
+def _timed(fn, items) -> list[float]:
+    out = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def _grow(base, src: Path, target: int) -> int:
+    """Write rotated copies of the source KB's documents until the store holds `target` chunks."""
+    from kb.ingest.pipeline import chunk_id_for, doc_id_for
+    from kb.types import Chunk, DocumentInfo
+
+    db = sqlite3.connect(src)
+    docs = db.execute("SELECT doc_id, path, title, file_type, text FROM documents ORDER BY path").fetchall()
+    rng = np.random.default_rng(0)
+    total, copy = 0, 0
+    while total < target:
+        for doc_id, path, title, file_type, text in docs:
+            rows = db.execute("SELECT ordinal, text, section, page, char_start, char_end, vector FROM chunks "
+                              "WHERE doc_id=? ORDER BY ordinal", (doc_id,)).fetchall()
+            new_path = f"/bench/copy{copy:03d}{path}"
+            new_id = doc_id_for(new_path)
+            chunks, vectors = [], []
+            for ordinal, ctext, section, page, start, end, blob in rows:
+                varied = _rotate(ctext, copy)
+                chunks.append(Chunk(chunk_id_for(new_id, ordinal, varied), new_id, ordinal, varied, section, page,
+                                    start, end))
+                v = np.frombuffer(blob, dtype=np.float32) + rng.normal(0, 0.02, len(blob) // 4)
+                vectors.append(v / np.linalg.norm(v))
+            info = DocumentInfo(new_id, new_path, title, f"copy{copy}", len(text), 0.0, len(chunks), 0.0, file_type)
+            base._store.put_document(info, text, chunks, np.asarray(vectors, dtype=np.float32),
+                                     [c.embedding_text(title) for c in chunks])
+            total += len(chunks)
+        copy += 1
+    db.close()
+    base._store.save_dense_index()
+    return total
+
+
+def _rotate(text: str, n: int) -> str:
+    """The chunk's sentences rotated by n: the same words, another text."""
+    import re
+
+    parts = [p for p in re.split(r"(?<=[。！？.!?])\s*", text) if p]
+    if len(parts) < 2:
+        return text
+    n %= len(parts)
+    return " ".join(parts[n:] + parts[:n])
+
+
+def _all_chunks(db_path: Path):
+    db = sqlite3.connect(db_path)
+    rows = db.execute("SELECT chunk_id, text, vector FROM chunks").fetchall()
+    db.close()
+    ids = np.asarray([r[0] for r in rows], dtype=np.int64)
+    vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    return [r[1] for r in rows], vectors, ids
+
+
+def _chatchat_query(query: str, texts: list[str], vectors, ids, embedder, k: int = 5):
+    """What Langchain-Chatchat 0.3 does per request: BM25Retriever.from_documents(all docs,
+    preprocess_func=jieba.lcut_for_search) + the FAISS retriever, fused by EnsembleRetriever (RRF, c=60)."""
+    import faiss
+    import jieba
+    from rank_bm25 import BM25Okapi
+
+    bm25 = BM25Okapi([jieba.lcut_for_search(t) for t in texts])
+    scores = bm25.get_scores(jieba.lcut_for_search(query))
+    keyword = np.argsort(-scores)[:k]
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+    index.add_with_ids(vectors, ids)
+    _, dense = index.search(embedder.encode([query], query=True), k)
+    fused: dict[int, float] = {}
+    for ranking in ([int(ids[i]) for i in keyword], [int(i) for i in dense[0]]):
+        for rank, cid in enumerate(ranking, 1):
+            fused[cid] = fused.get(cid, 0.0) + 0.5 / (60 + rank)
+    return sorted(fused, key=fused.get, reverse=True)[:k]
+
+
+def _flat_vs_hnsw(vectors, ids, queries) -> dict:
+    import faiss
+
+    faiss.omp_set_num_threads(2)
+    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+    flat.add_with_ids(vectors, ids)
+    hnsw_inner = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw_inner.hnsw.efConstruction = 80
+    hnsw = faiss.IndexIDMap2(hnsw_inner)
+    t0 = time.perf_counter()
+    hnsw.add_with_ids(vectors, ids)
+    build_s = time.perf_counter() - t0
+    hnsw_inner.hnsw.efSearch = 128
+    faiss.omp_set_num_threads(1)
+    t_flat = _timed(lambda q: flat.search(q.reshape(1, -1), 10), queries)
+    t_hnsw = _timed(lambda q: hnsw.search(q.reshape(1, -1), 10), queries)
+    _, exact = flat.search(queries, 10)
+    _, approx = hnsw.search(queries, 10)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    return {"flat_query_ms_p50": round(float(np.median(t_flat)), 2), "hnsw_query_ms_p50": round(float(np.median(t_hnsw)), 2),
+            "hnsw_build_s": round(build_s, 1), "hnsw_recall@10": round(float(recall), 4)}
+
+
+if __name__ == "__main__":
+    main()
