@@ -65,7 +65,8 @@ def _from_unstructured(items) -> list[Element]:
         if category in _SKIP:
             continue
         if category == "Title":
-            out.append(Element(text, "title", page, depth=item.metadata.category_depth or 0))
+            # Sphinx and other generators end headings with a "¶" permalink; it is not part of the title.
+            out.append(Element(text.rstrip("¶ \t"), "title", page, depth=item.metadata.category_depth or 0))
         elif category == "Table":
             rows = _table_rows(getattr(item.metadata, "text_as_html", None))
             if rows and len(rows) > 1 and max(len(r) for r in rows) > 1:

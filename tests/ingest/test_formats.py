@@ -62,3 +62,11 @@ def test_sections_and_titles_are_recorded(ingested):
     docs = {d.path.rsplit("/", 1)[-1]: d for d in base.documents()}
     assert docs["guide.md"].title == "Beekeeping"
     assert docs["report.pdf"].file_type == "pdf"
+
+
+def test_heading_permalinks_are_not_part_of_sections(tmp_path):
+    from kb.ingest.loaders import load
+
+    page = tmp_path / "sphinx.html"
+    page.write_text('<h1>6. Modules<a class="headerlink" href="#m">¶</a></h1><p>Modules hold definitions.</p>')
+    assert load(page)[0].text == "6. Modules"
