@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from kb.cli_answer import ask_command, chat_command
 from kb.config import Settings, config_path, load_settings
 from kb.errors import KBError
 
@@ -198,6 +199,10 @@ def config(as_json: JsonOpt = False) -> None:
     else:
         out.print(f"# read from {config_path()} and KB_* environment variables", highlight=False)
         out.print(yaml.safe_dump(data, allow_unicode=True, sort_keys=False).rstrip(), highlight=False)
+
+
+app.command("ask")(ask_command)
+app.command("chat")(chat_command)
 
 
 def _mount_optional_commands() -> None:

@@ -224,6 +224,67 @@ class KnowledgeBase:
                 "embedder": self.manifest["embedder"]["model"], "created_at": self.manifest.get("created_at"),
             }
 
+    # -- answering (the chain lives in kb/chain.py) ---------------------------------------------
+    def backend(self):
+        """The chat model of settings.llm (loaded on first use, then kept by this object)."""
+        if getattr(self, "_backend", None) is None:
+            from kb.llm import load_backend
+
+            self._backend = load_backend(self.settings.llm)
+        return self._backend
+
+    def ask(self, question: str, *, history: list[tuple[str, str]] | None = None, backend=None,
+            **search: Any):
+        """Answer from the documents: an Answer with text, verified citations, passages, timings.
+
+        `history` is [(question, answer), ...] of earlier turns; `search` takes search()'s filters
+        (paths, file_types, doc_ids, mode, rerank)."""
+        from kb.answer import Answer
+
+        answer = None
+        for item in self.stream(question, history=history, backend=backend, **search):
+            if isinstance(item, Answer):
+                answer = item
+        return answer
+
+    def stream(self, question: str, *, history: list[tuple[str, str]] | None = None, backend=None,
+               **search: Any):
+        """Like ask(), streamed: yields the answer's text pieces, then the final Answer."""
+        from kb.chain import stream_answer
+
+        return stream_answer(self, backend or self.backend(), self.settings.answer, question, history, search)
+
+    def chat(self, session=None):
+        """A ChatSession bound to this KB (a new one, or `session` to continue it); `.ask(q)` keeps history."""
+        from kb.chat import ChatSession
+
+        session = session or ChatSession()
+        session.kb = self
+        return session
+
+    def as_retriever(self, k: int | None = None, **search: Any):
+        """This KB as a langchain-core BaseRetriever (Documents with path/page/section/score metadata)."""
+        from kb.retriever import KBRetriever
+
+        return KBRetriever(kb=self, k=k, search=search)
+
+    def passage_similarity(self, query: str, chunk_ids: list[int]) -> dict[int, float] | None:
+        """Cosine similarity of the query to each chunk, or None when the embedder cannot read most of it."""
+        embedder = self.embedder()
+        readable = getattr(embedder, "readable", None)
+        if readable is not None and readable(query)[1] > 0.5:
+            return None
+        vector = embedder.encode([query], query=True)[0]
+        with self._lock:
+            vectors = self._store.vectors_of(chunk_ids)
+        return {cid: float(vector @ v) for cid, v in vectors.items()}
+
+    def span_text(self, doc_id: str, start: int, end: int) -> str | None:
+        """The document's text between two character offsets (None if the document is gone)."""
+        with self._lock:
+            text = self._store.document_text(doc_id)
+        return None if text is None else text[start:end]
+
 
 def _create(folder: Path, settings: Settings) -> None:
     """Make an empty KB: folder + manifest naming the embedder (loaded once to learn its size)."""

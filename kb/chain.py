@@ -1,0 +1,219 @@
+"""The answer chain, as langchain-core runnables (LCEL):
+rewrite | retrieve | pack | prompt | generate | verify.
+
+Each step but the last two maps a state dict to a new one. `generate` streams the model's text
+pieces (through the LangChain adapter of the kb backend), `verify` passes them on and ends the
+stream with the `Answer`. So `chain.stream(inputs)` yields str pieces, then one Answer.
+
+Packing is token-exact: the prompt is rendered with the model's chat template and counted with its
+tokenizer after each passage is added, so prompt + answer budget never exceeds the window.
+Refusal happens before any model call when no passage passes `answer.min_score` /
+`answer.min_similarity`. This module leaves out history storage (kb/chat.py) and the prompt texts
+(kb/prompts.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
+
+from kb import prompts
+from kb.answer import Answer, Passage, Timings
+from kb.citations import verify
+from kb.config import AnswerSettings
+from kb.errors import KBError
+from kb.llm.langchain_adapter import as_chat_model
+from kb.rewrite import rewrite
+from kb.types import Hit
+
+_LC = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+
+
+def merge_hits(hits: list[Hit], span_text) -> list[Passage]:
+    """One Passage per run of overlapping or touching hits of the same document section, placed where its
+    best hit ranked. `span_text(doc_id, start, end)` gives the document text of a merged span."""
+    groups: list[list[Hit]] = []
+    for h in hits:
+        for g in groups:
+            if any(o.doc_id == h.doc_id and o.section == h.section and o.page == h.page
+                   and h.char_start <= o.char_end + 1 and o.char_start <= h.char_end + 1 for o in g):
+                g.append(h)
+                break
+        else:
+            groups.append([h])
+    out = []
+    for g in groups:
+        first = g[0]
+        if len(g) == 1:
+            text, ids = first.text, (first.chunk_id,)
+        else:
+            start, end = min(h.char_start for h in g), max(h.char_end for h in g)
+            text = span_text(first.doc_id, start, end) or "\n".join(h.text for h in sorted(g, key=lambda h: h.char_start))
+            ids = tuple(h.chunk_id for h in sorted(g, key=lambda h: h.char_start))
+        out.append(Passage(n=0, path=first.path, title=first.title, section=first.section, page=first.page,
+                           text=text, score=max(h.score for h in g), chunk_ids=ids, doc_id=first.doc_id))
+    return out
+
+
+def fit(backend, settings: AnswerSettings, question: str, candidates: list[Passage],
+        history: list[tuple[str, str]], lang: str) -> tuple[list[Passage], list[Passage], list, int]:
+    """Choose the passages (best first) and history turns that fit the window minus the answer budget.
+
+    Returns (numbered passages, left-out passages, messages, prompt tokens)."""
+    window = backend.context_window
+    cap = min(window, settings.max_context_tokens) if settings.max_context_tokens else window
+    budget = cap - settings.answer_tokens
+    history = _trim_history(backend, settings, history)
+
+    def render(ps: list[Passage], hist) -> tuple[list, int]:
+        messages = prompts.answer_messages(settings, question, ps, hist, lang)
+        return messages, backend.count_message_tokens(messages)
+
+    messages, used = render([], history)
+    while used > budget and history:
+        history = history[1:]
+        messages, used = render([], history)
+    if used > budget:
+        raise KBError(f"the question alone takes {used} tokens, more than the {budget} the model's window "
+                      f"({window}) leaves after answer.answer_tokens={settings.answer_tokens}; shorten it or "
+                      "lower answer.answer_tokens")
+    chosen: list[Passage] = []
+    left_out: list[Passage] = []
+    for cand in candidates:
+        trial = chosen + [replace(cand, n=len(chosen) + 1)]
+        trial_messages, trial_used = render(trial, history)
+        if trial_used <= budget:
+            chosen = trial[:-1] + [replace(trial[-1], tokens=trial_used - used)]
+            messages, used = trial_messages, trial_used
+        else:
+            left_out.append(cand)
+    return chosen, left_out, messages, used
+
+
+def _trim_history(backend, settings: AnswerSettings, history: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    kept = list(history[-settings.history_turns:]) if settings.history_turns else []
+    while kept and sum(backend.count_tokens(q) + backend.count_tokens(a) + 8 for q, a in kept) > settings.history_tokens:
+        kept = kept[1:]
+    return kept
+
+
+def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | None = None) -> Runnable:
+    """The LCEL chain for one knowledge base and backend. Input: {"question", "history"}."""
+    search = dict(search or {})
+    chat_model = as_chat_model(backend)
+
+    def step(name: str, fn) -> RunnableLambda:
+        def run(state: dict) -> dict:
+            start = time.perf_counter()
+            out = {**state, **fn(state)}
+            out["timings"] = {**state["timings"], name: time.perf_counter() - start}
+            return out
+        return RunnableLambda(run, name=name)
+
+    def do_rewrite(s: dict) -> dict:
+        lang = prompts.language(s["question"])
+        query, how = rewrite(settings, backend, s["question"], s["history"])
+        return {"query": query, "rewrite_mode": how, "lang": lang}
+
+    def do_retrieve(s: dict) -> dict:
+        hits = kb.search(s["query"], k=settings.passages, **search)
+        return {"hits": hits, "grounded": _passes_checks(kb, settings, s["query"], hits)}
+
+    def do_pack(s: dict) -> dict:
+        if not s["grounded"]:
+            return {"passages": [], "left_out": [], "messages": None, "prompt_tokens": 0}
+        candidates = merge_hits(s["hits"], kb.span_text)
+        chosen, left, messages, used = fit(backend, settings, s["question"], candidates, s["history"], s["lang"])
+        return {"passages": chosen, "left_out": left, "messages": messages, "prompt_tokens": used}
+
+    def do_prompt(s: dict) -> dict:
+        if s["grounded"] and s["passages"]:
+            return {"mode": "answer"}
+        if settings.no_sources == "general":
+            messages = prompts.general_messages(settings, s["question"], s["history"][-settings.history_turns:])
+            return {"mode": "general", "messages": messages,
+                    "prompt_tokens": backend.count_message_tokens(messages)}
+        return {"mode": "refuse", "messages": None}
+
+    def generate(inputs: Iterator[dict]) -> Iterator[Any]:
+        for s in inputs:
+            yield from _generate(chat_model, backend, settings, s)
+
+    def finish(items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            yield _to_answer(item, backend) if isinstance(item, dict) else item
+
+    return (step("rewrite", do_rewrite) | step("retrieve", do_retrieve) | step("pack", do_pack)
+            | step("prompt", do_prompt) | RunnableGenerator(generate, name="generate")
+            | RunnableGenerator(finish, name="verify"))
+
+
+def _passes_checks(kb, settings: AnswerSettings, query: str, hits: list[Hit]) -> bool:
+    """Some passage reaches answer.min_score, and (where the embedder reads the query) answer.min_similarity."""
+    if not hits or max(h.score for h in hits) < settings.min_score:
+        return False
+    if settings.min_similarity <= 0:
+        return True
+    sims = kb.passage_similarity(query, [h.chunk_id for h in hits])
+    return sims is None or max(sims.values(), default=0.0) >= settings.min_similarity
+
+
+def _generate(chat_model, backend, settings: AnswerSettings, s: dict) -> Iterator[Any]:
+    """Stream the answer's pieces, then yield the state with the full text and timings."""
+    start = time.perf_counter()
+    first = None
+    pieces: list[str] = []
+    if s["mode"] == "refuse":
+        pieces.append(prompts.REFUSAL[s["lang"]])
+        yield pieces[0]
+    else:
+        if s["mode"] == "general":
+            pieces.append(prompts.GENERAL_LABEL[s["lang"]])
+            yield pieces[0]
+        lc = [_LC[m.role](content=m.content) for m in s["messages"]]
+        for chunk in chat_model.stream(lc, max_new_tokens=settings.answer_tokens):
+            piece = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
+            if not piece:
+                continue
+            if first is None:
+                first = time.perf_counter() - s["t0"]
+            pieces.append(piece)
+            yield piece
+    timings = {**s["timings"], "first_token": first, "generate": time.perf_counter() - start}
+    yield {**s, "text": "".join(pieces), "timings": timings}
+
+
+def _to_answer(s: dict, backend) -> Answer:
+    t = s["timings"]
+    timings = Timings(rewrite=t.get("rewrite", 0.0), retrieve=t.get("retrieve", 0.0), pack=t.get("pack", 0.0),
+                      first_token=t.get("first_token"), generate=t.get("generate", 0.0),
+                      total=time.perf_counter() - s["t0"])
+    common = dict(question=s["question"], query=s["query"], passages=tuple(s["passages"]),
+                  left_out=tuple(s["left_out"]), language=s["lang"], backend=backend.name,
+                  prompt_tokens=s["prompt_tokens"], timings=timings)
+    if s["mode"] == "refuse":
+        return Answer(text=s["text"], status="refused", **common)
+    if s["mode"] == "general":
+        return Answer(text=s["text"].strip(), status="general", **common)
+    checked = verify(s["text"], s["passages"])
+    status = "not_found" if prompts.says_not_found(checked.text) else "answered"
+    return Answer(text=checked.text, status=status, citations=checked.citations,
+                  unsupported=() if status == "not_found" else checked.unsupported,
+                  dropped_markers=checked.dropped, **common)
+
+
+def stream_answer(kb, backend, settings: AnswerSettings, question: str,
+                  history: list[tuple[str, str]] | None = None, search: dict[str, Any] | None = None,
+                  config: dict | None = None) -> Iterator[str | Answer]:
+    """Run the chain: text pieces, then the Answer."""
+    if not question or not question.strip():
+        raise KBError("the question is empty")
+    chain = build_chain(kb, backend, settings, search)
+    state = {"question": question.strip(), "history": list(history or []), "t0": time.perf_counter(),
+             "timings": {}}
+    yield from chain.stream(state, config=config)

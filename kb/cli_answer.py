@@ -1,0 +1,149 @@
+"""`kb ask` and `kb chat`: streamed, cited answers on the command line (registered in kb/cli.py).
+
+The answer streams to stdout as it is generated, then the sources it cites; notes (passages left
+out, sentences without a source, timings) go to stderr. Ctrl-C stops the generation cleanly: the
+model's stream is closed and, in `kb chat`, the interrupted turn is not kept. This module leaves out
+everything about how the answer is made (kb/chain.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from kb.config import LLMSettings, Settings, load_settings
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+KbOpt = Annotated[str | None, typer.Option("--kb", help="Knowledge base name (default: settings 'kb').")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Override llm.model: a .gguf file, a ChatGLM2 / Hugging Face folder, or a server's model name.")]
+BackendOpt = Annotated[str | None, typer.Option(
+    "--backend", help="Override llm.backend: auto, gguf, chatglm2, hf, openai, scripted.")]
+QuantizeOpt = Annotated[str | None, typer.Option(
+    "--quantize", help="Override llm.quantize: 4 (NF4), 8 or none (CUDA, chatglm2/hf).")]
+PathOpt = Annotated[list[str] | None, typer.Option(
+    "--path", help="Only use documents matching this glob or under this folder (repeatable).")]
+TypeOpt = Annotated[list[str] | None, typer.Option("--type", help="Only documents of this file type (repeatable).")]
+GeneralOpt = Annotated[bool, typer.Option(
+    "--general", help="With no relevant passage, let the model answer from general knowledge (labelled).")]
+
+
+def _settings(model: str | None, backend: str | None, quantize: str | None, general: bool) -> Settings:
+    settings = load_settings()
+    llm = settings.llm.model_dump()
+    llm.update({k: v for k, v in (("model", model), ("backend", backend), ("quantize", quantize)) if v is not None})
+    settings.llm = LLMSettings(**llm)
+    if general:
+        settings.answer = settings.answer.model_copy(update={"no_sources": "general"})
+    return settings
+
+
+def _open(kb: str | None, settings: Settings):
+    from kb.knowledge_base import KnowledgeBase
+
+    return KnowledgeBase.open(kb, settings=settings, create=False)
+
+
+def _run(items) -> object | None:
+    """Print streamed pieces; return the Answer, or None when Ctrl-C stopped it."""
+    from kb.answer import Answer
+
+    try:
+        for item in items:
+            if isinstance(item, Answer):
+                out.print()
+                return item
+            out.print(item, end="", soft_wrap=True, markup=False)
+    except KeyboardInterrupt:
+        items.close()
+        out.print()
+        err.print("[yellow]stopped[/yellow]")
+    return None
+
+
+def _report(answer) -> None:
+    """The cited sources (stdout), then notes and timings (stderr)."""
+    if answer.status == "refused":
+        return
+    cited = answer.cited_passages
+    if cited:
+        out.print("\nSources:")
+        inferred = {c.n for c in answer.citations if c.inferred}
+        for p in cited:
+            note = "  (attributed by kb: no marker)" if p.n in inferred else ""
+            out.print(f"  [{p.n}] {p.location}{note}", markup=False, soft_wrap=True)
+    if answer.dropped_markers:
+        err.print(f"dropped markers that point at no passage: {sorted(set(answer.dropped_markers))}")
+    if answer.unsupported:
+        err.print(f"{len(answer.unsupported)} sentence(s) cite no passage: "
+                  + " | ".join(s[:80] for s in answer.unsupported), markup=False)
+    if answer.left_out:
+        err.print(f"{len(answer.left_out)} retrieved passage(s) left out for lack of room in the model's window")
+    t = answer.timings
+    first = f"first token {t.first_token:.2f}s, " if t.first_token is not None else ""
+    err.print(f"[dim]{first}total {t.total:.2f}s, {answer.prompt_tokens} prompt tokens, {answer.backend}[/dim]")
+
+
+def ask_command(
+    question: Annotated[str, typer.Argument(help="Your question, in Chinese or English.")],
+    kb: KbOpt = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
+    path: PathOpt = None,
+    file_type: TypeOpt = None,
+    general: GeneralOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the Answer as JSON (no streaming).")] = False,
+) -> None:
+    """Answer a question from a knowledge base, citing the passages [n] it comes from."""
+    base = _open(kb, _settings(model, backend, quantize, general))
+    search = {"paths": path, "file_types": file_type}
+    if as_json:
+        answer = base.ask(question, **search)
+        out.print_json(data=answer.to_dict())
+        return
+    answer = _run(base.stream(question, **search))
+    if answer is None:
+        raise typer.Exit(130)
+    _report(answer)
+
+
+def chat_command(
+    kb: KbOpt = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    quantize: QuantizeOpt = None,
+    path: PathOpt = None,
+    file_type: TypeOpt = None,
+    general: GeneralOpt = False,
+) -> None:
+    """Multi-turn chat with a knowledge base; follow-up questions see the conversation.
+
+    Type /clear to forget the conversation, /exit (or Ctrl-D) to leave; Ctrl-C stops an answer."""
+    base = _open(kb, _settings(model, backend, quantize, general))
+    session = base.chat()
+    session.search = {"paths": path, "file_types": file_type}
+    err.print(f"kb chat on '{base.name}' ({base.settings.llm.model or 'embedded SmolLM2'}); /exit to leave")
+    while True:
+        try:
+            question = input("\n> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            out.print()
+            return
+        if question in ("/exit", "/quit"):
+            return
+        if question == "/clear":
+            session.clear()
+            err.print("conversation cleared")
+            continue
+        if not question:
+            continue
+        answer = _run(session.stream(question))
+        if answer is not None:
+            if answer.query != answer.question:
+                err.print(f"[dim]searched for: {answer.query}[/dim]", markup=True)
+            _report(answer)

@@ -1,0 +1,80 @@
+"""History-aware query rewrite: turn a chat follow-up ("and on Windows?") into a standalone search query.
+
+Two ways: ask the model (`answer.rewrite: model`), or a cheap rule that needs no model (`rule`): add
+the previous questions' key terms that the follow-up lacks. `auto` uses the rule for the embedded
+SmolLM2-135M, whose rewrites were worse than the rule's (README), and for the scripted test backend.
+A model rewrite that comes back empty or rambling falls back to the rule. Only the search query is
+rewritten; the model still answers the user's own words.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kb.config import AnswerSettings
+from kb.keywords import query_terms
+from kb.prompts import rewrite_messages
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def rule_rewrite(question: str, history: list[tuple[str, str]], turns: int = 1) -> str:
+    """The question plus the key terms of the last `turns` questions that it does not already have."""
+    if not history:
+        return question
+    have = set(query_terms(question))
+    extra: list[str] = []
+    for past, _ in history[-turns:]:
+        for t in query_terms(past):
+            if t not in have and t not in extra and not _covered(t, extra):
+                extra.append(t)
+    return f"{question} {' '.join(extra)}" if extra else question
+
+
+def _covered(term: str, kept: list[str]) -> bool:
+    # jieba's search mode yields '主从复制' and also '主从'; keep only one of them
+    return bool(_CJK.search(term)) and any(term in k or k in term for k in kept)
+
+
+def clean_model_rewrite(text: str, question: str) -> str | None:
+    """The first non-empty line without labels or quotes; None if it is unusable."""
+    for line in text.strip().splitlines():
+        line = re.sub(r"^(standalone question|rewritten question|question|问题)\s*[:：]\s*", "", line.strip(),
+                      flags=re.I).strip().strip('"“”\'「」')
+        if line:
+            limit = max(200, 3 * len(question))
+            return line if len(line) <= limit else None
+    return None
+
+
+def choose_mode(settings: AnswerSettings, backend) -> str:
+    """rule / model / off for this backend (resolving 'auto')."""
+    if settings.rewrite != "auto":
+        return settings.rewrite
+    if backend is None or backend.name == "scripted":
+        return "rule"
+    if backend.name == "gguf":
+        from kb.llm.gguf import packaged_model
+
+        try:
+            if getattr(backend, "path", None) == packaged_model():
+                return "rule"
+        except Exception:  # the package may be gone; then it is some other GGUF
+            pass
+    return "model"
+
+
+def rewrite(settings: AnswerSettings, backend, question: str, history: list[tuple[str, str]]) -> tuple[str, str]:
+    """(standalone query, how it was made: none / rule / model / rule-fallback)."""
+    if not history:
+        return question, "none"
+    mode = choose_mode(settings, backend)
+    if mode == "off":
+        return question, "none"
+    if mode == "model":
+        reply = backend.generate(rewrite_messages(settings, question, history), max_new_tokens=64, temperature=0)
+        cleaned = clean_model_rewrite(reply, question)
+        if cleaned:
+            return cleaned, "model"
+        return rule_rewrite(question, history), "rule-fallback"
+    return rule_rewrite(question, history), "rule"
