@@ -31,6 +31,7 @@ from kb.llm.langchain_adapter import as_chat_model
 from kb.rewrite import rewrite
 from kb.types import Hit
 
+_GAP = 4  # chunks this close (a paragraph break apart) count as touching
 _LC = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
 
 
@@ -41,7 +42,7 @@ def merge_hits(hits: list[Hit], span_text) -> list[Passage]:
     for h in hits:
         for g in groups:
             if any(o.doc_id == h.doc_id and o.section == h.section and o.page == h.page
-                   and h.char_start <= o.char_end + 1 and o.char_start <= h.char_end + 1 for o in g):
+                   and h.char_start <= o.char_end + _GAP and o.char_start <= h.char_end + _GAP for o in g):
                 g.append(h)
                 break
         else:

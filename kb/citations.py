@@ -77,7 +77,9 @@ def split_sentences(text: str) -> list[str]:
 
 
 def strip_markers(sentence: str) -> str:
-    return re.sub(r"\s+([。！？；.!?;,，])", r"\1", MARKER.sub("", sentence)).strip()
+    """The sentence without markers and without a leading list number ("1. ", "- ")."""
+    text = re.sub(r"\s+([。！？；.!?;,，])", r"\1", MARKER.sub("", sentence)).strip()
+    return re.sub(r"^(?:\d{1,2}[.)]|[-*•])\s+", "", text)
 
 
 def _stem(term: str) -> str:

@@ -1,0 +1,156 @@
+"""The answer chain with the deterministic scripted model (registered through the real backend factory):
+packing, markers, refusal, history rewrite, streaming order, the retriever and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from kb.answer import Answer
+from kb.chat import ChatSession
+from kb.llm.scripted import ScriptedBackend
+from kb.prompts import answer_messages
+
+Q = "How long are hourly snapshots kept?"
+
+
+def test_scripted_backend_comes_from_the_factory(open_kb):
+    assert isinstance(open_kb(["x"]).backend(), ScriptedBackend)
+
+
+def test_packing_is_token_exact_best_first_and_reports_what_did_not_fit(open_kb):
+    kb = open_kb(["Two days [1]."], n_ctx=330, answer_tokens=64, passages=8)
+    backend = kb.backend()
+    answer = kb.ask(Q)
+    sent = backend.calls[-1]
+    # the prompt the model received is exactly as long as the Answer says, and leaves room for the answer
+    assert backend.count_message_tokens(sent) == answer.prompt_tokens <= 330 - 64
+    assert answer.passages and answer.left_out
+    assert [p.n for p in answer.passages] == list(range(1, len(answer.passages) + 1))
+    assert answer.passages[0].path.endswith("backup-policy.html")
+    assert sent[-1].content.startswith("Passages:\n\n[1] backup-policy.html")
+    assert sent[-1].content.rstrip().endswith(f"Question: {Q}")
+    # any left-out passage, added as the next number, would have overflowed the budget
+    for p in answer.left_out:
+        more = answer_messages(kb.settings.answer, Q, [*answer.passages, replace(p, n=len(answer.passages) + 1)],
+                               [], "en")
+        assert backend.count_message_tokens(more) > 330 - 64
+    assert sum(p.tokens for p in answer.passages) + backend.count_message_tokens(
+        answer_messages(kb.settings.answer, Q, [], [], "en")) == answer.prompt_tokens
+    # with a big window nothing is left out, and each passage's share adds up to the prompt
+    roomy = open_kb(["Two days [1]."], n_ctx=8192, passages=8).ask(Q)
+    assert not roomy.left_out and len(roomy.passages) > len(answer.passages)
+
+
+def test_neighbouring_hits_of_one_section_become_one_passage(open_kb):
+    answer = open_kb(["ok [1]."], passages=10).ask("一线城市 省会城市 住宿 标准 上限 每晚")
+    keys = [(p.path, p.section) for p in answer.passages]
+    assert len(keys) == len(set(keys))  # overlapping chunks of 住宿标准 were merged
+    merged = [p for p in answer.passages if p.section.endswith("住宿标准")]
+    assert merged and "600" in merged[0].text and "350" in merged[0].text
+
+
+def test_markers_are_verified_against_the_passages(open_kb):
+    kb = open_kb(["Hourly snapshots are kept for two days [1]. The moon is far away [9]. I like tea."])
+    answer = kb.ask(Q)
+    assert answer.status == "answered" and answer.dropped_markers == (9,)
+    assert answer.text == "Hourly snapshots are kept for two days [1]. The moon is far away. I like tea."
+    c = answer.citations[0]
+    assert (c.n, c.sentence, c.inferred) == (1, "Hourly snapshots are kept for two days.", False)
+    assert c.path.endswith("backup-policy.html") and c.text == answer.passages[0].text
+    assert answer.unsupported == ("The moon is far away.", "I like tea.")
+
+
+def test_no_relevant_passage_means_refusal_without_a_model_call(open_kb):
+    kb = open_kb(["should never be said"])
+    answer = kb.ask("How do I bake sourdough bread at home?")
+    assert answer.status == "refused" and answer.refused and not answer.citations and not answer.passages
+    assert "No passage in the knowledge base" in answer.text
+    assert kb.backend().calls == []
+
+
+def test_general_knowledge_mode_is_labelled_and_cites_nothing(open_kb):
+    kb = open_kb(["Knead the dough and bake it at 230 C."], no_sources="general")
+    answer = kb.ask("How do I bake sourdough bread at home?")
+    assert answer.status == "general" and not answer.citations
+    assert answer.text.startswith("[General knowledge - not from your documents] Knead the dough")
+    assert "Passages" not in kb.backend().calls[0][-1].content
+
+
+def test_model_saying_the_passages_lack_the_answer_is_not_found(open_kb):
+    answer = open_kb(["The passages do not contain the answer."]).ask("How long are the VPN keys valid in Mars days?")
+    assert answer.status == "not_found" and answer.refused and not answer.unsupported
+
+
+def test_follow_up_is_rewritten_by_rule_and_finds_the_right_section(open_kb):
+    kb = open_kb(["You request a key from the IT desk [1].", "They expire after 180 days [1]."])
+    bare = kb.ask("How long are they valid?")
+    assert bare.status == "refused"  # on its own the follow-up matches nothing well enough
+    chat = kb.chat()
+    chat.ask("How do remote staff get a VPN key?")
+    second = chat.ask("How long are they valid?")
+    assert second.query == "How long are they valid? remote staff get vpn key"
+    assert second.passages[0].section.endswith("VPN")
+    # the model sees the first turn as history, and the user's own words as the question
+    sent = kb.backend().calls[-1]
+    assert [m.role for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[1].content == "How do remote staff get a VPN key?"
+    assert sent[-1].content.endswith("Question: How long are they valid?")
+
+
+def test_follow_up_rewritten_by_the_model(open_kb):
+    kb = open_kb(["You request a key from the IT desk [1].", "How long is a WireGuard VPN key valid?",
+                  "180 days [1]."], rewrite="model")
+    session = kb.chat(ChatSession())
+    session.ask("How do remote staff get a VPN key?")
+    second = session.ask("How long are they valid?")
+    assert second.query == "How long is a WireGuard VPN key valid?" and second.question == "How long are they valid?"
+    rewrite_call = kb.backend().calls[1]
+    assert "How do remote staff get a VPN key?" in rewrite_call[-1].content
+    assert rewrite_call[-1].content.rstrip().endswith("Standalone question:")
+    assert second.passages[0].section.endswith("VPN") and len(session.turns) == 2
+
+
+def test_stream_yields_text_pieces_then_one_answer(open_kb):
+    reply = "Hourly snapshots are kept for two days [1]. Weekly backups twelve weeks [2]."
+    items = list(open_kb([reply]).stream(Q))
+    assert all(isinstance(i, str) for i in items[:-1]) and isinstance(items[-1], Answer)
+    assert len(items) > 3 and "".join(items[:-1]) == reply
+    t = items[-1].timings
+    assert 0 < t.first_token <= t.total and t.retrieve > 0
+
+
+def test_chinese_question_gets_the_chinese_prompt(open_kb):
+    kb = open_kb(["每晚六百元[1]。"])
+    answer = kb.ask("一线城市出差住宿每晚最多报销多少？")
+    sent = kb.backend().calls[-1]
+    assert answer.language == "zh" and sent[0].content.startswith("只根据下面编号的资料回答问题")
+    assert sent[-1].content.startswith("资料:") and answer.citations[0].path.endswith("差旅报销制度.md")
+
+
+def test_as_retriever_returns_langchain_documents(open_kb):
+    docs = open_kb().as_retriever(k=2).invoke(Q)
+    assert len(docs) == 2 and docs[0].metadata["path"].endswith("backup-policy.html")
+    assert 0 <= docs[0].metadata["score"] <= 1 and docs[0].page_content
+
+
+def test_kb_ask_cli_json_and_refusal(sample_home, tmp_path, settings):
+    replies = tmp_path / "r.json"
+    replies.write_text(json.dumps(["Two days [1]."]))
+    env = {**os.environ, "KB_HOME": str(sample_home), "KB_LLM__BACKEND": "scripted", "KB_LLM__MODEL": str(replies)}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "kb.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    data = json.loads(run("ask", Q, "--kb", "samples", "--json").stdout)
+    assert data["status"] == "answered" and data["citations"][0]["path"].endswith("backup-policy.html")
+    shown = run("ask", Q, "--kb", "samples")
+    assert shown.returncode == 0 and "Two days [1]." in shown.stdout
+    assert "[1] " + str(Path(data["citations"][0]["path"])) in shown.stdout
+    refused = run("ask", "How do I bake sourdough bread at home?", "--kb", "samples")
+    assert refused.returncode == 0 and "No passage in the knowledge base" in refused.stdout
