@@ -171,6 +171,11 @@ def evaluate(
     compare: Annotated[str | None, typer.Option(
         help="Comma-separated modes to run side by side, e.g. dense,bm25,hybrid.")] = None,
     k: Annotated[int, typer.Option("-k", help="Passages retrieved per question.")] = 10,
+    answers: Annotated[bool, typer.Option(
+        "--answers", help="Ask each question through the answer chain (llm settings) and report citation "
+        "precision, keyword recall, refusal rates, time to first token and total time.")] = False,
+    limit: Annotated[int | None, typer.Option(
+        help="With --answers: only the first N answerable questions (all unanswerable ones are kept).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure retrieval on a question file: hit@1/5/10, MRR@10 and latency, overall and per group."""
@@ -178,6 +183,16 @@ def evaluate(
 
     qs = load_questions(questions)
     base = _open(kb)
+    if answers:
+        from kb.eval import answer_metrics, run_answers
+
+        data = answer_metrics(run_answers(base, qs, limit))
+        if as_json:
+            out.print_json(data=data)
+        else:
+            for key, value in data.items():
+                out.print(f"{key:28s} {value}", highlight=False)
+        return
     modes = [m.strip() for m in compare.split(",")] if compare else [mode or base.settings.retrieval.mode]
     results = {m: summarize(run_retrieval(base, qs, m, k)) for m in modes}
     if as_json:

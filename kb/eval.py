@@ -7,6 +7,10 @@ A retrieved passage is a hit when it contains any evidence string, both sides wh
 Reported: hit@1, hit@5, hit@10 and MRR@10, overall and per group (the `lang` field, else the id's
 prefix before the first '-'), and p50/p95 search latency. Questions without evidence (unanswerable
 ones) are counted but left out of the retrieval metrics.
+
+`--answers` asks every question through the answer chain instead and reports citation precision (the
+share of cited passages that hold an evidence string), answer keyword recall, the refusal rate on
+unanswerable questions (`"answerable": false`) and on answerable ones, and time to first token / total.
 """
 
 from __future__ import annotations
@@ -133,3 +137,62 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         groups.setdefault(o.question.group, []).append(o)
     return {"overall": metrics(outcomes), "groups": {g: metrics(v) for g, v in sorted(groups.items())},
             "misses": [o.question.id for o in outcomes if o.rank is None or o.rank > 5]}
+
+
+# -- answer-level metrics (`kb eval --answers`) ---------------------------------------------------
+@dataclass
+class AnswerOutcome:
+    question: Question
+    status: str  # Answer.status
+    cited: int  # distinct passages the answer cites
+    cited_with_evidence: int  # ... of which hold an evidence string
+    keyword_recall: float | None  # share of answer_keywords found in the answer text
+    first_token: float | None
+    total: float
+
+
+def run_answers(base, questions: list[Question], limit: int | None = None) -> list[AnswerOutcome]:
+    """Ask every question (the first `limit` answerable ones and all unanswerable ones when limited)."""
+    if limit is not None:
+        answerable = [q for q in questions if q.answerable][:limit]
+        questions = answerable + [q for q in questions if not q.answerable]
+    outcomes = []
+    for q in questions:
+        a = base.ask(q.question)
+        cited = a.cited_passages
+        with_evidence = sum(1 for p in cited if q.evidence and any(e in collapse(p.text) for e in q.evidence))
+        recall = None
+        if q.answer_keywords:
+            text = a.text.lower()
+            recall = sum(1 for k in q.answer_keywords if k.lower() in text) / len(q.answer_keywords)
+        outcomes.append(AnswerOutcome(q, a.status, len(cited), with_evidence, recall, a.timings.first_token,
+                                      a.timings.total))
+    return outcomes
+
+
+def answer_metrics(outcomes: list[AnswerOutcome]) -> dict[str, Any]:
+    """Citation precision, keyword recall, refusal rates and timings."""
+    yes = [o for o in outcomes if o.question.answerable]
+    no = [o for o in outcomes if not o.question.answerable]
+    refused = ("refused", "not_found")
+    cited = sum(o.cited for o in yes)
+    recalls = [o.keyword_recall for o in yes if o.keyword_recall is not None]
+    firsts = sorted(o.first_token for o in outcomes if o.first_token is not None)
+    totals = sorted(o.total for o in outcomes if o.first_token is not None)
+
+    def share(n: int, d: int) -> float | None:
+        return round(n / d, 4) if d else None
+
+    return {
+        "answerable": len(yes), "unanswerable": len(no),
+        "citation_precision": share(sum(o.cited_with_evidence for o in yes), cited),
+        "answers_with_citations": share(sum(1 for o in yes if o.cited), len(yes)),
+        "keyword_recall": round(sum(recalls) / len(recalls), 4) if recalls else None,
+        "refusal_rate_unanswerable": share(sum(1 for o in no if o.status in refused), len(no)),
+        "refusal_rate_answerable": share(sum(1 for o in yes if o.status in refused), len(yes)),
+        "first_token_p50_s": round(percentile(firsts, 50), 3) if firsts else None,
+        "first_token_p95_s": round(percentile(firsts, 95), 3) if firsts else None,
+        "total_p50_s": round(percentile(totals, 50), 3) if totals else None,
+        "total_p95_s": round(percentile(totals, 95), 3) if totals else None,
+        "status": {s: sum(1 for o in outcomes if o.status == s) for s in ("answered", "refused", "not_found", "general")},
+    }

@@ -154,3 +154,21 @@ def test_kb_ask_cli_json_and_refusal(sample_home, tmp_path, settings):
     assert "[1] " + str(Path(data["citations"][0]["path"])) in shown.stdout
     refused = run("ask", "How do I bake sourdough bread at home?", "--kb", "samples")
     assert refused.returncode == 0 and "No passage in the knowledge base" in refused.stdout
+
+
+def test_eval_answer_metrics_on_known_outcomes(open_kb, tmp_path):
+    from kb.eval import answer_metrics, load_questions, run_answers
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "en-1", "question": Q, "evidence": ["keeps hourly snapshots for two days", "Hourly snapshots | 2 days"],
+         "answer_keywords": ["two days", "tape library"]},
+        {"id": "none-1", "question": "How do I bake sourdough bread at home?", "evidence": [], "answerable": False},
+    ]), encoding="utf-8")
+    kb = open_kb(["Two days [1]."])
+    data = answer_metrics(run_answers(kb, load_questions(qa)))
+    assert data["citation_precision"] == 1.0 and data["answers_with_citations"] == 1.0
+    assert data["keyword_recall"] == 0.5  # "two days" said, "tape library" not
+    assert data["refusal_rate_unanswerable"] == 1.0 and data["refusal_rate_answerable"] == 0.0
+    assert data["status"] == {"answered": 1, "refused": 1, "not_found": 0, "general": 0}
+    assert 0 < data["first_token_p50_s"] <= data["total_p50_s"]
