@@ -12,6 +12,7 @@ Scores users see are in [0, 1], higher is more relevant:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,6 +21,8 @@ import numpy as np
 from kb.config import RetrievalSettings
 from kb.store import Store
 from kb.types import Hit
+
+_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kb-dense")
 
 
 @dataclass(frozen=True)
@@ -87,20 +90,34 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
 
 
 def _rank(store, embed_query, query, mode, n, doc_ids):
-    """Each retriever's ranking (chunk ids, best first), its raw scores, and the query's readable share."""
+    """Each retriever's ranking (chunk ids, best first), its raw scores, and the query's readable share.
+
+    In hybrid mode the query embedding and FAISS search run in a worker thread while SQLite runs the
+    keyword search here: all three release the GIL, so the two retrievers overlap on two cores."""
     rankings: dict[str, list[int]] = {}
     raw: dict[str, dict[int, float]] = {}
     readable = 1.0
+    dense_job = None
     if mode in ("hybrid", "dense"):
         allowed = None if doc_ids is None else store.chunk_ids_of(doc_ids)
-        vector, readable = embed_query(query)
-        dense = store.dense_search(vector, n, allowed)
-        rankings["dense"] = [cid for cid, _ in dense]
-        raw["dense"] = dict(dense)
+        index = store.dense_index()  # here: it reads the SQLite connection, which stays on this thread
+
+        def dense_part():
+            vector, share = embed_query(query)
+            return store.dense_search(vector, n, allowed, index=index), share
+
+        dense_job = _pool.submit(dense_part) if mode == "hybrid" else None
+        if dense_job is None:
+            dense, readable = dense_part()
     if mode in ("hybrid", "bm25"):
         keyword = store.keyword_search(query, n, doc_ids)
         rankings["bm25"] = [cid for cid, _ in keyword]
         raw["bm25"] = dict(keyword)
+    if dense_job is not None:
+        dense, readable = dense_job.result()
+    if mode in ("hybrid", "dense"):
+        rankings["dense"] = [cid for cid, _ in dense]
+        raw["dense"] = dict(dense)
     return rankings, raw, readable
 
 

@@ -348,12 +348,13 @@ class Store:
                 old.unlink(missing_ok=True)
         return path
 
-    def dense_search(self, query_vector: np.ndarray, limit: int,
-                     chunk_ids: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """(chunk_id, cosine similarity) best first, optionally only among some chunk ids."""
+    def dense_search(self, query_vector: np.ndarray, limit: int, chunk_ids: np.ndarray | None = None,
+                     index=None) -> list[tuple[int, float]]:
+        """(chunk_id, cosine similarity) best first, optionally only among some chunk ids. Pass `index`
+        (from dense_index()) to search from another thread without touching the SQLite connection."""
         import faiss
 
-        index = self.dense_index()
+        index = index if index is not None else self.dense_index()
         if index.ntotal == 0 or (chunk_ids is not None and len(chunk_ids) == 0):
             return []
         params = None if chunk_ids is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(chunk_ids))
