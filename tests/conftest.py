@@ -15,30 +15,6 @@ import pytest
 
 from kb.config import Settings
 
-# (file name, query, expected page or None). The query paraphrases the file's unique sentence.
-FORMAT_CASES = [
-    ("report.pdf", "warehouse forklift inventory audit", 1),
-    ("report.pdf", "差旅住宿每晚标准", 2),
-    ("report.pdf", "how many penguins were counted in the census", 3),
-    ("notes.docx", "descaling the aquarium pump", None),
-    ("slides.pptx", "volcano sensors tremor reports", 2),
-    ("budget.xlsx", "telescope lens cost", None),
-    ("page.html", "lighthouse keeper ledger of ships", None),
-    ("guide.md", "calming bees with smoke before opening the hive", None),
-    ("plain.txt", "glacier retreat measured with stakes", None),
-    ("gbk.txt", "长城烽火台", None),
-    ("gb18030.txt", "敦煌壁画修复", None),
-    ("big5.txt", "阿里山茶園", None),
-    ("utf16.txt", "梯田灌溉", None),
-    ("bom.txt", "黄河渡口", None),
-    ("table.csv", "Saturn ring particle size", None),
-    ("record.json", "project codename Bluefin budget", None),
-    ("mail.eml", "kayak rental for the team outing", None),
-    ("book.epub", "origami crane folding steps", None),
-    ("manual.rst", "calibrating the seismograph drum", None),
-    ("letter.odt", "orchard pruning in late winter", None),
-]
-
 
 @pytest.fixture
 def settings(tmp_path, monkeypatch) -> Settings:
