@@ -222,6 +222,12 @@ app.command("chat")(chat_command)
 
 def _mount_optional_commands() -> None:
     try:
+        from kb.llm.finetune_cli import register as register_finetune
+    except ImportError:
+        register_finetune = None
+    if register_finetune:
+        register_finetune(app)  # finetune, finetune-eval, finetune-merge
+    try:
         from kb.llm.cli import model_app
     except ImportError:
         return

@@ -4,7 +4,8 @@ Point `llm.model` at the THUDM folder (config.json, weight shards, tokenizer.mod
 it is converted (chatglm2_convert) into a cache folder, then loaded in bf16/fp16 on CUDA, NF4 or
 8-bit through bitsandbytes, or fp32 on the CPU. Prompts use ChatGLM2's `[Round i]` format and our
 sentencepiece tokenizer; generation streams through the shared token loop with chunked prefill.
-It leaves out p-tuning prefixes and multi-GPU placement.
+`llm.adapter` applies a fine-tuned LoRA or P-Tuning v2 adapter (kb.llm.adapters). It leaves out
+multi-GPU placement.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ChatGLM2Backend(ChatBackend):
     @classmethod
     def from_folder(cls, folder: str | Path, *, quantize: str = "none", device: str = "auto",
                     dtype: str = "auto", cache_dir: str | Path | None = None, n_ctx: int = 0,
-                    **gen) -> ChatGLM2Backend:
+                    adapter: str = "", **gen) -> ChatGLM2Backend:
         """Convert (if needed) and load a THUDM ChatGLM2 folder or an already-converted one."""
         transformers = require("transformers", "hf", "The chatglm2 backend")
         folder = Path(folder).expanduser()
@@ -57,7 +58,13 @@ class ChatGLM2Backend(ChatBackend):
         placement = resolve_placement(device, dtype, quantize)
         check_fits(config, placement, window, f"ChatGLM2 ({folder.name})")
         model = load_causal_lm(transformers.GlmForCausalLM, converted, placement)
-        return cls(model, ChatGLM2Tokenizer(converted / TOKENIZER_FILE), context_window=window, **gen)
+        if adapter:
+            from kb.llm.adapters import apply_adapter
+
+            model = apply_adapter(model, adapter)
+        backend = cls(model, ChatGLM2Tokenizer(converted / TOKENIZER_FILE), context_window=window, **gen)
+        backend.folder = converted  # the GlmForCausalLM folder (merging an adapter copies its tokenizer)
+        return backend
 
     @property
     def placement(self) -> Placement | None:
@@ -110,4 +117,5 @@ def from_settings(settings) -> ChatGLM2Backend:
         settings.model, quantize=settings.quantize, device=settings.device, dtype=settings.dtype,
         cache_dir=settings.cache_dir or None, n_ctx=settings.n_ctx, prefill_chunk=settings.prefill_chunk,
         max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p,
+        adapter=settings.adapter,
     )

@@ -3,7 +3,8 @@
 Same placement and quantization as the chatglm2 backend (bf16 on CUDA, NF4 / 8-bit through
 bitsandbytes, fp32 on the CPU) and the same token loop. First-generation ChatGLM-6B is detected
 and refused with the way to run it (its remote code needs transformers < 4.34, see
-docs/models.md). It leaves out multi-modal processors and adapters.
+docs/models.md). `llm.adapter` applies a fine-tuned LoRA or prefix adapter (kb.llm.adapters). It
+leaves out multi-modal processors.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class HFBackend(ChatBackend):
 
     @classmethod
     def from_folder(cls, folder: str | Path, *, quantize: str = "none", device: str = "auto", dtype: str = "auto",
-                    n_ctx: int = 0, trust_remote_code: bool = False, **gen) -> HFBackend:
+                    n_ctx: int = 0, trust_remote_code: bool = False, adapter: str = "", **gen) -> HFBackend:
         """Load a local model folder (or a name already in the Hugging Face cache)."""
         transformers = require("transformers", "hf", "The hf backend")
         check_not_chatglm(Path(folder))
@@ -71,6 +72,10 @@ class HFBackend(ChatBackend):
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         model = load_causal_lm(transformers.AutoModelForCausalLM, Path(folder), placement,
                                trust_remote_code=trust_remote_code)
+        if adapter:
+            from kb.llm.adapters import apply_adapter
+
+            model = apply_adapter(model, adapter)
         return cls(model, tokenizer, context_window=window, **gen)
 
     def prompt_ids(self, messages: list[Message]) -> list[int]:
@@ -110,4 +115,5 @@ def from_settings(settings) -> HFBackend:
         settings.model, quantize=settings.quantize, device=settings.device, dtype=settings.dtype,
         n_ctx=settings.n_ctx, trust_remote_code=settings.trust_remote_code, prefill_chunk=settings.prefill_chunk,
         max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p,
+        adapter=settings.adapter,
     )

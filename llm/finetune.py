@@ -1,0 +1,284 @@
+"""Fine-tune ChatGLM2 (or any Hugging Face causal LM) on your own Q&A with peft.
+
+Methods: `lora` (LoRA on every attention and MLP linear: q/k/v/o and gate|up/down, never the
+output layer), `qlora` (the same over the base model loaded in NF4 through bitsandbytes; CUDA
+only) and `prefix` (P-Tuning v2: trained key/value prefixes in every layer, peft's prefix tuning;
+THUDM's default prefix length is 128). The model is loaded through the kb backend that serves it,
+so training prompts are the backend's own prompt (`finetune_data`). The loop is kb's own: AdamW,
+linear warmup/decay, gradient accumulation, gradient checkpointing, bf16 autocast on GPUs that have
+it, checkpoints every N steps that `resume` continues exactly (adapter, optimizer, schedule, RNG).
+Output: a peft adapter folder plus `kb_finetune.json` (format version, method, base model).
+Serving and merging live in `kb.llm.adapters`. It leaves out multi-GPU and DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kb.errors import ConfigError, ModelError
+from kb.llm.adapters import ADAPTER_MANIFEST, FORMAT_VERSION, base_signature
+from kb.llm.base import require
+from kb.llm.finetune_data import collate, encode, load_records
+
+METHODS = ("lora", "qlora", "prefix")
+STATE_FILE = "training_state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; saved in the adapter's manifest."""
+
+    method: str = "lora"
+    steps: int = 100
+    batch_size: int = 1
+    grad_accum: int = 16
+    lr: float | None = None  # None: 2e-2 for prefix (THUDM's P-Tuning v2), 2e-4 for LoRA
+    warmup_steps: int = 0
+    max_source: int = 512
+    max_target: int = 512
+    save_every: int = 0  # 0: only the final adapter
+    seed: int = 42
+    gradient_checkpointing: bool | None = None  # None: on for lora/qlora, off for prefix (see wrap)
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    prefix_len: int = 128
+    prefix_projection: bool = False
+    prompt_key: str = "content"
+    response_key: str = "summary"
+    history_key: str | None = None
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (2e-2 if self.method == "prefix" else 2e-4)
+
+
+@dataclass
+class TrainResult:
+    """What a run did: final adapter folder, per-step mean losses, eval loss."""
+
+    out: Path
+    losses: list[float] = field(default_factory=list)
+    eval_loss: float | None = None
+    resumed_from: int = 0
+
+
+def load_for_training(model: str, method: str, *, device: str = "auto", dtype: str = "auto",
+                      cache_dir: str | None = None):
+    """The kb backend (chatglm2 or hf) holding the base model, loaded as `method` needs."""
+    if method not in METHODS:
+        raise ConfigError(f"fine-tuning method {method!r} is not one of {', '.join(METHODS)}")
+    torch = require("torch", "finetune", "Fine-tuning")
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if method == "qlora" and not cuda:
+        raise ModelError(
+            "--method qlora trains LoRA over the base model quantized to NF4 by bitsandbytes, which needs a "
+            "CUDA GPU, and none is in use here; use --method lora (or prefix) on the CPU")
+    if dtype == "auto":  # bf16 where the GPU has it; fp32 otherwise (fp16 training needs loss scaling)
+        dtype = "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32"
+    from kb.config import LLMSettings
+    from kb.llm.base import resolve_backend_name
+
+    kind = resolve_backend_name(LLMSettings(model=model))
+    quantize = "4" if method == "qlora" else "none"
+    if kind == "chatglm2":
+        from kb.llm.chatglm2 import ChatGLM2Backend
+
+        return ChatGLM2Backend.from_folder(model, quantize=quantize, device=device, dtype=dtype,
+                                           cache_dir=cache_dir, temperature=0)
+    if kind == "hf":
+        from kb.llm.hf import HFBackend
+
+        return HFBackend.from_folder(model, quantize=quantize, device=device, dtype=dtype, temperature=0)
+    raise ConfigError(f"--model {model!r} is not a ChatGLM2 or Hugging Face model folder (it would run on {kind})")
+
+
+def token_functions(backend):
+    """(prompt_ids, answer_ids, eos_id, pad_id) of a chatglm2 or hf backend."""
+    tok = backend.tokenizer
+    if backend.name == "chatglm2":
+        return backend.prompt_ids, tok.encode, tok.eos_id, tok.pad_id
+    eos = tok.eos_token_id if tok.eos_token_id is not None else min(backend.eos_ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    return backend.prompt_ids, lambda t: tok.encode(t, add_special_tokens=False), eos, pad
+
+
+def peft_config(cfg: TrainConfig):
+    """LoraConfig on all attention/MLP linears, or PrefixTuningConfig for P-Tuning v2."""
+    peft = require("peft", "finetune", "Fine-tuning")
+    if cfg.method == "prefix":
+        return peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.prefix_len,
+                                       prefix_projection=cfg.prefix_projection)
+    # "all-linear": every nn.Linear (or bnb 4-bit linear) except the output layer.
+    return peft.LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                           lora_dropout=cfg.lora_dropout, target_modules="all-linear")
+
+
+def wrap(model, cfg: TrainConfig):
+    """The base model with a fresh trainable adapter (base weights frozen)."""
+    peft = require("peft", "finetune", "Fine-tuning")
+    use_gc = cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else cfg.method != "prefix"
+    if use_gc and cfg.method == "prefix":
+        # Checkpointed decoder layers drop the past key/values, which is where the prefix lives, and
+        # peft refuses the combination; a prefix run stores activations (shorter --max-source helps).
+        raise ConfigError("prefix tuning (P-Tuning v2) cannot use gradient checkpointing: the prefix is the KV "
+                          "cache, which checkpointed layers drop; leave --gradient-checkpointing off for prefix")
+    gc = {"use_reentrant": False}  # non-reentrant: no need for the inputs to require grad
+    if cfg.method == "qlora":
+        model = peft.prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=use_gc, gradient_checkpointing_kwargs=gc)
+    elif use_gc and hasattr(model, "activation_checkpointing_enable"):  # the name from transformers 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc)
+    elif use_gc:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc)
+    model.config.use_cache = False
+    return peft.get_peft_model(model, peft_config(cfg))
+
+
+def micro_batches(n: int, cfg: TrainConfig, start: int):
+    """Indices of each micro-batch from number `start` on: a seeded shuffle per epoch, so a resumed run
+    sees exactly the batches the uninterrupted one would have."""
+    per_epoch = max(1, n // cfg.batch_size)
+    m = start
+    while True:
+        epoch, pos = divmod(m, per_epoch)
+        order = list(range(n))
+        random.Random(cfg.seed + epoch).shuffle(order)
+        yield order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+        m += 1
+
+
+def _schedule(cfg: TrainConfig):
+    def factor(step: int) -> float:  # linear warmup, then linear decay to 0 at cfg.steps
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps))
+    return factor
+
+
+def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig = TrainConfig(), *,
+          eval_data: str | Path | None = None, resume: str | Path | None = None, device: str = "auto",
+          dtype: str = "auto", cache_dir: str | None = None,
+          on_step: Callable[[int, int, float, float], None] | None = None) -> TrainResult:
+    """Train an adapter on `data`, save it in `out`; on_step(step, total, loss, lr) after each step."""
+    torch = require("torch", "finetune", "Fine-tuning")
+    out = Path(out).expanduser()
+    records = load_records(data, prompt_key=cfg.prompt_key, response_key=cfg.response_key,
+                           history_key=cfg.history_key)
+    evals = load_records(eval_data, prompt_key=cfg.prompt_key, response_key=cfg.response_key,
+                         history_key=cfg.history_key) if eval_data else []
+    backend = load_for_training(model, cfg.method, device=device, dtype=dtype, cache_dir=cache_dir)
+    prompt_ids, answer_ids, eos, pad = token_functions(backend)
+    examples = [encode(r, prompt_ids, answer_ids, eos, max_source=cfg.max_source, max_target=cfg.max_target)
+                for r in records]
+    torch.manual_seed(cfg.seed)
+    net = wrap(backend.model, cfg)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate(), weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    manifest = _manifest(model, backend, cfg)
+    result = TrainResult(out)
+    start = _resume(resume, out, net, optimizer, scheduler, manifest, result) if resume else 0
+    autocast = _autocast(net)
+    batches = micro_batches(len(examples), cfg, start * cfg.grad_accum)
+    net.train()
+    for step in range(start, cfg.steps):
+        total = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = {k: v.to(net.device) for k, v in collate([examples[i] for i in next(batches)], pad).items()}
+            with autocast:
+                loss = net(**batch).loss / cfg.grad_accum
+            loss.backward()
+            total += loss.item()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.losses.append(total)
+        if on_step:
+            on_step(step + 1, cfg.steps, total, scheduler.get_last_lr()[0])
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            _save_checkpoint(net, optimizer, scheduler, out / f"checkpoint-{step + 1}", manifest, result, step + 1)
+    if evals:
+        result.eval_loss = eval_loss(net, [encode(r, prompt_ids, answer_ids, eos, max_source=cfg.max_source,
+                                                  max_target=cfg.max_target) for r in evals], pad)
+    save_adapter(net, out, {**manifest, "steps": cfg.steps, "losses": result.losses, "eval_loss": result.eval_loss})
+    return result
+
+
+def _autocast(net):
+    import contextlib
+
+    import torch
+
+    if net.device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def eval_loss(net, examples, pad: int) -> float:
+    """Mean answer-token loss over `examples`, one at a time."""
+    import torch
+
+    net.eval()
+    with torch.no_grad():
+        losses = [float(net(**{k: v.to(net.device) for k, v in collate([e], pad).items()}).loss) for e in examples]
+    net.train()
+    return sum(losses) / len(losses)
+
+
+def _manifest(model: str, backend, cfg: TrainConfig) -> dict:
+    return {"format_version": FORMAT_VERSION, "method": cfg.method, "base_model": str(model),
+            "backend": backend.name, "base": base_signature(backend.model.config), "config": asdict(cfg)}
+
+
+def save_adapter(net, folder: Path, manifest: dict) -> Path:
+    """peft's adapter files (safetensors) plus kb_finetune.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    net.save_pretrained(str(folder), safe_serialization=True)
+    (folder / ADAPTER_MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+    return folder
+
+
+def _save_checkpoint(net, optimizer, scheduler, folder: Path, manifest: dict, result: TrainResult, step: int):
+    import torch
+
+    save_adapter(net, folder, {**manifest, "steps": step, "losses": result.losses, "checkpoint": True})
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state()}, folder / STATE_FILE)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint-N subfolder with the highest N."""
+    found = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit() and (p / STATE_FILE).is_file()]
+    return max(found)[1] if found else None
+
+
+def _resume(resume, out: Path, net, optimizer, scheduler, manifest: dict, result: TrainResult) -> int:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    resume = Path(resume).expanduser()
+    ckpt = resume if (resume / STATE_FILE).is_file() else latest_checkpoint(resume)
+    if ckpt is None:
+        raise ConfigError(f"--resume {resume}: no checkpoint-N folder with {STATE_FILE} there; "
+                          "checkpoints are written with --save-every")
+    saved = json.loads((ckpt / ADAPTER_MANIFEST).read_text(encoding="utf-8"))
+    for key in ("method", "base"):
+        if saved.get(key) != manifest[key]:
+            raise ConfigError(f"checkpoint {ckpt} was trained with {key}={saved.get(key)!r}, this run has "
+                              f"{manifest[key]!r}; resume with the same --model and --method")
+    set_peft_model_state_dict(net, load_file(str(ckpt / "adapter_model.safetensors")))
+    state = torch.load(ckpt / STATE_FILE, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    result.losses = list(saved.get("losses", []))
+    result.resumed_from = state["step"]
+    return state["step"]
+
+

@@ -1,0 +1,205 @@
+"""Fine-tuning on the tiny random ChatGLM2: data and labels, LoRA / prefix training, serving, merge, metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+import sentencepiece as spm  # noqa: E402
+
+from kb.config import LLMSettings  # noqa: E402
+from kb.errors import ConfigError, ModelError, ParseError  # noqa: E402
+from kb.llm.adapters import ADAPTER_MANIFEST, merge_adapter  # noqa: E402
+from kb.llm.base import Message, load_backend  # noqa: E402
+from kb.llm.chatglm2_convert import convert  # noqa: E402
+from kb.llm.finetune import TrainConfig, train  # noqa: E402
+from kb.llm.finetune_data import IGNORE, Record, collate, encode, load_records  # noqa: E402
+from kb.llm.finetune_eval import bleu4, corpus_scores, rouge_l, rouge_n, words  # noqa: E402
+
+ANSWER = "今天天气很好，适合出门散步。"
+QUESTION = "今天天气怎么样？"
+
+
+def _records(n: int = 50) -> list[dict]:
+    return [{"content": f"{QUESTION}{i % 5}", "summary": ANSWER} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def glm(thudm_bin, tmp_path_factory):
+    """The tiny checkpoint converted once (a converted folder loads without converting again)."""
+    return convert(thudm_bin, tmp_path_factory.mktemp("ft") / "glm")
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in _records()), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lora(glm, train_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ad") / "lora"
+    cfg = TrainConfig(method="lora", steps=8, batch_size=4, grad_accum=1, lr=1e-2, lora_dropout=0.0)
+    return train(str(glm), train_file, out, cfg, device="cpu", eval_data=train_file)
+
+
+def _backend(glm, adapter=""):
+    return load_backend(LLMSettings(backend="chatglm2", model=str(glm), adapter=str(adapter), device="cpu",
+                                    temperature=0, max_new_tokens=24))
+
+
+def _first_logits(backend, question=QUESTION + "1"):
+    from kb.llm.generation import new_cache, prefill
+
+    with torch.inference_mode():
+        return prefill(backend.model, backend.prompt_ids([Message("user", question)]), new_cache(backend.model))
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def test_jsonl_array_custom_keys_and_history(tmp_path):
+    rows = [{"q": "问一", "a": "答一", "h": [["早", "好"]]}, {"q": "问二", "a": "答二"}]
+    (tmp_path / "d.jsonl").write_text("\n\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    (tmp_path / "d.json").write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
+    for name, lines in (("d.jsonl", [1, 3]), ("d.json", [2, 12])):
+        recs = load_records(tmp_path / name, prompt_key="q", response_key="a", history_key="h")
+        assert [(r.prompt, r.response, r.history, r.line) for r in recs] == [
+            ("问一", "答一", (("早", "好"),), lines[0]), ("问二", "答二", (), lines[1])]
+    assert [m.role for m in recs[0].messages()] == ["user", "assistant", "user"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"content": "a", "summary": "b"}\n{"content": "c", "summary": "d"}\n{"content": "e"}\n',
+     r"line 3: field 'summary' is missing"),
+    ('{"content": "a", "summary": "b"}\n{"content": "c", "summary": 5}\n', r"line 2: field 'summary' must be a string"),
+    ('{"content": "a", "summary": "b"}\n{"content": "c", "summ\n', r"line 2: not valid JSON"),
+    ('[\n  {"content": "a", "summary": "b"},\n  ["x"]\n]', r"line 3: a record must be a JSON object"),
+    ('[\n  {"content": "a", "summary": "b"},\n\n  {"summary": "b"}\n]', r"line 4: field 'content' is missing"),
+])
+def test_malformed_record_names_line_and_field(tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ParseError, match=message):
+        load_records(path)
+
+
+def test_labels_cover_only_the_answer(glm):
+    """Expected ids built by hand from the SentencePiece model and ChatGLM2's prompt format."""
+    from kb.llm.chatglm2_tokenizer import ChatGLM2Tokenizer
+
+    sp = spm.SentencePieceProcessor(model_file=str(glm / "tokenizer.model"))
+    gmask, sop, eos = sp.vocab_size() + 1, sp.vocab_size() + 3, 2
+    tok = ChatGLM2Tokenizer(glm / "tokenizer.model")
+    backend_prompt = _backend(glm).prompt_ids
+    rec = Record("q2", "the answer", (("q1", "a1"),))
+    ex = encode(rec, backend_prompt, tok.encode, tok.eos_id, max_source=512, max_target=512)
+    prompt = [gmask, sop] + sp.encode("[Round 1]\n\n问：q1\n\n答：a1\n\n[Round 2]\n\n问：q2\n\n答：")
+    answer = sp.encode("the answer")
+    assert ex.input_ids == prompt + answer + [eos]
+    assert ex.labels == [IGNORE] * len(prompt) + answer + [eos]
+    short = encode(rec, backend_prompt, tok.encode, tok.eos_id, max_source=6, max_target=2)
+    assert short.input_ids == [gmask, sop] + prompt[-4:] + answer[:2] + [eos]
+    assert short.labels == [IGNORE] * 6 + answer[:2] + [eos]
+    batch = collate([short, ex], pad_id=0)
+    assert batch["labels"][0].tolist() == short.labels + [IGNORE] * (len(ex.labels) - len(short.labels))
+    assert batch["attention_mask"][0].sum() == len(short.input_ids) and batch["attention_mask"][1].all()
+
+
+# --- training and serving -----------------------------------------------------------------------
+
+def test_lora_training_lowers_loss_and_the_adapter_answers(lora, glm):
+    assert lora.losses[-1] < 0.3 * lora.losses[0]
+    assert lora.eval_loss is not None and lora.eval_loss < lora.losses[0]
+    manifest = json.loads((lora.out / ADAPTER_MANIFEST).read_text())
+    assert manifest["format_version"] == 1 and manifest["method"] == "lora" and manifest["base"]["hidden_size"] == 64
+    assert (lora.out / "adapter_model.safetensors").is_file()
+    base, tuned = _backend(glm), _backend(glm, lora.out)
+    msgs = [Message("user", QUESTION + "3")]
+    assert base.generate(msgs) != ANSWER
+    # the random model learned the trained answer (the tiny SentencePiece model writes ， as ,)
+    assert tuned.generate(msgs) == "今天天气很好,适合出门散步。" == tuned.tokenizer.decode(tuned.tokenizer.encode(ANSWER))
+    assert not torch.allclose(_first_logits(base), _first_logits(tuned))
+
+
+def test_prefix_tuning_trains_and_serves_the_trained_prefix(glm, train_file, tmp_path):
+    cfg = TrainConfig(method="prefix", steps=6, batch_size=4, grad_accum=1, lr=3e-2, prefix_len=4)
+    result = train(str(glm), train_file, tmp_path / "prefix", cfg, device="cpu")
+    assert result.losses[-1] < result.losses[0]
+    tuned = _backend(glm, result.out)
+    ids = tuned.prompt_ids([Message("user", QUESTION)])
+    with torch.inference_mode():  # the serving path (prefix in the KV cache) = peft's training forward
+        want = tuned.model.peft_model(input_ids=torch.tensor([ids])).logits[0, -1]
+    torch.testing.assert_close(_first_logits(tuned, QUESTION)[0], want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(_first_logits(_backend(glm), QUESTION), _first_logits(tuned, QUESTION))
+    assert tuned.generate([Message("user", QUESTION)])  # the token loop runs through the prefix
+    with pytest.raises(ConfigError, match="gradient checkpointing"):
+        train(str(glm), train_file, tmp_path / "p2", TrainConfig(method="prefix", gradient_checkpointing=True),
+              device="cpu")
+
+
+def test_resume_from_a_checkpoint_continues_exactly(glm, train_file, tmp_path):
+    cfg = TrainConfig(method="lora", steps=4, batch_size=2, grad_accum=2, lr=5e-3, warmup_steps=1, save_every=2)
+    whole = train(str(glm), train_file, tmp_path / "whole", cfg, device="cpu")
+    assert (tmp_path / "whole" / "checkpoint-2" / "training_state.pt").is_file()
+    shutil.copytree(tmp_path / "whole" / "checkpoint-2", tmp_path / "part" / "checkpoint-2")
+    resumed = train(str(glm), train_file, tmp_path / "part", cfg, device="cpu", resume=tmp_path / "part")
+    assert resumed.resumed_from == 2 and resumed.losses == pytest.approx(whole.losses, rel=1e-5)
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(p / "adapter_model.safetensors")) for p in (whole.out, resumed.out))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    with pytest.raises(ConfigError, match="no checkpoint-N folder"):
+        train(str(glm), train_file, tmp_path / "x", cfg, device="cpu", resume=tmp_path / "empty")
+
+
+def test_merged_checkpoint_gives_the_logits_of_base_plus_adapter(lora, glm, tmp_path):
+    merged = merge_adapter(lora.out, tmp_path / "merged")
+    assert not (merged / "adapter_config.json").exists()
+    want = _first_logits(_backend(glm, lora.out))
+    got = _first_logits(_backend(merged))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_qlora_on_cpu_is_a_clear_error(glm, train_file, tmp_path):
+    with pytest.raises(ModelError, match="qlora.*needs a CUDA GPU.*--method lora"):
+        train(str(glm), train_file, tmp_path / "q", TrainConfig(method="qlora"), device="cpu")
+
+
+def test_adapter_errors_name_the_problem(lora, glm, tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        _backend(glm, tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not a peft adapter"):
+        _backend(glm, tmp_path / "empty")
+    other = shutil.copytree(lora.out, tmp_path / "other")
+    manifest = json.loads((other / ADAPTER_MANIFEST).read_text())
+    manifest["base"]["hidden_size"] = 4096
+    (other / ADAPTER_MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="does not match the loaded model.*hidden_size 4096 vs 64"):
+        _backend(glm, other)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+def test_rouge_and_bleu_match_hand_computed_values():
+    hyp, ref = "我爱北京天安门", "我爱北京"
+    assert words(hyp) == ["我", "爱", "北京", "天安门"] and words(ref) == ["我", "爱", "北京"]
+    h, r = words(hyp), words(ref)
+    assert rouge_n(h, r, 1) == pytest.approx(2 * 0.75 * 1 / 1.75)  # P 3/4, R 3/3
+    assert rouge_n(h, r, 2) == pytest.approx(0.8)  # bigrams: P 2/3, R 2/2
+    assert rouge_l(h, r) == pytest.approx(1.5625 * 0.75 / (1 + 0.5625 * 0.75))  # LCS 3, beta = P/R = 0.75
+    # characters: 1-4-gram precisions 4/7, 3/6, 2/5, 1/4; hypothesis longer, so no brevity penalty
+    assert bleu4(hyp, ref) == pytest.approx((4 / 7 * 3 / 6 * 2 / 5 * 1 / 4) ** 0.25)
+    # 2 characters: 3- and 4-grams have none, smoothed to 1/2 and 1/4; brevity penalty exp(1 - 7/2)
+    assert bleu4("北京", hyp) == pytest.approx(2.718281828 ** -2.5 * (1 * 1 * 0.5 * 0.25) ** 0.25)
+    assert bleu4("猫", hyp) == 0.0
+    scores = corpus_scores([hyp, ""], [ref, ref])
+    assert scores == {"rouge-1": round(85.7143 / 2, 4), "rouge-2": 40.0, "rouge-l": round(82.4176 / 2, 4),
+                      "bleu-4": round(100 * (4 / 7 * 3 / 6 * 2 / 5 * 1 / 4) ** 0.25 / 2, 4)}
