@@ -126,11 +126,10 @@ def wrap(model, cfg: TrainConfig):
         # peft refuses the combination; a prefix run stores activations (shorter --max-source helps).
         raise ConfigError("prefix tuning (P-Tuning v2) cannot use gradient checkpointing: the prefix is the KV "
                           "cache, which checkpointed layers drop; leave --gradient-checkpointing off for prefix")
+    if cfg.method == "qlora":  # freezes the base, casts norms/embeddings to fp32 for stable training
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     gc = {"use_reentrant": False}  # non-reentrant: no need for the inputs to require grad
-    if cfg.method == "qlora":
-        model = peft.prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=use_gc, gradient_checkpointing_kwargs=gc)
-    elif use_gc and hasattr(model, "activation_checkpointing_enable"):  # the name from transformers 5.2x
+    if use_gc and hasattr(model, "activation_checkpointing_enable"):  # the name from transformers 5.2x
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc)
     elif use_gc:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc)
@@ -176,29 +175,16 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig = Trai
                 for r in records]
     torch.manual_seed(cfg.seed)
     net = wrap(backend.model, cfg)
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate(), weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    optimizer, scheduler = optimizer_for(net, cfg)
     manifest = _manifest(model, backend, cfg)
     result = TrainResult(out)
-    start = _resume(resume, out, net, optimizer, scheduler, manifest, result) if resume else 0
-    autocast = _autocast(net)
+    start = _resume(resume, net, optimizer, scheduler, manifest, result) if resume else 0
     batches = micro_batches(len(examples), cfg, start * cfg.grad_accum)
     net.train()
     for step in range(start, cfg.steps):
-        total = 0.0
-        for _ in range(cfg.grad_accum):
-            batch = {k: v.to(net.device) for k, v in collate([examples[i] for i in next(batches)], pad).items()}
-            with autocast:
-                loss = net(**batch).loss / cfg.grad_accum
-            loss.backward()
-            total += loss.item()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        result.losses.append(total)
+        result.losses.append(train_step(net, examples, pad, batches, cfg, optimizer, scheduler))
         if on_step:
-            on_step(step + 1, cfg.steps, total, scheduler.get_last_lr()[0])
+            on_step(step + 1, cfg.steps, result.losses[-1], scheduler.get_last_lr()[0])
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             _save_checkpoint(net, optimizer, scheduler, out / f"checkpoint-{step + 1}", manifest, result, step + 1)
     if evals:
@@ -206,6 +192,30 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig = Trai
                                                   max_target=cfg.max_target) for r in evals], pad)
     save_adapter(net, out, {**manifest, "steps": cfg.steps, "losses": result.losses, "eval_loss": result.eval_loss})
     return result
+
+
+def optimizer_for(net, cfg: TrainConfig):
+    """AdamW over the trainable (adapter) parameters and the warmup/decay schedule."""
+    import torch
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate(), weight_decay=0.0)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+
+
+def train_step(net, examples, pad: int, batches, cfg: TrainConfig, optimizer, scheduler) -> float:
+    """One optimizer step over cfg.grad_accum micro-batches from `batches`; the mean loss."""
+    total = 0.0
+    for _ in range(cfg.grad_accum):
+        batch = {k: v.to(net.device) for k, v in collate([examples[i] for i in next(batches)], pad).items()}
+        with _autocast(net):
+            loss = net(**batch).loss / cfg.grad_accum
+        loss.backward()
+        total += loss.item()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
 
 
 def _autocast(net):
@@ -257,7 +267,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _resume(resume, out: Path, net, optimizer, scheduler, manifest: dict, result: TrainResult) -> int:
+def _resume(resume, net, optimizer, scheduler, manifest: dict, result: TrainResult) -> int:
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
