@@ -203,3 +203,33 @@ def test_rouge_and_bleu_match_hand_computed_values():
     scores = corpus_scores([hyp, ""], [ref, ref])
     assert scores == {"rouge-1": round(85.7143 / 2, 4), "rouge-2": 40.0, "rouge-l": round(82.4176 / 2, 4),
                       "bleu-4": round(100 * (4 / 7 * 3 / 6 * 2 / 5 * 1 / 4) ** 0.25 / 2, 4)}
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+def test_cli_finetune_eval_merge(glm, train_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from kb.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli-adapter"
+    res = runner.invoke(app, ["finetune", "--data", str(train_file), "--out", str(out), "--model", str(glm),
+                              "--steps", "2", "--batch-size", "4", "--grad-accum", "1", "--lr", "1e-2",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert f"llm.adapter: {out}" in res.output and (out / ADAPTER_MANIFEST).is_file()
+    report_path = tmp_path / "eval.json"
+    res = runner.invoke(app, ["finetune-eval", "--data", str(train_file), "--model", str(glm), "--adapter", str(out),
+                              "--out", str(report_path), "--limit", "2", "--max-new-tokens", "6", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["n"] == 2 and set(report["metrics"]) == {"rouge-1", "rouge-2", "rouge-l", "bleu-4"}
+    assert report["examples"][0]["reference"] == ANSWER and "rouge-1" in res.output
+    res = runner.invoke(app, ["finetune-merge", str(out), str(tmp_path / "merged")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "merged" / "config.json").is_file() and "llm.model" in res.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"content": "q", "summary": "a"}\n{"content": "q"}\n', encoding="utf-8")
+    res = runner.invoke(app, ["finetune", "--data", str(bad), "--out", str(tmp_path / "x"), "--model", str(glm)])
+    assert isinstance(res.exception, ParseError) and "line 2: field 'summary' is missing" in str(res.exception)
