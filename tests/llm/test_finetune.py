@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 import sentencepiece as spm  # noqa: E402
+from test_hf import tiny_llama as llama  # noqa: E402, F401 - the tiny Llama chat model, as fixture `llama`
 
 from kb.config import LLMSettings  # noqa: E402
 from kb.errors import ConfigError, ModelError, ParseError  # noqa: E402
@@ -194,14 +195,15 @@ def test_rouge_and_bleu_match_hand_computed_values():
     h, r = words(hyp), words(ref)
     assert rouge_n(h, r, 1) == pytest.approx(2 * 0.75 * 1 / 1.75)  # P 3/4, R 3/3
     assert rouge_n(h, r, 2) == pytest.approx(0.8)  # bigrams: P 2/3, R 2/2
-    assert rouge_l(h, r) == pytest.approx(1.5625 * 0.75 / (1 + 0.5625 * 0.75))  # LCS 3, beta = P/R = 0.75
+    assert rouge_l(h, r) == pytest.approx(2 * 0.75 * 1 / 1.75)  # LCS 3 words: P 3/4, R 3/3
+    assert rouge_l(["a", "b", "c", "d"], ["b", "x", "d", "c"]) == pytest.approx(0.5)  # LCS 2: P 2/4, R 2/4
     # characters: 1-4-gram precisions 4/7, 3/6, 2/5, 1/4; hypothesis longer, so no brevity penalty
     assert bleu4(hyp, ref) == pytest.approx((4 / 7 * 3 / 6 * 2 / 5 * 1 / 4) ** 0.25)
     # 2 characters: 3- and 4-grams have none, smoothed to 1/2 and 1/4; brevity penalty exp(1 - 7/2)
     assert bleu4("北京", hyp) == pytest.approx(2.718281828 ** -2.5 * (1 * 1 * 0.5 * 0.25) ** 0.25)
     assert bleu4("猫", hyp) == 0.0
     scores = corpus_scores([hyp, ""], [ref, ref])
-    assert scores == {"rouge-1": round(85.7143 / 2, 4), "rouge-2": 40.0, "rouge-l": round(82.4176 / 2, 4),
+    assert scores == {"rouge-1": round(85.7143 / 2, 4), "rouge-2": 40.0, "rouge-l": round(85.7143 / 2, 4),
                       "bleu-4": round(100 * (4 / 7 * 3 / 6 * 2 / 5 * 1 / 4) ** 0.25 / 2, 4)}
 
 
@@ -233,3 +235,27 @@ def test_cli_finetune_eval_merge(glm, train_file, tmp_path):
     bad.write_text('{"content": "q", "summary": "a"}\n{"content": "q"}\n', encoding="utf-8")
     res = runner.invoke(app, ["finetune", "--data", str(bad), "--out", str(tmp_path / "x"), "--model", str(glm)])
     assert isinstance(res.exception, ParseError) and "line 2: field 'summary' is missing" in str(res.exception)
+
+
+# --- any Hugging Face causal LM -----------------------------------------------------------------
+
+def test_lora_on_a_hf_chat_model_uses_its_chat_template(llama, glm, tmp_path):  # noqa: F811 (fixture)
+    from kb.llm.hf import HFBackend
+
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([{"q": "hello world", "a": "the model writes an answer"}] * 8), encoding="utf-8")
+    cfg = TrainConfig(method="lora", steps=4, batch_size=4, grad_accum=1, lr=1e-2, lora_dropout=0.0,
+                      prompt_key="q", response_key="a")
+    result = train(str(llama), data, tmp_path / "ad", cfg, device="cpu")
+    assert result.losses[-1] < result.losses[0]
+    base = HFBackend.from_folder(llama, device="cpu", temperature=0)
+    tok = base.tokenizer
+    ex = encode(Record("hello world", "the model"), base.prompt_ids,
+                lambda t: tok.encode(t, add_special_tokens=False), tok.eos_token_id, max_source=99, max_target=99)
+    assert tok.decode(ex.input_ids) == "<|im_start|>user\nhello world<|im_end|>\n<|im_start|>assistant\nthe model<|im_end|>"
+    assert tok.decode([t for t in ex.labels if t != IGNORE]) == "the model<|im_end|>"
+    tuned = load_backend(LLMSettings(backend="hf", model=str(llama), adapter=str(result.out), device="cpu",
+                                     temperature=0))
+    assert not torch.allclose(_first_logits(base, "hello world"), _first_logits(tuned, "hello world"))
+    with pytest.raises(ModelError, match="does not match the loaded model .*model_type llama vs glm"):
+        _backend(glm, result.out)
