@@ -9,7 +9,7 @@ checkpointing, bf16 autocast, AdamW) on random token sequences of --seq tokens (
 masked like a prompt) for --steps steps. Peak VRAM is `torch.cuda.max_memory_allocated`; steps/s is
 given over all steps and without the first (kernel warm-up). Random weights make time and memory
 real and the loss meaningless. `--tiny` shrinks the model and runs on the CPU to check the code
-path: plain LoRA, since NF4 (bitsandbytes) needs CUDA.
+path: QLoRA through bitsandbytes' CPU NF4 kernels when bitsandbytes is installed, else plain LoRA.
 """
 
 from __future__ import annotations
@@ -45,24 +45,30 @@ def run(a) -> dict:
                      num_attention_heads=4, kv_channels=16)
         a.seq, a.steps = min(a.seq, 64), min(a.steps, 4)
     config = GlmConfig(**glm_config_dict(thudm))
-    method = "qlora" if cuda else "lora"
+    nf4 = cuda or (a.tiny and _has_bitsandbytes())  # bitsandbytes 0.50 also has CPU NF4 kernels
+    method = "qlora" if nf4 else "lora"
     report = {"card": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
               "transformers": transformers.__version__, "peft": peft.__version__, "method": method,
               "seq_tokens": a.seq, "steps": a.steps, "lora_r": a.r}
-    if cuda:
+    if nf4:
         import bitsandbytes
 
         report["bitsandbytes"] = bitsandbytes.__version__
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    model = build_random(config, "nf4" if cuda else "bf16", device)
+    model = build_random(config, "nf4" if nf4 else "bf16", device)
+    if nf4:  # what from_pretrained(quantization_config=NF4) marks, and peft reads to pick its 4-bit LoRA layer
+        model.is_loaded_in_4bit = True
     sync(device)
     report.update(build_s=round(time.perf_counter() - t, 2), weights_gb=mem(device, peak=False))
     cfg = TrainConfig(method=method, steps=a.steps, batch_size=1, grad_accum=1, lr=2e-4, lora_r=a.r,
                       gradient_checkpointing=True)
     net = wrap(model, cfg)
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    report.update(trainable_params=trainable, after_wrap_gb=mem(device, peak=False))
+    layers = sorted({f"{type(m).__module__.split('.')[-1]}.{type(m).__name__}" for m in net.modules()
+                     if hasattr(m, "lora_A")})  # bnb.Linear4bit for QLoRA: LoRA over the NF4 linears
+    report.update(trainable_params=trainable, lora_layers=layers, after_wrap_gb=mem(device, peak=False))
     optimizer, scheduler = optimizer_for(net, cfg)
     gen = torch.Generator().manual_seed(0)
     examples = []
@@ -92,6 +98,14 @@ def run(a) -> dict:
     if cuda:
         report["reserved_gb"] = round(torch.cuda.max_memory_reserved() / GB, 3)
     return report
+
+
+def _has_bitsandbytes() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main() -> None:
