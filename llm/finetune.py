@@ -233,7 +233,7 @@ def eval_loss(net, examples, pad: int) -> float:
     import torch
 
     net.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _autocast(net):
         losses = [float(net(**{k: v.to(net.device) for k, v in collate([e], pad).items()}).loss) for e in examples]
     net.train()
     return sum(losses) / len(losses)
