@@ -129,6 +129,18 @@ def test_lora_training_lowers_loss_and_the_adapter_answers(lora, glm):
     assert not torch.allclose(_first_logits(base), _first_logits(tuned))
 
 
+def test_lora_targets_attention_and_mlp_and_checkpoints_activations(glm):
+    from transformers import GlmForCausalLM
+
+    from kb.llm.finetune import wrap
+
+    net = wrap(GlmForCausalLM.from_pretrained(str(glm)), TrainConfig())
+    wrapped = {n.rsplit(".", 1)[-1] for n, m in net.named_modules() if hasattr(m, "lora_A")}
+    assert wrapped == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"}  # not lm_head
+    assert all("lora_" in n for n, p in net.named_parameters() if p.requires_grad)
+    assert all(layer.gradient_checkpointing for layer in net.get_base_model().model.layers)
+
+
 def test_prefix_tuning_trains_and_serves_the_trained_prefix(glm, train_file, tmp_path):
     cfg = TrainConfig(method="prefix", steps=6, batch_size=4, grad_accum=1, lr=3e-2, prefix_len=4)
     result = train(str(glm), train_file, tmp_path / "prefix", cfg, device="cpu")
