@@ -209,13 +209,36 @@ def train_step(net, examples, pad: int, batches, cfg: TrainConfig, optimizer, sc
     for _ in range(cfg.grad_accum):
         batch = {k: v.to(net.device) for k, v in collate([examples[i] for i in next(batches)], pad).items()}
         with _autocast(net):
-            loss = net(**batch).loss / cfg.grad_accum
+            loss = forward(net, batch).loss / cfg.grad_accum
         loss.backward()
         total += loss.item()
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return total
+
+
+def forward(net, batch: dict):
+    """The model's output (with loss) on a collated batch.
+
+    For a prefix, the trained keys/values go into the cache under the keyword the model takes:
+    peft's own forward passes `past_key_values`, which transformers 5.2x renamed `cache` and which
+    5.40 removes (the prefix would then be dropped without an error). Same mask and positions as
+    peft: ones for the prefix, positions continuing after it.
+    """
+    config = net.peft_config[net.active_adapter]
+    if not config.is_prompt_learning:
+        return net(**batch)
+    import torch
+
+    from kb.llm.generation import cache_keyword
+
+    base = net.get_base_model()
+    n = batch["input_ids"].shape[0]
+    mask = batch["attention_mask"]
+    mask = torch.cat([torch.ones(n, config.num_virtual_tokens, dtype=mask.dtype, device=mask.device), mask], dim=1)
+    return base(input_ids=batch["input_ids"], attention_mask=mask, labels=batch["labels"],
+                **{cache_keyword(base): net.get_prompt(batch_size=n)})
 
 
 def _autocast(net):
@@ -234,7 +257,8 @@ def eval_loss(net, examples, pad: int) -> float:
 
     net.eval()
     with torch.no_grad(), _autocast(net):
-        losses = [float(net(**{k: v.to(net.device) for k, v in collate([e], pad).items()}).loss) for e in examples]
+        losses = [float(forward(net, {k: v.to(net.device) for k, v in collate([e], pad).items()}).loss)
+                  for e in examples]
     net.train()
     return sum(losses) / len(losses)
 

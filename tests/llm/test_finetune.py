@@ -19,7 +19,7 @@ from kb.errors import ConfigError, ModelError, ParseError  # noqa: E402
 from kb.llm.adapters import ADAPTER_MANIFEST, merge_adapter  # noqa: E402
 from kb.llm.base import Message, load_backend  # noqa: E402
 from kb.llm.chatglm2_convert import convert  # noqa: E402
-from kb.llm.finetune import TrainConfig, train  # noqa: E402
+from kb.llm.finetune import TrainConfig, forward, train  # noqa: E402
 from kb.llm.finetune_data import IGNORE, Record, collate, encode, load_records  # noqa: E402
 from kb.llm.finetune_eval import bleu4, corpus_scores, rouge_l, rouge_n, words  # noqa: E402
 
@@ -147,9 +147,13 @@ def test_prefix_tuning_trains_and_serves_the_trained_prefix(glm, train_file, tmp
     assert result.losses[-1] < result.losses[0]
     tuned = _backend(glm, result.out)
     ids = tuned.prompt_ids([Message("user", QUESTION)])
-    with torch.inference_mode():  # the serving path (prefix in the KV cache) = peft's training forward
-        want = tuned.model.peft_model(input_ids=torch.tensor([ids])).logits[0, -1]
-    torch.testing.assert_close(_first_logits(tuned, QUESTION)[0], want, atol=1e-5, rtol=1e-5)
+    batch = collate([encode(Record(QUESTION, ""), tuned.prompt_ids, lambda t: [], 2, max_source=99, max_target=9)], 0)
+    with torch.inference_mode():  # serving (prefix put into the KV cache) = kb's training forward = peft's
+        ours = forward(tuned.model.peft_model, batch).logits[0, len(ids) - 1]
+        peft_own = tuned.model.peft_model(input_ids=torch.tensor([ids])).logits[0, -1]
+    served = _first_logits(tuned, QUESTION)[0]
+    torch.testing.assert_close(served, ours, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(served, peft_own, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(_first_logits(_backend(glm), QUESTION), _first_logits(tuned, QUESTION))
     assert tuned.generate([Message("user", QUESTION)])  # the token loop runs through the prefix
     with pytest.raises(ConfigError, match="gradient checkpointing"):
