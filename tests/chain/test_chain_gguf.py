@@ -25,3 +25,22 @@ def test_embedded_model_is_not_called_for_an_unrelated_question(open_kb):
     kb = open_kb(backend="gguf", n_ctx=2048)
     answer = kb.ask("What is the airspeed velocity of an unladen swallow?")
     assert answer.status == "refused" and answer.timings.first_token is None
+
+
+def test_ctrl_c_stops_kb_ask_cleanly(sample_home, settings):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "KB_HOME": str(sample_home), "KB_LLM__N_CTX": "2048", "PYTHONUNBUFFERED": "1",
+           "KB_ANSWER__ANSWER_TOKENS": "400"}
+    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "ask", "Summarize the backup policy in detail.",
+                             "--kb", "samples"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(1)  # the answer has started streaming
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    rest, errors = proc.communicate(timeout=120)
+    assert proc.returncode == 130, errors.decode()
+    assert b"stopped" in errors and b"Traceback" not in errors
