@@ -182,9 +182,10 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig = Trai
     batches = micro_batches(len(examples), cfg, start * cfg.grad_accum)
     net.train()
     for step in range(start, cfg.steps):
+        lr = scheduler.get_last_lr()[0]  # the rate this step uses
         result.losses.append(train_step(net, examples, pad, batches, cfg, optimizer, scheduler))
         if on_step:
-            on_step(step + 1, cfg.steps, result.losses[-1], scheduler.get_last_lr()[0])
+            on_step(step + 1, cfg.steps, result.losses[-1], lr)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             _save_checkpoint(net, optimizer, scheduler, out / f"checkpoint-{step + 1}", manifest, result, step + 1)
     if evals:
@@ -302,10 +303,12 @@ def _resume(resume, net, optimizer, scheduler, manifest: dict, result: TrainResu
         raise ConfigError(f"--resume {resume}: no checkpoint-N folder with {STATE_FILE} there; "
                           "checkpoints are written with --save-every")
     saved = json.loads((ckpt / ADAPTER_MANIFEST).read_text(encoding="utf-8"))
-    for key in ("method", "base"):
-        if saved.get(key) != manifest[key]:
-            raise ConfigError(f"checkpoint {ckpt} was trained with {key}={saved.get(key)!r}, this run has "
-                              f"{manifest[key]!r}; resume with the same --model and --method")
+    pairs = [(k, saved.get(k), manifest[k]) for k in ("method", "base")]
+    pairs += [(k, saved["config"].get(k), manifest["config"][k]) for k in ("lora_r", "prefix_len", "prefix_projection")]
+    for key, was, now in pairs:
+        if was != now:
+            raise ConfigError(f"checkpoint {ckpt} was trained with {key}={was!r}, this run has {now!r}; "
+                              "resume with the same --model, --method and adapter size")
     set_peft_model_state_dict(net, load_file(str(ckpt / "adapter_model.safetensors")))
     state = torch.load(ckpt / STATE_FILE, weights_only=True)
     optimizer.load_state_dict(state["optimizer"])

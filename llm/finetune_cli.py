@@ -56,12 +56,12 @@ def finetune(
                       prompt_key=prompt_key, response_key=response_key, history_key=history_key)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"), TimeRemainingColumn(),
-                  console=err) as progress:
-        task = progress.add_task(f"{method} training", total=steps, loss=float("nan"), lr=0.0)
+                  TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=err) as progress:
+        task = progress.add_task("loading data and model", total=None, stats="")
 
         def on_step(step: int, total: int, loss: float, rate: float) -> None:
-            progress.update(task, completed=step, loss=loss, lr=rate)
+            progress.update(task, description=f"{method} training", total=total, completed=step,
+                            stats=f"loss {loss:.4f}  lr {rate:.2e}")
 
         result = train(model, data, out, cfg, eval_data=eval_data, resume=resume, device=device, on_step=on_step)
     tail = f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -172,6 +173,8 @@ def test_resume_from_a_checkpoint_continues_exactly(glm, train_file, tmp_path):
 
     a, b = (load_file(str(p / "adapter_model.safetensors")) for p in (whole.out, resumed.out))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    with pytest.raises(ConfigError, match="lora_r=8, this run has 4"):
+        train(str(glm), train_file, tmp_path / "part", replace(cfg, lora_r=4), device="cpu", resume=tmp_path / "part")
     with pytest.raises(ConfigError, match="no checkpoint-N folder"):
         train(str(glm), train_file, tmp_path / "x", cfg, device="cpu", resume=tmp_path / "empty")
 
