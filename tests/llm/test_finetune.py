@@ -278,3 +278,11 @@ def test_lora_on_a_hf_chat_model_uses_its_chat_template(llama, glm, tmp_path):  
     assert not torch.allclose(_first_logits(base, "hello world"), _first_logits(tuned, "hello world"))
     with pytest.raises(ModelError, match="does not match the loaded model .*model_type llama vs glm"):
         _backend(glm, result.out)
+
+
+def test_without_peft_the_error_names_the_extra(lora, glm, monkeypatch):
+    from kb.errors import MissingDependencyError
+
+    monkeypatch.setitem(__import__("sys").modules, "peft", None)  # import peft now raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"pip install 'kb\[finetune\]'"):
+        _backend(glm, lora.out)
