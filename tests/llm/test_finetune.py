@@ -276,6 +276,10 @@ def test_lora_on_a_hf_chat_model_uses_its_chat_template(llama, glm, tmp_path):  
     tuned = load_backend(LLMSettings(backend="hf", model=str(llama), adapter=str(result.out), device="cpu",
                                      temperature=0))
     assert not torch.allclose(_first_logits(base, "hello world"), _first_logits(tuned, "hello world"))
+    merged = load_backend(LLMSettings(model=str(merge_adapter(result.out, tmp_path / "merged")), device="cpu"))
+    assert merged.name == "hf" and merged.prompt_ids([Message("user", "hi")]) == base.prompt_ids([Message("user", "hi")])
+    torch.testing.assert_close(_first_logits(merged, "hello world"), _first_logits(tuned, "hello world"),
+                               atol=1e-5, rtol=1e-5)
     with pytest.raises(ModelError, match="does not match the loaded model .*model_type llama vs glm"):
         _backend(glm, result.out)
 
