@@ -1,4 +1,4 @@
-"""A knowledge base over docs/samples (real documents, the packaged embedder), built once per module,
+"""A knowledge base over docs/samples (real documents, the packaged embedder), built once per test session,
 and a way to open it with other answer/llm settings (the scripted backend comes through the factory)."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from kb.config import Settings
 SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sample_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("kbhome")
-    docs = shutil.copytree(SAMPLES, home.parent / "samples")
+    docs = shutil.copytree(SAMPLES, tmp_path_factory.mktemp("docs") / "samples")
     with KnowledgeBase.open("samples", settings=Settings(home=home)) as kb:
         report = kb.ingest(docs)
     assert not report.failed

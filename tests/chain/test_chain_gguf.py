@@ -21,6 +21,17 @@ def test_embedded_model_answers_an_english_question_citing_the_right_file(open_k
     assert answer.timings.first_token is not None and answer.timings.first_token <= answer.timings.total
 
 
+def test_packing_counts_what_llama_cpp_feeds_the_model(open_kb):
+    from kb.prompts import answer_messages
+
+    kb = open_kb(backend="gguf", n_ctx=2048)
+    answer = kb.ask("一线城市出差住宿每晚最多报销多少？")
+    backend = kb.backend()
+    messages = answer_messages(kb.settings.answer, answer.question, list(answer.passages), [], answer.language)
+    usage = backend.llm.create_chat_completion(messages=backend._dicts(messages), max_tokens=1)["usage"]
+    assert usage["prompt_tokens"] == answer.prompt_tokens
+
+
 def test_embedded_model_is_not_called_for_an_unrelated_question(open_kb):
     kb = open_kb(backend="gguf", n_ctx=2048)
     answer = kb.ask("What is the airspeed velocity of an unladen swallow?")
