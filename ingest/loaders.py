@@ -23,6 +23,13 @@ from .textfile import decode_bytes
 _SKIP = {"PageBreak", "Header", "Footer", "PageNumber", "Image"}
 _TEXT_SUFFIXES = {".txt", ".text", ".log"}
 
+# Limits that keep one hostile or accidental file from taking the run's memory or hours of embedding
+# (5 million characters is about 2,500 book pages, 25,000 chunks, 15 CPU-minutes of the default embedder).
+MAX_FILE_BYTES = 100 << 20
+MAX_TEXT_CHARS = 5_000_000
+MAX_UNZIPPED_XML_BYTES = 256 << 20  # office / EPUB files are zips of XML, parsed whole in memory
+_ZIPPED = {".docx", ".pptx", ".xlsx", ".xlsm", ".odt", ".epub"}
+
 
 def supported_suffixes() -> set[str]:
     return set(_LOADERS)
@@ -33,7 +40,13 @@ def load(path: Path) -> list[Element]:
     loader = _LOADERS.get(path.suffix.lower())
     if loader is None:
         raise ParseError(str(path), f"unsupported file type '{path.suffix or '(none)'}'")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ParseError(str(path), f"file too large ({size / 2**20:,.0f} MB; kb reads files up to "
+                                    f"{MAX_FILE_BYTES >> 20} MB): split it into smaller files")
     try:
+        if path.suffix.lower() in _ZIPPED:
+            _check_unzipped_size(path)
         elements = loader(path)
     except ParseError:
         raise
@@ -44,7 +57,36 @@ def load(path: Path) -> list[Element]:
     elements = [e for e in elements if e.text.strip() or e.rows]
     if not elements:
         raise ParseError(str(path), "no text found (empty file, or only images)")
+    _check_text_size(path, sum(len(e.text) + sum(len(c) for row in e.rows or () for c in row) for e in elements))
     return elements
+
+
+def _check_text_size(path: Path, chars: int) -> None:
+    if chars > MAX_TEXT_CHARS:
+        raise ParseError(str(path), f"too much text ({chars:,} characters; kb takes up to {MAX_TEXT_CHARS:,} "
+                                    "per file): split it into smaller files")
+
+
+def _check_unzipped_size(path: Path) -> None:
+    """Refuse a zip bomb by the sizes its directory declares (zipfile never inflates past them)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            xml = sum(i.file_size for i in z.infolist()
+                      if i.filename.lower().endswith((".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx")))
+    except zipfile.BadZipFile as e:
+        raise ParseError(str(path), f"damaged file: not a valid {path.suffix} (zip) container ({e})") from e
+    if xml > MAX_UNZIPPED_XML_BYTES:
+        raise ParseError(str(path), f"unpacks to {xml / 2**20:,.0f} MB of XML (limit {MAX_UNZIPPED_XML_BYTES >> 20} "
+                                    "MB): a zip bomb or a damaged file")
+
+
+def _read_text(path: Path) -> str:
+    """The decoded text of a text-like file, refused before any parsing if it is too long."""
+    text, _ = decode_bytes(path.read_bytes())
+    _check_text_size(path, len(text))
+    return text
 
 
 def document_title(path: Path, elements: list[Element]) -> str:
@@ -107,7 +149,7 @@ def _partitioner(module: str, func: str, reads_text: bool = False) -> Callable[[
         mod = __import__(f"unstructured.partition.{module}", fromlist=[func])
         partition = getattr(mod, func)
         if reads_text:  # kb decodes, so GBK / Big5 / UTF-16 files come out right
-            text, _ = decode_bytes(path.read_bytes())
+            text = _read_text(path)
             return _from_unstructured(partition(text=text))
         return _from_unstructured(partition(filename=str(path)))
 
@@ -144,13 +186,47 @@ def _load_email(path: Path) -> list[Element]:
     return head + _from_unstructured(items)
 
 
+def _load_html(path: Path) -> list[Element]:
+    """unstructured's HTML partitioner; lxml gives up past 255 nested tags and returns nothing, so a
+    page with text but no elements is read again with the standard library's parser (no depth limit)."""
+    elements = _partitioner("html", "partition_html", reads_text=True)(path)
+    if any(e.text.strip() for e in elements):
+        return elements
+    return [Element(p) for p in _html_paragraphs(_read_text(path))]
+
+
+def _html_paragraphs(html: str) -> list[str]:
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self.skip = 0
+
+        def handle_starttag(self, tag, attrs):
+            self.skip += tag in ("script", "style")
+
+        def handle_endtag(self, tag):
+            self.skip -= tag in ("script", "style") and self.skip > 0
+
+        def handle_data(self, data):
+            if not self.skip and data.strip():
+                self.parts.append(" ".join(data.split()))
+
+    parser = Text()
+    parser.feed(html)
+    parser.close()
+    return parser.parts
+
+
 # -- kb's own -------------------------------------------------------------------------------------
 def _load_text(path: Path) -> list[Element]:
     return _partitioner("text", "partition_text", reads_text=True)(path)
 
 
 def _load_csv(path: Path) -> list[Element]:
-    text, _ = decode_bytes(path.read_bytes())
+    text = _read_text(path)
     sample = text[:8192]
     try:
         dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
@@ -165,7 +241,7 @@ def _load_csv(path: Path) -> list[Element]:
 
 
 def _load_json(path: Path) -> list[Element]:
-    text, _ = decode_bytes(path.read_bytes())
+    text = _read_text(path)
     if path.suffix.lower() == ".jsonl":
         values = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
@@ -191,9 +267,9 @@ def _flatten(value, prefix: str):
 
 _LOADERS: dict[str, Callable[[Path], list[Element]]] = {
     ".pdf": load_pdf,
-    ".html": _partitioner("html", "partition_html", reads_text=True),
-    ".htm": _partitioner("html", "partition_html", reads_text=True),
-    ".xhtml": _partitioner("html", "partition_html", reads_text=True),
+    ".html": _load_html,
+    ".htm": _load_html,
+    ".xhtml": _load_html,
     ".md": _partitioner("md", "partition_md", reads_text=True),
     ".markdown": _partitioner("md", "partition_md", reads_text=True),
     ".docx": _partitioner("docx", "partition_docx"),

@@ -98,32 +98,35 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
-    """(supported files, unsupported files) under the given files/folders; hidden entries skipped,
-    symlinks to files followed, folder symlinks not (no loops)."""
+def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[OSError]]:
+    """(supported files, unsupported files, folders that could not be listed) under the given
+    files/folders; hidden entries skipped, symlinks to files followed, folder symlinks not (no loops)."""
     suffixes = supported_suffixes()
     found: dict[str, Path] = {}
     unsupported: list[Path] = []
+    unlisted: list[OSError] = []
     for root in paths:
         if not root.exists():
             raise KBError(f"{root}: no such file or folder")
-        candidates = [root] if not root.is_dir() else _walk(root)
+        candidates = [root] if not root.is_dir() else _walk(root, unlisted.append)
         for p in candidates:
-            if p.suffix.lower() in suffixes:
+            if not p.is_file():  # a link that leads nowhere: run_ingest reports why it cannot be read
+                found.setdefault(str(p.absolute()), p.absolute())
+            elif p.suffix.lower() in suffixes:
                 found.setdefault(str(p.resolve()), p.resolve())
             else:
                 unsupported.append(p)
-    return sorted(found.values()), unsupported
+    return sorted(found.values()), unsupported, unlisted
 
 
-def _walk(root: Path) -> Iterable[Path]:
-    for folder, dirs, files in os.walk(root, followlinks=False):
+def _walk(root: Path, onerror: Callable[[OSError], None]) -> Iterable[Path]:
+    for folder, dirs, files in os.walk(root, onerror=onerror, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):
                 continue
             p = Path(folder, name)
-            if p.is_file():  # follows a symlink to a file; a dangling or looping link is not a file
+            if p.is_file() or p.is_symlink():  # a dangling or looping link is reported, not skipped
                 yield p
 
 
@@ -141,15 +144,21 @@ def run_ingest(
     started = time.perf_counter()
     notify = progress or (lambda event: None)
     report = IngestReport()
-    files, unsupported = discover(roots)
+    files, unsupported, unlisted = discover(roots)
     report.files.extend(FileResult(str(p), "unsupported", reason=f"unsupported file type '{p.suffix}'")
                         for p in unsupported)
+    report.files.extend(FileResult(str(e.filename), "failed", reason=f"cannot list folder: {e.strerror or e}")
+                        for e in unlisted)
     known = store.document_states()
     notify(Progress("start", total=len(files)))
 
     todo: list[tuple[Path, os.stat_result]] = []
     for p in files:
-        st = p.stat()
+        try:
+            st = p.stat()
+        except OSError as e:  # a looping or dangling link, or a file deleted since the folder was listed
+            _done(report, notify, FileResult(str(p), "failed", reason=f"cannot read: {e.strerror or e}"))
+            continue
         old = known.get(str(p))
         if old and old[1] == st.st_size and old[2] == st.st_mtime:
             _done(report, notify, FileResult(str(p), "unchanged"))

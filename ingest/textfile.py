@@ -8,6 +8,7 @@ zero bytes); then charset-normalizer's best guess among the encodings users actu
 from __future__ import annotations
 
 import codecs
+import re
 
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
@@ -63,6 +64,32 @@ def _guess_utf16(data: bytes) -> str | None:
     half = len(sample) // 2
     for zeros, other, name in ((odd_zeros, even_zeros, "utf-16-le"), (even_zeros, odd_zeros, "utf-16-be")):
         if zeros > half * 0.3 and other < half * 0.05:
+            try:
+                data.decode(name)
+            except UnicodeDecodeError:
+                continue
+            return name
+    if b"\x00" in sample:  # CJK text in UTF-16 has few zero bytes (only its ASCII: newlines, digits)
+        return _utf16_by_script(data)
+    return None
+
+
+# Code points that real text is made of: ASCII, Latin-1, CJK punctuation, kana, CJK ideographs,
+# Hangul, full-width forms. The wrong byte order scatters the same text over unrelated blocks.
+_TEXTLIKE = re.compile(r"[\t\n\r\x20-\x7e\u00a0-\u024f\u2000-\u206f\u3000-\u30ff\u3400-\u9fff\uac00-\ud7af\uff00-\uffef]")
+
+
+def _utf16_by_script(data: bytes) -> str | None:
+    """The UTF-16 byte order under which the text is (almost all) ordinary characters, if any."""
+    sample = data[: 8192 - 8192 % 2] if len(data) % 2 == 0 else None
+    if not sample:
+        return None
+    for name in ("utf-16-le", "utf-16-be"):
+        try:
+            text = sample.decode(name)
+        except UnicodeDecodeError:
+            continue
+        if len(_TEXTLIKE.findall(text)) >= 0.95 * len(text):
             try:
                 data.decode(name)
             except UnicodeDecodeError:

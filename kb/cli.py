@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kb.cli_answer import ask_command, chat_command
 from kb.config import Settings, config_path, load_settings
@@ -75,7 +76,7 @@ def ingest(
 
 def _print_ingest_summary(name: str, report, quiet: bool) -> None:
     for f in report.failed:
-        err.print(f"[red]failed[/red] {f.path}: {f.reason}")
+        err.print(f"[red]failed[/red] {escape(f.path)}: {escape(f.reason)}", highlight=False, soft_wrap=True)
     unsupported = report.count("unsupported")
     parts = [f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "removed", "failed")
              if report.count(s)]
@@ -241,7 +242,9 @@ def main() -> None:
     try:
         app()
     except KBError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        # Escaped and unwrapped: a message holds paths and "pip install 'kb[extra]'", which rich would
+        # otherwise read as markup or cut in two at the terminal's width.
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; everything committed so far is kept.")

@@ -23,6 +23,10 @@ class IndexFormatError(KBError):
     """An index on disk is unreadable, tampered with, or from an unknown format version."""
 
 
+class StorageError(KBError):
+    """The index cannot be written (disk full, read-only, I/O error); the last commit is intact."""
+
+
 class EmbedderMismatchError(KBError):
     """The configured embedding model is not the one the index was built with."""
 

@@ -8,11 +8,14 @@ Layout of one KB folder:
 Every change is one SQLite transaction (WAL mode), which is the commit point: a process killed at any
 moment leaves the last committed state. The FAISS file is derived data tagged with the generation it
 was built from; if it is missing or stale (a crash between the SQLite commit and the file write) it is
-rebuilt from SQLite. Nothing is ever unpickled: FAISS has its own binary format, the rest is SQL/JSON.
+rebuilt from SQLite. FAISS reads only a file whose digest kb recorded in SQLite when it wrote it: a
+damaged or foreign file is rebuilt from SQLite, never parsed. Nothing is ever unpickled: FAISS has its
+own binary format, the rest is SQL/JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -23,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from kb.errors import IndexFormatError
+from kb.errors import IndexFormatError, StorageError
 from kb.keywords import fts_query, index_text
 from kb.types import Chunk, DocumentInfo
 
@@ -44,6 +47,11 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(terms, tokenize='porter unicode61 remove_diacritics 2');
 """
+_COLUMNS = {
+    "documents": ["doc_id", "path", "title", "file_type", "content_hash", "size", "mtime", "ingested_at", "text"],
+    "chunks": ["chunk_id", "doc_id", "ordinal", "text", "section", "page", "char_start", "char_end", "vector"],
+}
+_FAISS_DIGEST = "faiss_file"  # meta key: "<generation>:<blake2b of the FAISS file kb wrote>"
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -63,6 +71,10 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -113,6 +125,11 @@ class Store:
                     f"{self.db_path} has schema version {version[0]}; this kb reads {SCHEMA_VERSION}. "
                     "Rebuild the KB with `kb ingest --rebuild`."
                 )
+            for table, columns in _COLUMNS.items():
+                have = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+                if have != columns:
+                    raise IndexFormatError(f"{self.db_path} is not a kb database: table '{table}' has columns "
+                                           f"{have}, kb expects {columns}. Rebuild the KB with `kb ingest --rebuild`.")
         except sqlite3.DatabaseError as e:
             raise IndexFormatError(f"{self.db_path} is not a usable kb database ({e})") from e
         return db
@@ -123,14 +140,21 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, and bump the generation; rolled back on any error."""
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # SQLite has already rolled back after a full disk
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:
+            if "full" not in str(e) and "I/O" not in str(e) and "readonly" not in str(e):
+                raise
+            raise StorageError(f"cannot write {self.db_path} ({e}); free disk space (or fix the folder's "
+                               "permissions) and run the command again: the KB keeps its last commit") from e
 
     @property
     def generation(self) -> int:
@@ -288,10 +312,11 @@ class Store:
             if self._index is not None and self._index[0] == gen:
                 return self._index[1]
             path = self.folder / f"vectors-{gen}.faiss"
+            data = self._trusted_faiss_bytes(path, gen)
             index = None
-            if path.exists():
+            if data is not None:
                 try:
-                    index = faiss.read_index(str(path))
+                    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
                 except RuntimeError as e:
                     raise IndexFormatError(f"{path} is not a readable FAISS index ({e}); delete it and "
                                            "kb rebuilds it from meta.sqlite") from e
@@ -303,6 +328,20 @@ class Store:
             self._db.execute("COMMIT")
         self._index = (gen, index)
         return index
+
+    def _trusted_faiss_bytes(self, path: Path, gen: int) -> bytes | None:
+        """The file's bytes if kb wrote exactly them for this generation, else None (rebuild from SQLite).
+
+        FAISS's reader trusts the sizes written in the file, so a truncated or hostile file could make it
+        allocate without bound; only bytes whose digest kb recorded in meta.sqlite ever reach it."""
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (_FAISS_DIGEST,)).fetchone()
+        if row is None or not row[0].startswith(f"{gen}:"):
+            return None
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return data if row[0] == f"{gen}:{_digest(data)}" else None
 
     def _build_index(self):
         """Exact flat inner-product search up to hnsw_threshold chunks, HNSW (approximate) above."""
@@ -322,6 +361,10 @@ class Store:
             ids.append(chunk_id)
             blobs.append(blob)
         if ids:
+            sizes = {len(b) for b in blobs}
+            if len(sizes) != 1:
+                raise IndexFormatError(f"{self.db_path} holds vectors of different sizes {sorted(sizes)[:4]} "
+                                       "(damaged or edited); rebuild the KB with `kb ingest --rebuild`.")
             vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
             if vectors.shape[1] != self.dim:
                 raise IndexFormatError(f"{self.db_path} holds {vectors.shape[1]}-dim vectors; the manifest "
@@ -336,13 +379,22 @@ class Store:
         index = self.dense_index()
         gen = self._index[0]
         path = self.folder / f"vectors-{gen}.faiss"
-        if not path.exists():
+        if self._trusted_faiss_bytes(path, gen) is None:
             tmp = path.with_name(path.name + ".tmp")
-            faiss.write_index(index, str(tmp))
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(self.folder)
+            try:
+                data = faiss.serialize_index(index).tobytes()
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+                _fsync_dir(self.folder)
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_FAISS_DIGEST, f"{gen}:{_digest(data)}"))
+            except (RuntimeError, OSError, sqlite3.OperationalError) as e:
+                tmp.unlink(missing_ok=True)
+                raise StorageError(f"cannot write {path} ({str(e).splitlines()[-1]}); the documents are saved "
+                                   "in meta.sqlite and kb rebuilds this file from them, but free disk space and "
+                                   "run the command again") from e
         for old in self.folder.glob("vectors-*.faiss*"):
             if old != path:
                 old.unlink(missing_ok=True)
