@@ -136,7 +136,7 @@ def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | 
         if s["grounded"] and s["passages"]:
             return {"mode": "answer"}
         if settings.no_sources == "general":
-            messages = prompts.general_messages(settings, s["question"], s["history"][-settings.history_turns:])
+            messages = prompts.general_messages(settings, s["question"], _trim_history(backend, settings, s["history"]))
             return {"mode": "general", "messages": messages,
                     "prompt_tokens": backend.count_message_tokens(messages)}
         return {"mode": "refuse", "messages": None}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kb.answer import Answer
+from kb.citations import MARKER
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,10 @@ class ChatSession:
     search: dict[str, Any] = field(default_factory=dict)  # filters for every turn (paths, file_types, ...)
 
     def history(self) -> list[tuple[str, str]]:
-        """(question, answer text) of the turns the model should see, oldest first."""
-        return [(t.question, t.answer.text) for t in self.turns if t.answer.status == "answered"]
+        """(question, answer text) of the turns the model should see, oldest first. Markers are removed:
+        their numbers referred to that turn's passages, not to the next one's."""
+        return [(t.question, MARKER.sub("", t.answer.text).strip()) for t in self.turns
+                if t.answer.status == "answered"]
 
     def stream(self, question: str) -> Iterator[str | Answer]:
         """Text pieces, then the Answer; the turn is recorded once the Answer is complete."""

@@ -99,6 +99,7 @@ def test_follow_up_is_rewritten_by_rule_and_finds_the_right_section(open_kb):
     sent = kb.backend().calls[-1]
     assert [m.role for m in sent] == ["system", "user", "assistant", "user"]
     assert sent[1].content == "How do remote staff get a VPN key?"
+    assert sent[2].content == "You request a key from the IT desk."  # old markers would clash with new ones
     assert sent[-1].content.endswith("Question: How long are they valid?")
 
 
