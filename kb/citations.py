@@ -3,8 +3,8 @@ each remaining one to the sentence that carries it.
 
 Accepted marker forms: [1], [1][2], [1, 2], [1，2], 【1】 and [^1]. A marker written just after a
 sentence's final punctuation ("... in 2020. [2]") belongs to that sentence. A sentence with no valid
-marker is attributed to the passage that holds most of its key terms when that share reaches
-INFER_OVERLAP (an "inferred" citation: small models such as SmolLM2-135M copy passage sentences but
+marker (and at least INFER_MIN_TERMS key terms) is attributed to the passage that holds most of its
+key terms when that share reaches INFER_OVERLAP (an "inferred" citation: small models such as SmolLM2-135M copy passage sentences but
 rarely write markers); otherwise it is "unsupported". Every citation records that overlap. This
 module leaves out judging whether a passage really supports a claim (`kb eval --answers` measures
 that against known evidence).
@@ -19,6 +19,7 @@ from kb.answer import Citation, Passage
 from kb.keywords import query_terms
 
 INFER_OVERLAP = 0.6
+INFER_MIN_TERMS = 3  # shorter sentences ("PWNED.", "Yes.") say too little to be tied to a passage
 
 _NUM = r"\^?\s*\d{1,3}"
 MARKER = re.compile(rf"[ \t]?[\[【]({_NUM}(?:\s*[,，、]\s*{_NUM})*)\s*[\]】]")
@@ -111,7 +112,7 @@ def verify(text: str, passages: list[Passage]) -> Verified:
             if not _CONTENT.search(plain):
                 continue
             best = max(passages, key=lambda p: overlap(terms, passage_terms[p.n]), default=None)
-            if best is None or overlap(terms, passage_terms[best.n]) < INFER_OVERLAP:
+            if best is None or len(terms) < INFER_MIN_TERMS or overlap(terms, passage_terms[best.n]) < INFER_OVERLAP:
                 unsupported.append(plain)
                 continue
             numbers, inferred = [best.n], True

@@ -40,6 +40,8 @@ def test_sentences_without_markers_are_inferred_only_when_the_passage_holds_them
                "2. The moon is made of cheese.", _passages())
     assert [(c.n, c.inferred, c.overlap) for c in v.citations] == [(1, True, 1.0)]
     assert v.unsupported == ("The moon is made of cheese.",)
+    short = verify("Two days.\nHourly snapshots.", _passages())  # too few terms to attribute, however well they match
+    assert not short.citations and short.unsupported == ("Two days.", "Hourly snapshots.")
 
 
 def test_sentence_splitting_keeps_decimals_and_moves_trailing_markers_back():

@@ -69,9 +69,6 @@ def test_an_answer_that_obeys_the_injection_is_not_presented_as_sourced(injected
     assert any(p.path.endswith("snapshot-note.md") for p in answer.passages)  # the sources stay visible
 
 
-@pytest.mark.xfail(strict=True, reason="found by this suite, kb/citations.py (answer-chain lane): a one-word "
-                   "sentence that echoes the injected passage ('PWNED.') gets an inferred citation to it "
-                   "(overlap 1.0 over a single key term); inferred attribution needs a minimum term count")
 def test_echoing_the_injected_command_is_not_cited(injected_home, tmp_path):
     with _open(injected_home, tmp_path, ["PWNED."]) as base:
         answer = base.ask(QUESTION)
