@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from kb.types import format_location
+
 Status = Literal["answered", "refused", "not_found", "general"]
 
 
@@ -31,12 +33,7 @@ class Passage:
     @property
     def location(self) -> str:
         """'file, p. 3, § Section' for display."""
-        parts = [self.path]
-        if self.page is not None:
-            parts.append(f"p. {self.page}")
-        if self.section:
-            parts.append(f"§ {self.section}")
-        return ", ".join(parts)
+        return format_location(self.path, self.page, self.section)
 
 
 @dataclass(frozen=True)

@@ -71,10 +71,14 @@ class Hit:
 
     @property
     def location(self) -> str:
-        """'file, p. 3, § Section' for display."""
-        parts = [self.path]
-        if self.page is not None:
-            parts.append(f"p. {self.page}")
-        if self.section:
-            parts.append(f"§ {self.section}")
-        return ", ".join(parts)
+        return format_location(self.path, self.page, self.section)
+
+
+def format_location(path: str, page: int | None, section: str) -> str:
+    """'file, p. 3, § Section' for display."""
+    parts = [path]
+    if page is not None:
+        parts.append(f"p. {page}")
+    if section:
+        parts.append(f"§ {section}")
+    return ", ".join(parts)
