@@ -76,7 +76,7 @@ def ingest_json(home: Path, *args: str, **kw) -> tuple[int, dict, int]:
 
 def note(detail: str) -> None:
     """Attach a measured figure to the running test, for the table tests/reliability/report.py prints."""
-    path = os.environ.get("KB_RELIABILITY_NOTES")
+    path = os.environ.get("RELIABILITY_NOTES")
     test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
     if path:
         with open(path, "a", encoding="utf-8") as f:

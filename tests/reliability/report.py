@@ -27,7 +27,7 @@ def run(slow: bool) -> tuple[list[dict], int]:
         targets = ["tests/reliability"]
         marker = "slow or not slow" if slow else "not slow"
         done = subprocess.run([sys.executable, "-m", "pytest", *targets, "-m", marker, "-q", "-p", "no:cacheprovider",
-                               f"--junitxml={junit}"], cwd=ROOT, env={**os.environ, "KB_RELIABILITY_NOTES": str(notes)})
+                               f"--junitxml={junit}"], cwd=ROOT, env={**os.environ, "RELIABILITY_NOTES": str(notes)})
         measured: dict[str, list[str]] = {}
         if notes.exists():
             for line in notes.read_text(encoding="utf-8").splitlines():

@@ -64,7 +64,7 @@ def test_disk_full_during_ingest_keeps_the_last_commit(small_disk, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     message = " ".join(done.stderr.split())
     assert "disk is full" in message and "meta.sqlite" in message and "last commit" in message
-    note(f"exit 2: {message[message.index('error'):][:120]}")
+    note("exit 2, 'cannot write .../meta.sqlite (database or disk is full)'; last commit intact")
 
     with KnowledgeBase.open("full", settings=Settings(home=home), create=False) as base:
         paths = {d.path for d in base.documents()}
