@@ -76,7 +76,7 @@ def collapse(s: str) -> str:
 class Block:
     __slots__ = ("tag", "parent", "parts", "children", "text", "runs")
 
-    def __init__(self, tag: str, parent: "Block | None"):
+    def __init__(self, tag: str, parent: Block | None):
         self.tag = tag
         self.parent = parent
         self.parts: list[str] = []
