@@ -160,6 +160,21 @@ class AnswerSettings(BaseModel):
     )
 
 
+class ServerSettings(BaseModel):
+    host: str = Field(
+        "127.0.0.1", description="Address `kb serve` and `kb app` listen on. 0.0.0.0 exposes every knowledge "
+        "base to the network: set server.api_key first."
+    )
+    port: int = Field(8000, ge=1, le=65535, description="Port of `kb serve` (the HTTP API).")
+    api_key: str = Field(
+        "", description="When set, every HTTP API route except /health needs `Authorization: Bearer <key>` "
+        "(KB_SERVER__API_KEY)."
+    )
+    max_upload_mb: float = Field(
+        100, gt=0, description="Largest file the HTTP API and the app accept in one upload, in MB."
+    )
+
+
 class Settings(BaseSettings):
     """Everything kb can be told. `kb config` prints the effective values."""
 
@@ -174,6 +189,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -227,3 +243,17 @@ def load_settings(**overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
         )
         raise ConfigError(f"invalid settings ({problems}); check {config_path()} and KB_* variables") from e
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> Path:
+    """Write the settings that differ from the defaults to the YAML config file; returns its path.
+
+    Only changed values are written, so a later kb version's new defaults still reach the user.
+    """
+    path = path or config_path()
+    data = settings.model_dump(mode="json", exclude_defaults=True, exclude={"home"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
