@@ -1,0 +1,93 @@
+"""The answer's sources as numbered cards: file, page, section, score; each expands to the passage with
+the sentence it was cited for highlighted, and offers the source file for download.
+
+Passage text comes from the user's documents, so it is HTML-escaped before it is shown. Which passage
+sentence to highlight is chosen here by shared words and CJK characters with the citing answer sentence;
+kb records which answer sentence cites a passage, not which of the passage's sentences it rests on.
+"""
+
+from __future__ import annotations
+
+import html
+import mimetypes
+import re
+from pathlib import Path
+
+import streamlit as st
+
+from kb import Answer, Citation, Passage
+
+_SENTENCE = re.compile(r"[^。！？；.!?;\n]+[。！？；.!?;]*\s*|\n+")
+_TERM = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+")
+
+
+def _terms(text: str) -> set[str]:
+    return {t.lower() for t in _TERM.findall(text) if len(t) > 1 or not t.isascii()}
+
+
+def best_sentence(passage: str, cited: str) -> tuple[int, int] | None:
+    """(start, end) of the passage sentence sharing most terms with the cited sentence, or None."""
+    want = _terms(cited)
+    best, best_score = None, 0
+    for m in _SENTENCE.finditer(passage):
+        score = len(want & _terms(m.group()))
+        if score > best_score:
+            best, best_score = (m.start(), m.end()), score
+    return best
+
+
+def highlighted_html(passage: str, cited: list[str]) -> str:
+    """The passage as escaped HTML, the sentence(s) the answer cites it for wrapped in <mark>."""
+    spans = sorted({s for c in cited if (s := best_sentence(passage, c))})
+    out, pos = [], 0
+    for start, end in spans:
+        if start < pos:
+            continue
+        out.append(html.escape(passage[pos:start]))
+        out.append(f"<mark>{html.escape(passage[start:end])}</mark>")
+        pos = end
+    out.append(html.escape(passage[pos:]))
+    body = "".join(out).replace("\n", "<br>")
+    return f'<div class="kb-passage" style="white-space: pre-wrap">{body}</div>'
+
+
+def card_title(p: Passage) -> str:
+    """'[1] file.md · p. 3 · § Section · score 0.87' (the label of a source card)."""
+    parts = [f"[{p.n}] {Path(p.path).name}"]
+    if p.page is not None:
+        parts.append(f"p. {p.page}")
+    if p.section:
+        parts.append(f"§ {p.section}")
+    parts.append(f"score {p.score:.2f}")
+    return " · ".join(parts)
+
+
+def _reader(path: Path):
+    return lambda: path.read_bytes()
+
+
+def render_sources(answer: Answer, key: str) -> None:
+    """Numbered source cards under an answer (the cited passages; all passages if none was cited)."""
+    shown = answer.cited_passages or list(answer.passages)
+    if not shown:
+        return
+    by_n: dict[int, list[Citation]] = {}
+    for c in answer.citations:
+        by_n.setdefault(c.n, []).append(c)
+    st.caption("Sources" if answer.cited_passages else "Passages searched (none was cited)")
+    for p in shown:
+        with st.expander(card_title(p)):
+            st.markdown(highlighted_html(p.text, [c.sentence for c in by_n.get(p.n, [])]),
+                        unsafe_allow_html=True)
+            st.caption(p.path)
+            _download(Path(p.path), f"{key}-{p.n}")
+
+
+def _download(path: Path, key: str) -> None:
+    if not path.is_file():
+        st.caption("The source file is no longer on disk.")
+        return
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    # The file is read only when the button is clicked, not on every rerun.
+    st.download_button(f"Download {path.name}", _reader(path), file_name=path.name, mime=mime, key=key,
+                       on_click="ignore")
