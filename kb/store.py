@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from kb import dense
 from kb.errors import IndexFormatError, StorageError
 from kb.keywords import fts_query, index_text
 from kb.types import Chunk, DocumentInfo
@@ -301,11 +302,9 @@ class Store:
                 out[cid] = np.frombuffer(blob, dtype=np.float32)
         return out
 
-    # -- the dense index ---------------------------------------------------------------------
+    # -- the dense index (FAISS work itself is in kb/dense.py) ---------------------------------
     def dense_index(self):
         """The FAISS index for the current generation: cached, else read from file, else rebuilt."""
-        import faiss
-
         self._db.execute("BEGIN")  # one read snapshot for the generation and, if needed, the vectors
         try:
             gen = self.generation
@@ -313,17 +312,12 @@ class Store:
                 return self._index[1]
             path = self.folder / f"vectors-{gen}.faiss"
             data = self._trusted_faiss_bytes(path, gen)
-            index = None
-            if data is not None:
-                try:
-                    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-                except RuntimeError as e:
-                    raise IndexFormatError(f"{path} is not a readable FAISS index ({e}); delete it and "
-                                           "kb rebuilds it from meta.sqlite") from e
-                if index.ntotal != self.chunk_count() or index.d != self.dim:
-                    index = None  # stale or foreign: rebuild rather than answer from wrong vectors
+            index = None if data is None else dense.read_index(data, path)
+            if index is not None and (index.ntotal != self.chunk_count() or index.d != self.dim):
+                index = None  # stale or foreign: rebuild rather than answer from wrong vectors
             if index is None:
-                index = self._build_index()
+                rows = self._db.execute("SELECT chunk_id, vector FROM chunks")
+                index = dense.build_index(rows, self.dim, self.chunk_count() > self.hnsw_threshold, self.db_path)
         finally:
             self._db.execute("COMMIT")
         self._index = (gen, index)
@@ -343,55 +337,17 @@ class Store:
             return None
         return data if row[0] == f"{gen}:{_digest(data)}" else None
 
-    def _build_index(self):
-        """Exact flat inner-product search up to hnsw_threshold chunks, HNSW (approximate) above."""
-        import faiss
-
-        faiss.omp_set_num_threads(os.cpu_count() or 1)  # building uses every core; searching sets 1
-        if self.chunk_count() > self.hnsw_threshold:
-            inner = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = 80
-            inner.hnsw.efSearch = 128
-        else:
-            inner = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIDMap2(inner)
-        ids: list[int] = []
-        blobs: list[bytes] = []
-        for chunk_id, blob in self._db.execute("SELECT chunk_id, vector FROM chunks"):
-            ids.append(chunk_id)
-            blobs.append(blob)
-        if ids:
-            sizes = {len(b) for b in blobs}
-            if len(sizes) != 1:
-                raise IndexFormatError(f"{self.db_path} holds vectors of different sizes {sorted(sizes)[:4]} "
-                                       "(damaged or edited); rebuild the KB with `kb ingest --rebuild`.")
-            vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
-            if vectors.shape[1] != self.dim:
-                raise IndexFormatError(f"{self.db_path} holds {vectors.shape[1]}-dim vectors; the manifest "
-                                       f"says {self.dim}. Rebuild the KB with `kb ingest --rebuild`.")
-            index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
-        return index
-
     def save_dense_index(self) -> Path:
         """Write the FAISS file for the current generation (atomically) and drop older ones."""
-        import faiss
-
         index = self.dense_index()
         gen = self._index[0]
         path = self.folder / f"vectors-{gen}.faiss"
         if self._trusted_faiss_bytes(path, gen) is None:
-            tmp = path.with_name(path.name + ".tmp")
             try:
-                data = faiss.serialize_index(index).tobytes()
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
+                data = dense.write_index(index, path)
                 _fsync_dir(self.folder)
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_FAISS_DIGEST, f"{gen}:{_digest(data)}"))
             except (RuntimeError, OSError, sqlite3.OperationalError) as e:
-                tmp.unlink(missing_ok=True)
                 raise StorageError(f"cannot write {path} ({str(e).splitlines()[-1]}); the documents are saved "
                                    "in meta.sqlite and kb rebuilds this file from them, but free disk space and "
                                    "run the command again") from e
@@ -404,17 +360,7 @@ class Store:
                      index=None) -> list[tuple[int, float]]:
         """(chunk_id, cosine similarity) best first, optionally only among some chunk ids. Pass `index`
         (from dense_index()) to search from another thread without touching the SQLite connection."""
-        import faiss
-
-        index = index if index is not None else self.dense_index()
-        if index.ntotal == 0 or (chunk_ids is not None and len(chunk_ids) == 0):
-            return []
-        params = None if chunk_ids is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(chunk_ids))
-        # One query is a matrix-vector product: more threads only add OpenMP overhead (5x slower on 2 busy cores).
-        faiss.omp_set_num_threads(1)
-        query = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)
-        scores, ids = index.search(query, min(limit, index.ntotal), params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i != -1]
+        return dense.search(index if index is not None else self.dense_index(), query_vector, limit, chunk_ids)
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())

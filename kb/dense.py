@@ -1,0 +1,89 @@
+"""The dense (vector) index: FAISS building, reading, writing and searching, with no knowledge of SQLite.
+
+kb/store.py decides when an index is built or trusted; this module only does the FAISS work. An index
+is exact flat inner-product search up to a size threshold and HNSW (approximate) above it, wrapped in an
+id map so its ids are the SQLite chunk ids. Vectors are L2-normalised, so inner product is cosine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from kb.errors import IndexFormatError
+
+
+def build_index(rows: Iterable[tuple[int, bytes]], dim: int, hnsw: bool, source: Path):
+    """An index of (chunk_id, float32 vector blob) rows; `source` names the database in errors."""
+    import faiss
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)  # building uses every core; searching sets 1
+    if hnsw:
+        inner = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = 80
+        inner.hnsw.efSearch = 128
+    else:
+        inner = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIDMap2(inner)
+    ids: list[int] = []
+    blobs: list[bytes] = []
+    for chunk_id, blob in rows:
+        ids.append(chunk_id)
+        blobs.append(blob)
+    if ids:
+        sizes = {len(b) for b in blobs}
+        if len(sizes) != 1:
+            raise IndexFormatError(f"{source} holds vectors of different sizes {sorted(sizes)[:4]} "
+                                   "(damaged or edited); rebuild the KB with `kb ingest --rebuild`.")
+        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
+        if vectors.shape[1] != dim:
+            raise IndexFormatError(f"{source} holds {vectors.shape[1]}-dim vectors; the manifest "
+                                   f"says {dim}. Rebuild the KB with `kb ingest --rebuild`.")
+        index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+    return index
+
+
+def read_index(data: bytes, path: Path):
+    """An index from bytes kb wrote (the caller checks their digest first: FAISS trusts sizes in the file)."""
+    import faiss
+
+    try:
+        return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError as e:
+        raise IndexFormatError(f"{path} is not a readable FAISS index ({e}); delete it and "
+                               "kb rebuilds it from meta.sqlite") from e
+
+
+def write_index(index, path: Path) -> bytes:
+    """Write the index to `path` atomically (temp file, fsync, rename); returns the bytes written."""
+    import faiss
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        data = faiss.serialize_index(index).tobytes()
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return data
+
+
+def search(index, query_vector: np.ndarray, limit: int, chunk_ids: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """(chunk_id, cosine similarity) best first, optionally only among `chunk_ids`."""
+    import faiss
+
+    if index.ntotal == 0 or (chunk_ids is not None and len(chunk_ids) == 0):
+        return []
+    params = None if chunk_ids is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(chunk_ids))
+    # One query is a matrix-vector product: more threads only add OpenMP overhead (5x slower on 2 busy cores).
+    faiss.omp_set_num_threads(1)
+    query = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)
+    scores, ids = index.search(query, min(limit, index.ntotal), params=params)
+    return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i != -1]
