@@ -1,0 +1,170 @@
+"""Knowledge-base routes: list/create/delete KBs, upload/list/delete documents, search, ask.
+
+They call kb's public API only. Uploads are saved under `$KB_HOME/uploads/<kb>/<file name>` (the name
+stripped of any folder part, so nothing is written outside that folder; a file of the same name is
+replaced, which re-ingests it as a new version) and then ingested. `ask` returns kb's whole Answer.
+This module leaves out the OpenAI-shaped chat (openai_routes.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from kb.answer import Answer
+from kb.ingest.loaders import supported_suffixes
+
+from .app import ERRORS, MODEL_ERRORS, StateDep
+from .schemas import (
+    AnswerOut,
+    AskRequest,
+    Deleted,
+    DocumentList,
+    DocumentOut,
+    ErrorResponse,
+    FileResultOut,
+    HitOut,
+    KBCreate,
+    KBInfo,
+    KBList,
+    SearchRequest,
+    SearchResponse,
+    UploadReport,
+)
+from .state import safe_filename
+from .streaming import Pump, StoppableBackend
+
+router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
+CONFLICT = {409: {"model": ErrorResponse, "description": "Exists already, or another process is writing it."}}
+UPLOAD_ERRORS = {
+    413: {"model": ErrorResponse, "description": "Larger than server.max_upload_mb."},
+    415: {"model": ErrorResponse, "description": "A file type kb cannot read."},
+}
+
+
+def _info(kb) -> KBInfo:
+    stats = kb.stats()
+    return KBInfo(name=stats["name"], documents=stats["documents"], chunks=stats["chunks"],
+                  bytes_on_disk=stats["bytes_on_disk"], embedder=stats["embedder"], created_at=stats["created_at"])
+
+
+def _filters(body) -> dict:
+    return {k: v for k, v in body.model_dump(include={"paths", "file_types", "doc_ids", "mode", "rerank"}).items()
+            if v is not None}
+
+
+@router.get("", response_model=KBList, summary="All knowledge bases, with document and chunk counts")
+def list_kbs(state: StateDep) -> KBList:
+    return KBList(data=[_info(state.kb(name)) for name in state.names()])
+
+
+@router.post("", response_model=KBInfo, status_code=201, responses={**ERRORS, **CONFLICT},
+             summary="Create an empty knowledge base")
+def create_kb(body: KBCreate, state: StateDep) -> KBInfo:
+    return _info(state.create(body.name))
+
+
+@router.get("/{name}", response_model=KBInfo, responses=ERRORS, summary="One knowledge base")
+def get_kb(name: str, state: StateDep) -> KBInfo:
+    return _info(state.kb(name))
+
+
+@router.delete("/{name}", response_model=Deleted, responses={**ERRORS, **CONFLICT},
+               summary="Delete a knowledge base, its index and its uploaded files")
+def delete_kb(name: str, state: StateDep) -> Deleted:
+    state.delete(name)
+    return Deleted(deleted=name)
+
+
+@router.get("/{name}/documents", response_model=DocumentList, responses=ERRORS, summary="The documents of a KB")
+def list_documents(name: str, state: StateDep) -> DocumentList:
+    return DocumentList(data=[DocumentOut(**vars(d)) for d in state.kb(name).documents()])
+
+
+@router.post("/{name}/documents", response_model=UploadReport, responses={**ERRORS, **CONFLICT, **UPLOAD_ERRORS},
+             summary="Upload documents (multipart field 'file', repeatable) and ingest them")
+def upload_documents(name: str, file: Annotated[list[UploadFile], File(description="One or more documents.")],
+                     state: StateDep) -> UploadReport:
+    kb = state.kb(name)
+    supported = supported_suffixes()
+    names = [safe_filename(f.filename) for f in file]
+    for n in names:
+        if Path(n).suffix.lower() not in supported:
+            raise HTTPException(415, f"unsupported file type '{Path(n).suffix or '(none)'}' ({n}); kb reads "
+                                     + ", ".join(sorted(supported)))
+    limit = state.settings.server.max_upload_mb * (1 << 20)
+    for f, n in zip(file, names, strict=True):
+        if f.size is not None and f.size > limit:
+            raise HTTPException(413, f"{n} is {f.size / (1 << 20):.1f} MB, more than server.max_upload_mb="
+                                     f"{state.settings.server.max_upload_mb:g}")
+    folder = state.uploads(kb.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [_save(f, folder / n) for f, n in zip(file, names, strict=True)]
+    known = {d.path for d in kb.documents()}
+    report = kb.ingest(*paths)
+    results = {str(Path(r.path).resolve()): r for r in report.files}
+    out = []
+    for n, p in zip(names, paths, strict=True):
+        r = results.get(str(p.resolve()))
+        status, chunks, reason = (r.status, r.chunks, r.reason) if r else ("failed", 0, "not ingested")
+        if status == "failed" and str(p.resolve()) not in known:
+            p.unlink(missing_ok=True)  # nothing of it is in the KB: keep no orphan file
+        out.append(FileResultOut(filename=n, path=str(p), status=status, chunks=chunks, reason=reason))
+    if all(r.status == "failed" for r in out):
+        raise HTTPException(422, "; ".join(f"{r.filename}: {r.reason}" for r in out))
+    return UploadReport(files=out, chunks_added=report.chunks_added, chunks_removed=report.chunks_removed,
+                        seconds=report.seconds)
+
+
+def _save(upload: UploadFile, target: Path) -> Path:
+    """Write the upload next to its final name, then move it into place (never a half-written file)."""
+    part = target.with_name(f".{target.name}.part")
+    with part.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, 1 << 20)
+    os.replace(part, target)
+    return target.resolve()
+
+
+@router.delete("/{name}/documents/{doc_id}", response_model=DocumentList, responses={**ERRORS, **CONFLICT},
+               summary="Remove a document (by its doc_id) from the KB")
+def delete_document(name: str, doc_id: str, state: StateDep) -> DocumentList:
+    kb = state.kb(name)
+    if doc_id not in {d.doc_id for d in kb.documents()}:
+        raise HTTPException(404, f"no document with doc_id '{doc_id}' in KB '{kb.name}' "
+                                 f"(GET /v1/kbs/{kb.name}/documents lists them)")
+    removed = kb.remove(doc_id)
+    uploads = state.uploads(kb.name).resolve()
+    for d in removed:
+        if Path(d.path).parent == uploads:  # a file this server stored: it goes with the document
+            Path(d.path).unlink(missing_ok=True)
+    return DocumentList(data=[DocumentOut(**vars(d)) for d in removed])
+
+
+@router.post("/{name}/search", response_model=SearchResponse, responses=ERRORS,
+             summary="The most relevant passages, best first")
+def search(name: str, body: SearchRequest, state: StateDep) -> SearchResponse:
+    hits = state.kb(name).search(body.query, body.k, **_filters(body))
+    return SearchResponse(hits=[HitOut(**{k: v for k, v in vars(h).items() if k != "ranks"}) for h in hits])
+
+
+@router.post("/{name}/ask", response_model=AnswerOut, responses={**ERRORS, **MODEL_ERRORS},
+             summary="Answer a question from the KB: kb's full Answer with citations and passages")
+async def ask(name: str, body: AskRequest, request: Request, state: StateDep) -> AnswerOut:
+    if not body.question.strip():
+        raise HTTPException(400, "the question is empty")
+    kb = await run_in_threadpool(state.kb, name)
+    history = [(t.question, t.answer) for t in body.history]
+    filters = _filters(body)
+    pump = Pump(lambda stop: kb.stream(body.question, history=history,
+                                       backend=StoppableBackend(state.backend(), stop), **filters))
+    answer = None
+    async for item in pump.items(request):
+        answer = item
+    if not isinstance(answer, Answer):
+        raise HTTPException(499, "the client went away before the answer was complete")
+    return AnswerOut(**answer.to_dict())

@@ -1,0 +1,167 @@
+"""OpenAI-compatible routes: `GET /v1/models` (one model per KB, 'kb:<name>') and
+`POST /v1/chat/completions`, plain or streamed as server-sent events.
+
+The last message is the question; earlier user/assistant pairs are the history, which kb uses to turn
+a follow-up into a standalone search. The answer's citations travel in the extra `citations` field
+(in the last chunk when streaming), which OpenAI clients ignore and expose as extra data. Sampling
+parameters are accepted and ignored: the KB's answer settings apply. This module leaves out tools,
+images and n > 1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from kb.answer import Answer
+from kb.errors import KBError, KBNotFoundError
+
+from .app import ERRORS, MODEL_ERRORS, StateDep
+from .schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    ChunkChoice,
+    CitationOut,
+    Delta,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+from .state import ServerState
+from .streaming import Pump, StoppableBackend
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+PREFIX = "kb:"
+
+_SSE_DOC = {
+    "description": "With `stream: false`, one chat.completion. With `stream: true`, server-sent events: "
+                   "`data: <chat.completion.chunk JSON>` lines, the last chunk with finish_reason, "
+                   "`citations` and `kb_status`, then `data: [DONE]`.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+
+def kb_name(model: str) -> str:
+    """The KB a model name selects: 'kb:<name>' or a bare name."""
+    return model[len(PREFIX):] if model.startswith(PREFIX) else model
+
+
+def _text(message: ChatMessage) -> str:
+    if isinstance(message.content, list):
+        return "".join(part.text or "" for part in message.content if part.type == "text")
+    return message.content or ""
+
+
+def question_and_history(messages: list[ChatMessage]) -> tuple[str, list[tuple[str, str]]]:
+    """The last user message and the (question, answer) pairs before it. System messages are skipped."""
+    turns = [m for m in messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1].role != "user":
+        raise HTTPException(400, "the last message must come from the user (it is the question)")
+    question = _text(turns[-1]).strip()
+    if not question:
+        raise HTTPException(400, "the question is empty: the last user message has no text")
+    history, pending = [], None
+    for m in turns[:-1]:
+        if m.role == "user":
+            pending = _text(m)
+        elif pending is not None:
+            history.append((pending, _text(m)))
+            pending = None
+    return question, history
+
+
+def citations(answer: Answer) -> list[CitationOut]:
+    return [CitationOut(**c) for c in answer.to_dict()["citations"]]
+
+
+@router.get("/models", response_model=ModelList, summary="The knowledge bases, as OpenAI models")
+def list_models(state: StateDep) -> ModelList:
+    cards = []
+    for name in state.names():
+        created = state.kb(name).manifest.get("created_at") or 0
+        cards.append(ModelCard(id=PREFIX + name, created=int(created)))
+    return ModelList(data=cards)
+
+
+@router.get("/models/{model}", response_model=ModelCard, responses=ERRORS, summary="One knowledge base as a model")
+def get_model(model: str, state: StateDep) -> ModelCard:
+    kb = state.kb(kb_name(model))
+    return ModelCard(id=PREFIX + kb.name, created=int(kb.manifest.get("created_at") or 0))
+
+
+@router.post("/chat/completions", response_model=ChatCompletion, responses={**ERRORS, **MODEL_ERRORS, 200: _SSE_DOC},
+             summary="Answer from a knowledge base (OpenAI chat completions; model 'kb:<name>')")
+async def chat_completions(body: ChatCompletionRequest, request: Request,
+                           state: StateDep):
+    question, history = question_and_history(body.messages)
+    try:
+        kb = await run_in_threadpool(state.kb, kb_name(body.model))
+    except KBNotFoundError as e:
+        known = ", ".join(PREFIX + n for n in state.names()) or "none yet"
+        raise HTTPException(404, f"unknown model '{body.model}': {e}. Models (GET /v1/models): {known}") from e
+    model = PREFIX + kb.name
+    pump = Pump(lambda stop: kb.stream(question, history=history,
+                                       backend=StoppableBackend(state.backend(), stop)))
+    items = pump.items(request)
+    first = await anext(items, None)  # errors before the first piece become ordinary HTTP errors
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = _events(items, first, ident, created, model, state, usage)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    answer = first
+    async for item in items:
+        answer = item
+    if not isinstance(answer, Answer):
+        raise HTTPException(499, "the client went away before the answer was complete")
+    tokens = await run_in_threadpool(state.backend().count_tokens, answer.text)
+    return ChatCompletion(
+        id=ident, created=created, model=model, citations=citations(answer), kb_status=answer.status,
+        choices=[Choice(message={"role": "assistant", "content": answer.text})],
+        usage=Usage(prompt_tokens=answer.prompt_tokens, completion_tokens=tokens,
+                    total_tokens=answer.prompt_tokens + tokens))
+
+
+def _sse(chunk: ChatCompletionChunk) -> str:
+    return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+
+
+async def _events(items: AsyncIterator, first, ident: str, created: int, model: str, state: ServerState,
+                  include_usage: bool) -> AsyncIterator[str]:
+    """The SSE stream: a role chunk, one chunk per text piece, a final chunk with the citations, [DONE]."""
+    def chunk(delta: Delta, finish=None, **extra) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=ident, created=created, model=model, **extra,
+                                   choices=[ChunkChoice(delta=delta, finish_reason=finish)])
+
+    yield _sse(chunk(Delta(role="assistant", content="")))
+    answer = None
+    try:
+        item = first
+        while item is not None:
+            if isinstance(item, Answer):
+                answer = item
+            elif item:
+                yield _sse(chunk(Delta(content=item)))
+            item = await anext(items, None)
+    except KBError as e:  # the status line is sent already: report in the stream, as OpenAI does
+        yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'invalid_request_error'}})}\n\n"
+        return
+    if answer is None:
+        return  # the client is gone
+    yield _sse(chunk(Delta(), "stop", citations=citations(answer), kb_status=answer.status))
+    if include_usage:
+        tokens = await run_in_threadpool(state.backend().count_tokens, answer.text)
+        yield _sse(ChatCompletionChunk(id=ident, created=created, model=model, choices=[], usage=Usage(
+            prompt_tokens=answer.prompt_tokens, completion_tokens=tokens,
+            total_tokens=answer.prompt_tokens + tokens)))
+    yield "data: [DONE]\n\n"

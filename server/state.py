@@ -1,0 +1,98 @@
+"""What one server process holds: its settings, each knowledge base opened once, the one shared model.
+
+Opening a KB reads its manifest and its vector index, so each KB is opened on first use and kept;
+`KnowledgeBase` serializes its own callers. Uploaded files are kept in `$KB_HOME/uploads/<kb>/`, outside
+the KB folder, because `kb ingest --rebuild` replaces that folder (and everything in it) with a fresh one.
+This module leaves out HTTP: routes turn its errors into responses.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import unicodedata
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from fastapi import HTTPException
+
+from kb import KnowledgeBase
+from kb.config import Settings
+from kb.errors import KBNotFoundError
+from kb.knowledge_base import check_name
+from kb.llm.shared import SharedBackend, shared_backend
+
+
+class ServerState:
+    """The process-wide objects every request shares."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._kbs: dict[str, KnowledgeBase] = {}
+        self._lock = threading.Lock()
+
+    def backend(self) -> SharedBackend:
+        """The process's one chat model (loaded on first use; generations take turns)."""
+        return shared_backend(self.settings.llm)
+
+    def kb(self, name: str) -> KnowledgeBase:
+        """The named KB, opened once per process; KBNotFoundError if there is none."""
+        check_name(name)
+        with self._lock:
+            kb = self._kbs.get(name)
+            if kb is not None and not (kb.folder / "manifest.json").exists():  # deleted by another process
+                self._kbs.pop(name).close()
+                kb = None
+            if kb is None:
+                kb = KnowledgeBase.open(name, settings=self.settings, create=False)
+                self._kbs[name] = kb
+            return kb
+
+    def names(self) -> list[str]:
+        return KnowledgeBase.names(self.settings)
+
+    def create(self, name: str) -> KnowledgeBase:
+        check_name(name)
+        with self._lock:
+            if name in KnowledgeBase.names(self.settings):
+                raise HTTPException(409, f"knowledge base '{name}' already exists")
+            kb = KnowledgeBase.open(name, settings=self.settings, create=True)
+            self._kbs[name] = kb
+            return kb
+
+    def delete(self, name: str) -> None:
+        """Close and delete the KB and the files uploaded to it."""
+        check_name(name)
+        with self._lock:
+            if name not in KnowledgeBase.names(self.settings):
+                raise KBNotFoundError(f"no knowledge base named '{name}'")
+            kb = self._kbs.pop(name, None)
+            if kb is not None:
+                kb.close()
+            KnowledgeBase.delete(name, self.settings)
+            shutil.rmtree(self.uploads(name), ignore_errors=True)
+
+    def uploads(self, name: str) -> Path:
+        """The folder that holds the files uploaded to KB `name`."""
+        return self.settings.home_dir / "uploads" / check_name(name)
+
+    def close(self) -> None:
+        with self._lock:
+            for kb in self._kbs.values():
+                kb.close()
+            self._kbs.clear()
+
+
+def safe_filename(raw: str | None) -> str:
+    """The last component of a client's file name, with control characters and separators removed.
+
+    Raises HTTPException(400) when nothing usable is left ('', '.', '..')."""
+    name = PureWindowsPath(PurePosixPath(raw or "").name).name
+    name = "".join(c for c in unicodedata.normalize("NFC", name) if unicodedata.category(c)[0] != "C")
+    name = name.strip()
+    if not name or name in (".", ".."):
+        raise HTTPException(400, f"upload has no usable file name ({raw!r}); send the file with a name "
+                                 "such as report.pdf")
+    if len(name.encode("utf-8")) > 200:  # keep under common 255-byte file name limits, suffix intact
+        stem, suffix = Path(name).stem, Path(name).suffix
+        name = stem.encode("utf-8")[: 200 - len(suffix.encode("utf-8"))].decode("utf-8", "ignore") + suffix
+    return name
