@@ -40,15 +40,27 @@ class GGUFBackend(ChatBackend):
     name = "gguf"
 
     def __init__(self, path: str | Path, *, n_ctx: int = 0, max_new_tokens: int = 512,
-                 temperature: float = 0.1, top_p: float = 0.8, seed: int = 0) -> None:
+                 temperature: float = 0.1, top_p: float = 0.8, seed: int = 0, adapter: str = "") -> None:
         llama_cpp = require("llama_cpp", "local", "The gguf backend", package="llama-cpp-python")
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         path = Path(path).expanduser()
         if not path.is_file() or path.suffix != ".gguf":
             raise ModelError(f"llm.model {str(path)!r} is not a .gguf file; point it at a GGUF model")
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, seed=seed, verbose=False,
-                                   n_threads=max(1, min(8, os.cpu_count() or 1)))
+        lora = _lora_file(adapter) if adapter else None
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, seed=seed, verbose=False,
+                                       n_threads=max(1, min(8, os.cpu_count() or 1)),
+                                       lora_path=str(lora) if lora else None)
+            # llama-cpp-python 0.3.x only checks the adapter pointer against None, and a failed load
+            # returns a NULL pointer object, so an unreadable adapter would otherwise be ignored silently.
+            if lora and not getattr(self.llm, "_lora_adapter", True):
+                raise RuntimeError("the adapter file could not be read")
+        except (ValueError, RuntimeError) as e:
+            what = f"{path.name} with the adapter {lora}" if lora else str(path)
+            raise ModelError(f"llama.cpp could not load {what} ({e}); check that the file is a complete GGUF"
+                             + (" LoRA made for this model" if lora else " model")) from e
+        self.adapter = str(lora or "")
         self.context_window = self.llm.n_ctx()
         self.path = path
         self.defaults = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
@@ -87,8 +99,22 @@ class GGUFBackend(ChatBackend):
         return len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
 
 
+def _lora_file(adapter: str) -> Path:
+    """llm.adapter for llama.cpp: a LoRA in GGUF form (a PEFT folder has to be converted first)."""
+    path = Path(adapter).expanduser()
+    if path.is_dir():
+        raise ModelError(
+            f"llm.adapter {adapter!r} is a folder (a PEFT adapter); the gguf backend takes a LoRA converted to "
+            "GGUF (llama.cpp's convert_lora_to_gguf.py). Or answer with the base model folder and "
+            "llm.backend hf or chatglm2, which apply PEFT adapters directly."
+        )
+    if not path.is_file() or path.suffix != ".gguf":
+        raise ModelError(f"llm.adapter {adapter!r} is not a .gguf file; point it at a LoRA adapter in GGUF form")
+    return path
+
+
 def from_settings(settings) -> GGUFBackend:
-    """llm.model: a .gguf path, or empty for the packaged SmolLM2."""
+    """llm.model: a .gguf path, or empty for the packaged SmolLM2; llm.adapter: a GGUF LoRA."""
     path = Path(settings.model).expanduser() if settings.model else packaged_model()
     return GGUFBackend(path, n_ctx=settings.n_ctx, max_new_tokens=settings.max_new_tokens,
-                       temperature=settings.temperature, top_p=settings.top_p)
+                       temperature=settings.temperature, top_p=settings.top_p, adapter=settings.adapter)

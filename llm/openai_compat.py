@@ -84,6 +84,11 @@ class OpenAIBackend(ChatBackend):
 
 def from_settings(settings) -> OpenAIBackend:
     """llm.base_url, llm.model, llm.api_key; llm.n_ctx is the server's context window (default 8192)."""
+    if settings.adapter:
+        raise ConfigError(
+            f"llm.adapter {settings.adapter!r} cannot be applied through an OpenAI-compatible server: load it in "
+            "the server (vLLM: --enable-lora --lora-modules NAME=PATH) and set llm.model to NAME instead"
+        )
     return OpenAIBackend(settings.base_url, settings.model, settings.api_key, context_window=settings.n_ctx,
                          max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                          top_p=settings.top_p)

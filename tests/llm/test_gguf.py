@@ -41,3 +41,16 @@ def test_stop_strings_and_bad_paths(smol, tmp_path):
     assert "Paris" not in smol.generate(QUESTION, max_new_tokens=24, stop=["Paris"])
     with pytest.raises(ModelError, match="is not a .gguf file"):
         load_backend(LLMSettings(backend="gguf", model=str(tmp_path / "missing.gguf")))
+
+
+def test_adapter_must_be_a_readable_gguf_lora(tmp_path):
+    peft_folder = tmp_path / "lora"
+    peft_folder.mkdir()
+    (peft_folder / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelError, match="convert_lora_to_gguf"):
+        load_backend(LLMSettings(backend="gguf", adapter=str(peft_folder)))
+    damaged = tmp_path / "lora.gguf"
+    damaged.write_bytes(b"GGUF" + bytes(100))
+    # llama.cpp would run the base model with the adapter quietly dropped; kb refuses instead.
+    with pytest.raises(ModelError, match="could not load .* with the adapter"):
+        load_backend(LLMSettings(backend="gguf", adapter=str(damaged)))

@@ -95,6 +95,8 @@ def test_errors_name_the_fix(server):
         _backend("http://127.0.0.1:9/v1").generate([Message("user", "hi")])
     with pytest.raises(ConfigError, match="base_url is empty"):
         load_backend(LLMSettings(backend="openai", model="m"))
+    with pytest.raises(ConfigError, match="--lora-modules"):
+        load_backend(LLMSettings(backend="openai", base_url=server, model="m", adapter="/models/lora"))
 
 
 def test_token_estimates():
