@@ -79,6 +79,9 @@ def _create_form() -> None:
 @guarded
 def _create() -> None:
     name = (st.session_state.get("new_kb_name") or "").strip()
+    if not name:
+        flash("warning", "Type a name for the new knowledge base first.")
+        return
     s = state.settings()
     existed = name in state.kb_names(s)
     KnowledgeBase.open(name, settings=s, create=True).close()
