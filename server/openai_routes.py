@@ -107,7 +107,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
         kb = await run_in_threadpool(state.kb, kb_name(body.model))
     except KBNotFoundError as e:
         known = ", ".join(PREFIX + n for n in state.names()) or "none yet"
-        raise HTTPException(404, f"unknown model '{body.model}': {e}. Models (GET /v1/models): {known}") from e
+        raise HTTPException(404, f"unknown model '{body.model}': no knowledge base named '{kb_name(body.model)}' "
+                                 f"(models, from GET /v1/models: {known})") from e
     model = PREFIX + kb.name
     pump = Pump(lambda stop: kb.stream(question, history=history,
                                        backend=StoppableBackend(state.backend(), stop)))
