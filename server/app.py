@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kb.config import Settings
@@ -35,7 +36,7 @@ from kb.errors import (
     StorageError,
 )
 
-from .schemas import ErrorResponse, Health
+from .schemas import NAME_RULE, ErrorResponse, Health
 from .state import ServerState
 
 log = logging.getLogger("kb.server")
@@ -64,6 +65,11 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_f
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 422)}
 MODEL_ERRORS = {503: {"model": ErrorResponse, "description": "The chat model could not be loaded or run."}}
 AUTH_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong API key."}}
+
+
+# Messages for the fields whose rule is a pattern (the pattern alone says little to a person).
+_FRIENDLY = {"name": f"invalid knowledge base name: use {NAME_RULE}", "query": "the search query is empty",
+             "question": "the question is empty"}
 
 
 def error(status: int, message: str, code: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -102,7 +108,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette lists only the first matching route's methods
+            allowed = _allowed_methods(request)
+            headers = {"Allow": ", ".join(allowed)}
+            return error(405, f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}",
+                         headers=headers)
+        return error(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -115,7 +127,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         parts = []
         for e in errors[:5]:
             loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+            friendly = _FRIENDLY.get(str(e.get("loc", ("",))[-1])) if e.get("type") == "string_pattern_mismatch" else None
+            parts.append(f"{loc}: {friendly or e.get('msg', 'invalid')}")
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         return error(422, "invalid request: " + "; ".join(parts) + more, "validation_error")
 
@@ -123,6 +136,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         return error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method does not
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= route.methods
+    return sorted(methods)
 
 
 class UploadLimit:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
 from kb.answer import Answer
@@ -21,6 +22,8 @@ from kb.ingest.loaders import supported_suffixes
 
 from .app import ERRORS, MODEL_ERRORS, StateDep
 from .schemas import (
+    NAME_PATTERN,
+    NAME_RULE,
     AnswerOut,
     AskRequest,
     Deleted,
@@ -39,6 +42,7 @@ from .schemas import (
 from .state import safe_filename
 from .streaming import Pump, StoppableBackend
 
+KBName = Annotated[str, PathParam(pattern=NAME_PATTERN, description=f"The knowledge base: {NAME_RULE}.")]
 router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
 CONFLICT = {409: {"model": ErrorResponse, "description": "Exists already, or another process is writing it."}}
 UPLOAD_ERRORS = {
@@ -70,25 +74,25 @@ def create_kb(body: KBCreate, state: StateDep) -> KBInfo:
 
 
 @router.get("/{name}", response_model=KBInfo, responses=ERRORS, summary="One knowledge base")
-def get_kb(name: str, state: StateDep) -> KBInfo:
+def get_kb(name: KBName, state: StateDep) -> KBInfo:
     return _info(state.kb(name))
 
 
 @router.delete("/{name}", response_model=Deleted, responses={**ERRORS, **CONFLICT},
                summary="Delete a knowledge base, its index and its uploaded files")
-def delete_kb(name: str, state: StateDep) -> Deleted:
+def delete_kb(name: KBName, state: StateDep) -> Deleted:
     state.delete(name)
     return Deleted(deleted=name)
 
 
 @router.get("/{name}/documents", response_model=DocumentList, responses=ERRORS, summary="The documents of a KB")
-def list_documents(name: str, state: StateDep) -> DocumentList:
+def list_documents(name: KBName, state: StateDep) -> DocumentList:
     return DocumentList(data=[DocumentOut(**vars(d)) for d in state.kb(name).documents()])
 
 
 @router.post("/{name}/documents", response_model=UploadReport, responses={**ERRORS, **CONFLICT, **UPLOAD_ERRORS},
              summary="Upload documents (multipart field 'file', repeatable) and ingest them")
-def upload_documents(name: str, file: Annotated[list[UploadFile], File(description="One or more documents.")],
+def upload_documents(name: KBName, file: Annotated[list[UploadFile], File(description="One or more documents.")],
                      state: StateDep) -> UploadReport:
     kb = state.kb(name)
     supported = supported_suffixes()
@@ -132,7 +136,7 @@ def _save(upload: UploadFile, target: Path) -> Path:
 
 @router.delete("/{name}/documents/{doc_id}", response_model=DocumentList, responses={**ERRORS, **CONFLICT},
                summary="Remove a document (by its doc_id) from the KB")
-def delete_document(name: str, doc_id: str, state: StateDep) -> DocumentList:
+def delete_document(name: KBName, doc_id: str, state: StateDep) -> DocumentList:
     kb = state.kb(name)
     if doc_id not in {d.doc_id for d in kb.documents()}:
         raise HTTPException(404, f"no document with doc_id '{doc_id}' in KB '{kb.name}' "
@@ -147,14 +151,14 @@ def delete_document(name: str, doc_id: str, state: StateDep) -> DocumentList:
 
 @router.post("/{name}/search", response_model=SearchResponse, responses=ERRORS,
              summary="The most relevant passages, best first")
-def search(name: str, body: SearchRequest, state: StateDep) -> SearchResponse:
+def search(name: KBName, body: SearchRequest, state: StateDep) -> SearchResponse:
     hits = state.kb(name).search(body.query, body.k, **_filters(body))
     return SearchResponse(hits=[HitOut(**{k: v for k, v in vars(h).items() if k != "ranks"}) for h in hits])
 
 
 @router.post("/{name}/ask", response_model=AnswerOut, responses={**ERRORS, **MODEL_ERRORS},
              summary="Answer a question from the KB: kb's full Answer with citations and passages")
-async def ask(name: str, body: AskRequest, request: Request, state: StateDep) -> AnswerOut:
+async def ask(name: KBName, body: AskRequest, request: Request, state: StateDep) -> AnswerOut:
     if not body.question.strip():
         raise HTTPException(400, "the question is empty")
     kb = await run_in_threadpool(state.kb, name)

@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from kb.answer import Answer
-from kb.errors import KBError, KBNotFoundError
+from kb.errors import ConfigError, KBError, KBNotFoundError
 
 from .app import ERRORS, MODEL_ERRORS, StateDep
 from .schemas import (
@@ -83,6 +83,16 @@ def citations(answer: Answer) -> list[CitationOut]:
     return [CitationOut(**c) for c in answer.to_dict()["citations"]]
 
 
+def _open(state: ServerState, model: str):
+    """The KB a model name selects; 404 naming the models there are when there is none (or the name is invalid)."""
+    try:
+        return state.kb(kb_name(model))
+    except (KBNotFoundError, ConfigError) as e:
+        known = ", ".join(PREFIX + n for n in state.names()) or "none yet"
+        raise HTTPException(404, f"unknown model '{model}': no knowledge base named '{kb_name(model)}' "
+                                 f"(models, from GET /v1/models: {known})") from e
+
+
 @router.get("/models", response_model=ModelList, summary="The knowledge bases, as OpenAI models")
 def list_models(state: StateDep) -> ModelList:
     cards = []
@@ -94,7 +104,7 @@ def list_models(state: StateDep) -> ModelList:
 
 @router.get("/models/{model}", response_model=ModelCard, responses=ERRORS, summary="One knowledge base as a model")
 def get_model(model: str, state: StateDep) -> ModelCard:
-    kb = state.kb(kb_name(model))
+    kb = _open(state, model)
     return ModelCard(id=PREFIX + kb.name, created=int(kb.manifest.get("created_at") or 0))
 
 
@@ -103,12 +113,7 @@ def get_model(model: str, state: StateDep) -> ModelCard:
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            state: StateDep):
     question, history = question_and_history(body.messages)
-    try:
-        kb = await run_in_threadpool(state.kb, kb_name(body.model))
-    except KBNotFoundError as e:
-        known = ", ".join(PREFIX + n for n in state.names()) or "none yet"
-        raise HTTPException(404, f"unknown model '{body.model}': no knowledge base named '{kb_name(body.model)}' "
-                                 f"(models, from GET /v1/models: {known})") from e
+    kb = await run_in_threadpool(_open, state, body.model)
     model = PREFIX + kb.name
     pump = Pump(lambda stop: kb.stream(question, history=history,
                                        backend=StoppableBackend(state.backend(), stop)))

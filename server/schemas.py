@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # kb.knowledge_base.check_name's rule
+NOT_BLANK = r"\S"  # at least one character that is not white space
 
 
 class ErrorBody(BaseModel):
@@ -141,7 +143,7 @@ class Health(BaseModel):
 
 
 class KBCreate(BaseModel):
-    name: str = Field(description=f"The new knowledge base's name: {NAME_RULE}.")
+    name: str = Field(pattern=NAME_PATTERN, description=f"The new knowledge base's name: {NAME_RULE}.")
 
 
 class KBInfo(BaseModel):
@@ -201,7 +203,7 @@ class Filters(BaseModel):
 
 
 class SearchRequest(Filters):
-    query: str = Field(description="What to look for (any language).")
+    query: str = Field(pattern=NOT_BLANK, description="What to look for (any language).")
     k: int | None = Field(None, ge=1, le=100, description="How many passages (default: retrieval.k).")
 
 
@@ -228,7 +230,7 @@ class Turn(BaseModel):
 
 
 class AskRequest(Filters):
-    question: str
+    question: str = Field(pattern=NOT_BLANK, description="The question (any language).")
     history: list[Turn] = Field(default_factory=list, description="Earlier turns, oldest first.")
 
 

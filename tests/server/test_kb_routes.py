@@ -78,12 +78,12 @@ def test_every_route_but_health_needs_the_key(base_url):
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "says"), [
     ("POST", "/v1/kbs/nope/search", {"query": "x"}, 404, "no knowledge base named 'nope'"),
-    ("POST", "/v1/kbs/samples/search", {"query": "  "}, 400, "search query is empty"),
-    ("POST", "/v1/kbs/samples/ask", {"question": ""}, 400, "question is empty"),
+    ("POST", "/v1/kbs/samples/search", {"query": "  "}, 422, "query: the search query is empty"),
+    ("POST", "/v1/kbs/samples/ask", {"question": ""}, 422, "question: the question is empty"),
     ("POST", "/v1/kbs/samples/ask", {}, 422, "question: Field required"),
     ("POST", "/v1/kbs/samples/search", {"query": "x", "mode": "fuzzy"}, 422, "mode: Input should be"),
-    ("POST", "/v1/kbs", {"name": "../etc"}, 400, "invalid knowledge base name '../etc'"),
-    ("GET", "/v1/kbs/bad name!", None, 400, "invalid knowledge base name"),
+    ("POST", "/v1/kbs", {"name": "../etc"}, 422, "name: invalid knowledge base name: use 1-64 letters"),
+    ("GET", "/v1/kbs/bad name!", None, 422, "invalid knowledge base name"),
     ("POST", "/v1/chat/completions", {"model": "kb:samples", "messages": [{"role": "assistant", "content": "hi"}]},
      400, "last message must come from the user"),
 ])

@@ -1,0 +1,112 @@
+"""One model per process, shared by concurrent requests, and a client that hangs up stops its answer.
+
+The model is a slow backend registered through the real factory, which records how many generations run at
+once and whether its stream was closed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from serverkit import KEY, running, server_settings
+
+from kb.llm.base import ChatBackend, register_backend
+
+Q = "How long are hourly snapshots kept?"
+
+
+class SlowModel(ChatBackend):
+    """Writes `words` words, one every `delay` seconds."""
+
+    name = "slow"
+    instances: list[SlowModel] = []
+
+    def __init__(self) -> None:
+        self.words = 5
+        self.delay = 0.02
+        self.running = 0
+        self.most = 0
+        self.streams: list[dict] = []
+        self.lock = threading.Lock()
+        SlowModel.instances.append(self)
+
+    def stream(self, messages, **gen):
+        record = {"sent": 0, "closed": False, "finished": False}
+        self.streams.append(record)
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            for i in range(self.words):
+                time.sleep(self.delay)
+                record["sent"] += 1
+                yield f"word{i} "
+            record["finished"] = True
+        finally:
+            record["closed"] = True
+            with self.lock:
+                self.running -= 1
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+@pytest.fixture(scope="module")
+def slow_server(sample_home, tmp_path_factory):
+    register_backend("slow", lambda settings: SlowModel())
+    SlowModel.instances.clear()
+    settings = server_settings(sample_home, tmp_path_factory.mktemp("slow"), llm={"backend": "slow", "model": ""})
+    with running(settings) as url, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"},
+                                                 timeout=60) as client:
+        client.post("/v1/kbs/samples/ask", json={"question": Q}).raise_for_status()  # loads the model
+        yield client, SlowModel.instances[0]
+
+
+def _chat(client: httpx.Client, stream: bool = False) -> dict:
+    return {"model": "kb:samples", "stream": stream, "messages": [{"role": "user", "content": Q}]}
+
+
+def test_concurrent_requests_share_one_model_one_generation_at_a_time(slow_server):
+    client, model = slow_server
+    model.words, model.most = 5, 0
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: client.post("/v1/chat/completions", json=_chat(client)), range(6)))
+    assert [r.status_code for r in results] == [200] * 6
+    assert {r.json()["choices"][0]["message"]["content"] for r in results} == {"word0 word1 word2 word3 word4"}
+    assert len(SlowModel.instances) == 1 and model.most == 1
+
+
+def test_client_disconnect_stops_generation_and_frees_the_model(slow_server):
+    client, model = slow_server
+    model.words = 2000  # 40 s if nobody stops it
+    with client.stream("POST", "/v1/chat/completions", json=_chat(client, stream=True)) as r:
+        for line in r.iter_lines():
+            if '"content":"word2' in line:  # generation has started: hang up
+                break
+        else:
+            pytest.fail("no words streamed")
+    record = model.streams[-1]
+    deadline = time.monotonic() + 5
+    while not record["closed"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert record["closed"] and not record["finished"] and record["sent"] < 300
+    model.words = 3  # the model is free again: the next request is answered at once
+    started = time.monotonic()
+    r = client.post("/v1/chat/completions", json=_chat(client))
+    assert r.json()["choices"][0]["message"]["content"] == "word0 word1 word2"
+    assert time.monotonic() - started < 5
+
+
+def test_disconnect_during_a_plain_answer_stops_it_too(slow_server):
+    client, model = slow_server
+    model.words = 2000
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/kbs/samples/ask", json={"question": Q}, timeout=1.0)
+    record = model.streams[-1]
+    deadline = time.monotonic() + 5
+    while not record["closed"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert record["closed"] and not record["finished"] and record["sent"] < 400
