@@ -35,7 +35,7 @@ def render() -> None:
         state.turns().clear()
     for i, turn in enumerate(state.turns()):
         _show_turn(turn, i)
-    question = st.chat_input("Ask a question about your documents (中文或英文)")
+    question = st.chat_input("Ask a question about your documents")
     if question:
         _ask(name, s, question)
 

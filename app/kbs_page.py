@@ -33,14 +33,14 @@ def render() -> None:
         return
     st.subheader(f"Knowledge base: {name}")
     ingest_view.show_results()
-    tabs = st.tabs(["Documents", "Add files", "Ingest a folder", "Delete knowledge base"])
-    with tabs[0]:
-        _documents(name, s)
-    with tabs[1]:
-        ingest_view.upload_form(name, s)
-    with tabs[2]:
+    # Plain sections rather than tabs: a tab strip forgets the open tab when a rerun shifts the page.
+    st.markdown("#### Add files")
+    ingest_view.upload_form(name, s)
+    st.markdown("#### Documents")
+    _documents(name, s)
+    with st.expander("Ingest a folder from this machine"):
         ingest_view.folder_form(name, s)
-    with tabs[3]:
+    with st.expander("Delete this knowledge base"):
         _delete_form(name)
 
 

@@ -1,0 +1,178 @@
+"""End to end in a real browser: `streamlit run app/main.py` driven by Playwright in Debian's headless
+chromium. Create a KB, upload a Chinese and an English file, ask in each language, check the answer
+and that the source card names the right file, delete a document; screenshots of the chat with its
+citations go to the test's tmp folder (the path is printed).
+
+Skipped when /usr/bin/chromium (or the playwright package) is missing, unless CI_REQUIRE_BROWSER=1
+(.ci/run sets it after installing chromium), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from app_fixtures import (
+    APP,
+    EN_NAME,
+    EN_QUESTION,
+    EN_REPLY,
+    ZH_NAME,
+    ZH_QUESTION,
+    ZH_REPLY,
+    app_env,
+    write_docs,
+    write_replies,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+         "--no-first-run", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 30_000
+
+
+def _require_browser():
+    """playwright's sync API, or a skip (a failure when CI_REQUIRE_BROWSER=1)."""
+    problem = None if CHROMIUM.exists() else f"{CHROMIUM} is not installed (apt-get install chromium)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem = problem or "the playwright package is not installed (pip install -e '.[dev]')"
+    if problem:
+        if os.environ.get("CI_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"CI_REQUIRE_BROWSER=1 but {problem}")
+        pytest.skip(problem)
+    return sync_playwright
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One `streamlit run` of the app for the whole module: its URL and a folder with the two documents."""
+    _require_browser()
+    root = tmp_path_factory.mktemp("browser")
+    docs = write_docs(root / "docs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KB_")}
+    env.update(app_env(root / "kbhome", write_replies(root / "replies.json", [ZH_REPLY, EN_REPLY])))
+    port = _free_port()
+    log = open(root / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1", "--server.port",
+         str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, root / "streamlit.log")
+        yield url, docs
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"streamlit did not start within 60 s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    sync_playwright = _require_browser()
+    with sync_playwright() as p:
+        # Playwright gives the browser a fresh temporary profile (it refuses --user-data-dir in launch()).
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.set_default_timeout(TIMEOUT_MS)
+        yield tab
+        browser.close()
+
+
+def _ask(page, question: str) -> None:
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill(question)
+    box.press("Enter")
+
+
+def _open_card(card) -> None:
+    """Expand a source card and wait until its passage (with the highlighted sentence) is on screen."""
+    from playwright.sync_api import expect
+
+    card.page.get_by_test_id("stStatusWidget").wait_for(state="detached")  # the answer's run has ended
+    card.locator("summary").click()
+    expect(card.locator("mark")).to_be_visible()
+
+
+def test_upload_ask_in_both_languages_and_delete(server, page, tmp_path):
+    url, docs = server
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)  # the first actions load the embedding model
+
+    page.goto(f"{url}/kbs")
+    page.get_by_label("New knowledge base").fill("browser")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_text("Created knowledge base 'browser'.")).to_be_visible()
+
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(p) for p in docs])
+    for name in (ZH_NAME, EN_NAME):
+        expect(page.get_by_test_id("stFileUploader")).to_contain_text(name)
+    page.get_by_role("button", name="Add to knowledge base").click()
+    expect(page.get_by_text(f"added — {ZH_NAME}: 1 chunks")).to_be_visible()
+    expect(page.get_by_text(f"added — {EN_NAME}: 1 chunks")).to_be_visible()
+
+    page.get_by_role("link", name="Chat").click()
+    _ask(page, ZH_QUESTION)
+    expect(page.get_by_text(ZH_REPLY)).to_be_visible()
+    card = page.get_by_test_id("stExpander").first
+    expect(card).to_contain_text(f"[1] {ZH_NAME}")
+    _open_card(card)
+    expect(card.locator("mark")).to_contain_text("最多可以借阅十二本书")
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    page.wait_for_timeout(600)
+    page.screenshot(path=str(shots / "chat-zh.png"), full_page=True)
+
+    page.get_by_role("button", name="New chat").click()
+    expect(page.get_by_text(ZH_REPLY)).to_have_count(0)
+    _ask(page, EN_QUESTION)
+    expect(page.get_by_text(EN_REPLY)).to_be_visible()
+    card = page.get_by_test_id("stExpander").first
+    expect(card).to_contain_text(f"[1] {EN_NAME}")
+    _open_card(card)
+    expect(card.locator("mark")).to_contain_text("leaves every forty minutes")
+    expect(card.get_by_role("button", name=f"Download {EN_NAME}")).to_be_visible()
+    page.wait_for_timeout(600)  # the card's opening animation
+    page.screenshot(path=str(shots / "chat-en.png"), full_page=True)
+    print(f"\nscreenshots of the chat with citations: {shots}")
+
+    page.get_by_role("link", name="Knowledge bases").click()
+    doc = page.get_by_test_id("stExpander").filter(has_text=f"{EN_NAME} · 1 chunks")
+    doc.locator("summary").click()
+    doc.get_by_role("button", name="Delete document").click()
+    expect(page.get_by_text(f"Removed {EN_NAME} from 'browser'.")).to_be_visible()
+    expect(page.get_by_test_id("stExpander").filter(has_text=EN_NAME)).to_have_count(0)
+    expect(page.get_by_test_id("stTable")).not_to_contain_text(EN_NAME)
+    expect(page.get_by_test_id("stTable")).to_contain_text(ZH_NAME)
