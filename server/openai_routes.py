@@ -162,6 +162,8 @@ async def _events(items: AsyncIterator, first, ident: str, created: int, model: 
     except KBError as e:  # the status line is sent already: report in the stream, as OpenAI does
         yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'invalid_request_error'}})}\n\n"
         return
+    finally:
+        await items.aclose()  # an abandoned response stops the answer now, not when it is collected
     if answer is None:
         return  # the client is gone
     yield _sse(chunk(Delta(), "stop", citations=citations(answer), kb_status=answer.status))
