@@ -29,6 +29,7 @@ class ChatSession:
     turns: list[Turn] = field(default_factory=list)
     kb: Any = None
     search: dict[str, Any] = field(default_factory=dict)  # filters for every turn (paths, file_types, ...)
+    backend: Any = None  # the model to answer with (default: the KB's own, settings.llm)
 
     def history(self) -> list[tuple[str, str]]:
         """(question, answer text) of the turns the model should see, oldest first. Markers are removed:
@@ -40,7 +41,7 @@ class ChatSession:
         """Text pieces, then the Answer; the turn is recorded once the Answer is complete."""
         if self.kb is None:
             raise RuntimeError("this session is not bound to a knowledge base; use kb.chat(session)")
-        for item in self.kb.stream(question, history=self.history(), **self.search):
+        for item in self.kb.stream(question, history=self.history(), backend=self.backend, **self.search):
             if isinstance(item, Answer):
                 self.turns.append(Turn(question, item))
             yield item

@@ -215,6 +215,17 @@ class KnowledgeBase:
         with self._lock:
             return self._store.documents()
 
+    def chunks(self, doc_id: str) -> list[Hit]:
+        """A document's chunks in reading order, as Hits with score 0 (what search would return)."""
+        with self._lock:
+            ids = [int(i) for i in self._store.chunk_ids_of([doc_id])]
+            rows = self._store.chunks_by_id(ids)
+        if not rows and doc_id not in {d.doc_id for d in self.documents()}:
+            raise KBError(f"'{doc_id}' is not a document id in KB '{self.name}' (see `kb list --json --kb {self.name}`)")
+        fields = ("chunk_id", "doc_id", "path", "title", "section", "page", "text", "char_start", "char_end")
+        return [Hit(**{f: r[f] for f in fields}, score=0.0)
+                for r in sorted(rows.values(), key=lambda r: r["ordinal"])]
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             docs = self._store.documents()

@@ -19,12 +19,18 @@ _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 def rule_rewrite(question: str, history: list[tuple[str, str]], turns: int = 1) -> str:
-    """The question plus the key terms of the last `turns` questions that it does not already have."""
+    """The question plus the key terms of the last `turns` questions that it does not already have.
+
+    A past question in the other language (Chinese vs. not) adds nothing: a user who switches language
+    has almost always switched topic, and its terms would pull in the other language's documents."""
     if not history:
         return question
     have = set(query_terms(question))
+    chinese = bool(_CJK.search(question))
     extra: list[str] = []
     for past, _ in history[-turns:]:
+        if bool(_CJK.search(past)) != chinese:
+            continue
         for t in query_terms(past):
             if t not in have and t not in extra and not _covered(t, extra):
                 extra.append(t)

@@ -10,8 +10,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from kb.answer import Answer
 from kb.chat import ChatSession
+from kb.errors import KBError
 from kb.llm.scripted import ScriptedBackend
 from kb.prompts import answer_messages
 
@@ -103,6 +106,16 @@ def test_follow_up_is_rewritten_by_rule_and_finds_the_right_section(open_kb):
     assert sent[-1].content.endswith("Question: How long are they valid?")
 
 
+def test_language_switch_starts_a_new_search(open_kb):
+    # After an English turn, a Chinese question is searched on its own words: the English terms would
+    # pull the English documents into a question about Chinese ones (seen in the web app).
+    chat = open_kb(["Hourly snapshots are kept for two days [1].", "每晚六百元[1]。"]).chat(ChatSession())
+    chat.ask(Q)
+    second = chat.ask("一线城市出差住宿每晚最多报销多少？")
+    assert second.query == second.question
+    assert second.passages[0].path.endswith("差旅报销制度.md")
+
+
 def test_follow_up_rewritten_by_the_model(open_kb):
     kb = open_kb(["You request a key from the IT desk [1].", "How long is a WireGuard VPN key valid?",
                   "180 days [1]."], rewrite="model")
@@ -173,3 +186,22 @@ def test_eval_answer_metrics_on_known_outcomes(open_kb, tmp_path):
     assert data["refusal_rate_unanswerable"] == 1.0 and data["refusal_rate_answerable"] == 0.0
     assert data["status"] == {"answered": 1, "refused": 1, "not_found": 0, "general": 0}
     assert 0 < data["first_token_p50_s"] <= data["total_p50_s"]
+
+
+def test_a_documents_chunks_in_reading_order(open_kb):
+    kb = open_kb()
+    doc = next(d for d in kb.documents() if d.path.endswith("差旅报销制度.md"))
+    chunks = kb.chunks(doc.doc_id)
+    assert len(chunks) == doc.chunks and {c.doc_id for c in chunks} == {doc.doc_id}
+    starts = [c.char_start for c in chunks]
+    assert starts == sorted(starts)
+    assert any("伙食补助 100 元" in c.text for c in chunks)
+    with pytest.raises(KBError, match="not a document id"):
+        kb.chunks("no-such-document")
+
+
+def test_chat_session_answers_with_its_own_backend(open_kb):
+    kb = open_kb(["from the KB's model [1]."])
+    own = ScriptedBackend(["from the session's model [1]."])
+    answer = kb.chat(ChatSession(backend=own)).ask(Q)
+    assert answer.text.startswith("from the session's model") and len(own.calls) == 1
