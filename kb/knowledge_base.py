@@ -46,9 +46,37 @@ class KnowledgeBase:
         self.name = name
         self.folder = folder
         self.settings = settings
-        self.manifest = read_manifest(folder)
-        self._store = Store(folder, self.manifest["embedder"]["dim"], settings.retrieval.hnsw_threshold)
         self._lock = threading.RLock()  # one SQLite connection, shared by this object's callers
+        self._open_store()
+
+    def _open_store(self) -> None:
+        self.manifest = read_manifest(self.folder)
+        self._opened = Store(self.folder, self.manifest["embedder"]["dim"], self.settings.retrieval.hnsw_threshold)
+        self._opened_inode = self._db_inode()
+
+    def _db_inode(self) -> int | None:
+        try:
+            return (self.folder / "meta.sqlite").stat().st_ino
+        except FileNotFoundError:
+            return None
+
+    @property
+    def _store(self) -> Store:
+        """The open store; reopened first when another process rebuilt (swapped) the KB folder, so a
+        long-running server or app never answers from the replaced index."""
+        with self._lock:
+            inode = self._db_inode()
+            for _ in range(20):  # another process may be between its two renames right now
+                if inode is not None:
+                    break
+                time.sleep(0.05)
+                inode = self._db_inode()
+            if inode is None:
+                raise KBNotFoundError(f"knowledge base '{self.name}' is gone ({self.folder} was deleted)")
+            if inode != self._opened_inode:
+                self._opened.close()
+                self._open_store()
+            return self._opened
 
     # -- opening, listing, deleting -----------------------------------------------------------
     @classmethod
@@ -84,7 +112,7 @@ class KnowledgeBase:
             shutil.rmtree(folder)
 
     def close(self) -> None:
-        self._store.close()
+        self._opened.close()
 
     def __enter__(self) -> KnowledgeBase:
         return self
@@ -150,13 +178,12 @@ class KnowledgeBase:
             store.save_dense_index()
         finally:
             store.close()
-        self._store.close()
+        self._opened.close()
         old = self.folder.with_name(f".{self.name}.old")
         self.folder.rename(old)
         fresh.rename(self.folder)
         shutil.rmtree(old, ignore_errors=True)
-        self.manifest = read_manifest(self.folder)
-        self._store = Store(self.folder, self.manifest["embedder"]["dim"], self.settings.retrieval.hnsw_threshold)
+        self._open_store()
         return report
 
     def _fresh_embedder(self):

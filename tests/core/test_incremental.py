@@ -99,3 +99,20 @@ def test_a_file_that_breaks_later_keeps_its_old_version(settings, tmp_path):
     report = base.ingest(folder)
     assert [f.path.rsplit("/", 1)[-1] for f in report.failed] == ["b.txt"]
     assert base.search("bridge repainting spring", k=1)[0].path.endswith("b.txt")
+
+
+def test_an_open_kb_follows_a_rebuild_by_another_writer(settings, tmp_path):
+    # A long-running reader (the HTTP server, the web app) keeps its KnowledgeBase open while another
+    # process rebuilds the KB: its next search must come from the new index, not the replaced one.
+    folder = _folder(tmp_path)
+    reader = KnowledgeBase.open("inc", settings=settings)
+    reader.ingest(folder)
+    assert reader.search("spare keys cabinet", k=1)[0].path.endswith("c.md")
+    (folder / "sub" / "c.md").unlink()
+    (folder / "d.md").write_text("# Delta\n\nDelta squad stores the spare keys in a red locker.\n")
+    with KnowledgeBase.open("inc", settings=settings) as writer:
+        writer.ingest(folder, rebuild=True)
+    hits = reader.search("spare keys", k=5)
+    assert hits[0].path.endswith("d.md") and not any(h.path.endswith("c.md") for h in hits)
+    assert {os.path.basename(d.path) for d in reader.documents()} == {"a.md", "b.txt", "d.md"}
+    reader.close()
