@@ -92,14 +92,11 @@ def show_results() -> None:
 
 
 def show_chunks(name: str, s: Settings, doc) -> None:
-    """A document's chunks in order (page, section, text)."""
-    plain = s.retrieval.model_copy(update={"threshold": 0.0, "neighbors": 0, "mmr": False, "reranker": ""})
-    kb = state.open_kb(name, s.model_copy(update={"retrieval": plain}))
-    # kb has no public "chunks of a document" call: a dense search limited to this document, with
-    # nothing dropped, returns every chunk (identical texts once).
-    hits = kb.search(doc.title or Path(doc.path).stem, k=max(1, min(doc.chunks, 200)), mode="dense",
-                     doc_ids=[doc.doc_id], rerank=False)
-    for i, h in enumerate(sorted(hits, key=lambda h: h.char_start), start=1):
+    """A document's chunks in reading order (page, section, text); the first 200 of a long one."""
+    chunks = state.open_kb(name, s).chunks(doc.doc_id)
+    for i, h in enumerate(chunks[:200], start=1):
         where = " · ".join(x for x in (f"p. {h.page}" if h.page is not None else "", h.section) if x)
         st.markdown(f"**{i}.** {where}")
         st.text(h.text)
+    if len(chunks) > 200:
+        st.caption(f"… and {len(chunks) - 200} more chunks (the Python API's `KnowledgeBase.chunks` lists them all).")

@@ -6,6 +6,7 @@ Exit status: 0 success, 1 some files failed to ingest, 2 usage or input error.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -259,6 +260,7 @@ def app_command(
 ) -> None:
     """Start the Streamlit document Q&A app (chat with sources, knowledge bases, settings)."""
     import importlib.util
+    import math
     import subprocess
 
     if importlib.util.find_spec("streamlit") is None:
@@ -271,8 +273,13 @@ def app_command(
     script = Path(kb.app.__file__).parent / "main.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host,
            "--server.port", str(port), "--server.headless", str(not browser).lower(),
-           "--browser.gatherUsageStats", "false"]
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal",
+           # Streamlit's uploader then shows (and enforces) kb's own limit instead of its 200 MB default.
+           "--server.maxUploadSize", str(max(1, math.ceil(settings.server.max_upload_mb)))]
     out.print(f"kb app on http://{host}:{port} (Ctrl+C stops it)", highlight=False)
+    sys.stdout.flush()
+    if os.name == "posix":
+        os.execv(sys.executable, cmd)  # Streamlit takes over this process: signals reach it directly
     raise typer.Exit(subprocess.call(cmd))
 
 

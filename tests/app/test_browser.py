@@ -1,4 +1,4 @@
-"""End to end in a real browser: `streamlit run app/main.py` driven by Playwright in Debian's headless
+"""End to end in a real browser: the app started by `kb app` (which runs `streamlit run app/main.py`), driven by Playwright in Debian's headless
 chromium. Create a KB, upload a Chinese and an English file, ask in each language, check the answer
 and that the source card names the right file, delete a document; screenshots of the chat with its
 citations go to the test's tmp folder (the path is printed).
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from app_fixtures import (
-    APP,
     EN_NAME,
     EN_QUESTION,
     EN_REPLY,
@@ -68,9 +67,8 @@ def server(tmp_path_factory):
     port = _free_port()
     log = open(root / "streamlit.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1", "--server.port",
-         str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        [sys.executable, "-m", "kb.cli", "app", "--no-browser", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, root / "streamlit.log")
