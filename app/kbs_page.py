@@ -17,7 +17,7 @@ import streamlit as st
 
 from kb import KBError, KnowledgeBase
 from kb.app import ingest_view, state
-from kb.app.uploads import upload_dir
+from kb.uploads import upload_dir
 
 FLASH = "kb_flash"
 

@@ -8,8 +8,6 @@ This module leaves out the OpenAI-shaped chat (openai_routes.py).
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from kb.answer import Answer
 from kb.ingest.loaders import supported_suffixes
+from kb.uploads import safe_name, store_upload, upload_limit
 
 from .app import ERRORS, MODEL_ERRORS, StateDep
 from .schemas import (
@@ -39,7 +38,6 @@ from .schemas import (
     SearchResponse,
     UploadReport,
 )
-from .state import safe_filename
 from .streaming import Pump, StoppableBackend
 
 KBName = Annotated[str, PathParam(pattern=NAME_PATTERN, description=f"The knowledge base: {NAME_RULE}.")]
@@ -96,19 +94,18 @@ def upload_documents(name: KBName, file: Annotated[list[UploadFile], File(descri
                      state: StateDep) -> UploadReport:
     kb = state.kb(name)
     supported = supported_suffixes()
-    names = [safe_filename(f.filename) for f in file]
+    names = [safe_name(f.filename) for f in file]
     for n in names:
         if Path(n).suffix.lower() not in supported:
             raise HTTPException(415, f"unsupported file type '{Path(n).suffix or '(none)'}' ({n}); kb reads "
                                      + ", ".join(sorted(supported)))
-    limit = state.settings.server.max_upload_mb * (1 << 20)
+    limit = upload_limit(state.settings)
     for f, n in zip(file, names, strict=True):
         if f.size is not None and f.size > limit:
             raise HTTPException(413, f"{n} is {f.size / (1 << 20):.1f} MB, more than server.max_upload_mb="
                                      f"{state.settings.server.max_upload_mb:g}")
     folder = state.uploads(kb.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [_save(f, folder / n) for f, n in zip(file, names, strict=True)]
+    paths = [store_upload(folder, n, f.file) for f, n in zip(file, names, strict=True)]
     known = {d.path for d in kb.documents()}
     report = kb.ingest(*paths)
     results = {str(Path(r.path).resolve()): r for r in report.files}
@@ -123,15 +120,6 @@ def upload_documents(name: KBName, file: Annotated[list[UploadFile], File(descri
         raise HTTPException(422, "; ".join(f"{r.filename}: {r.reason}" for r in out))
     return UploadReport(files=out, chunks_added=report.chunks_added, chunks_removed=report.chunks_removed,
                         seconds=report.seconds)
-
-
-def _save(upload: UploadFile, target: Path) -> Path:
-    """Write the upload next to its final name, then move it into place (never a half-written file)."""
-    part = target.with_name(f".{target.name}.part")
-    with part.open("wb") as out:
-        shutil.copyfileobj(upload.file, out, 1 << 20)
-    os.replace(part, target)
-    return target.resolve()
 
 
 @router.delete("/{name}/documents/{doc_id}", response_model=DocumentList, responses={**ERRORS, **CONFLICT},

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import shutil
 import threading
-import unicodedata
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from fastapi import HTTPException
 
@@ -20,6 +19,7 @@ from kb.config import Settings
 from kb.errors import KBNotFoundError
 from kb.knowledge_base import check_name
 from kb.llm.shared import SharedBackend, shared_backend
+from kb.uploads import upload_dir
 
 
 class ServerState:
@@ -73,26 +73,10 @@ class ServerState:
 
     def uploads(self, name: str) -> Path:
         """The folder that holds the files uploaded to KB `name`."""
-        return self.settings.home_dir / "uploads" / check_name(name)
+        return upload_dir(self.settings, name)
 
     def close(self) -> None:
         with self._lock:
             for kb in self._kbs.values():
                 kb.close()
             self._kbs.clear()
-
-
-def safe_filename(raw: str | None) -> str:
-    """The last component of a client's file name, with control characters and separators removed.
-
-    Raises HTTPException(400) when nothing usable is left ('', '.', '..')."""
-    name = PureWindowsPath(PurePosixPath(raw or "").name).name
-    name = "".join(c for c in unicodedata.normalize("NFC", name) if unicodedata.category(c)[0] != "C")
-    name = name.strip()
-    if not name or name in (".", ".."):
-        raise HTTPException(400, f"upload has no usable file name ({raw!r}); send the file with a name "
-                                 "such as report.pdf")
-    if len(name.encode("utf-8")) > 200:  # keep under common 255-byte file name limits, suffix intact
-        stem, suffix = Path(name).stem, Path(name).suffix
-        name = stem.encode("utf-8")[: 200 - len(suffix.encode("utf-8"))].decode("utf-8", "ignore") + suffix
-    return name

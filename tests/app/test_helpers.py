@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kb.app.sources import best_sentence, highlighted_html
-from kb.app.uploads import safe_name, save_upload
+from kb.app.uploads import save_upload
+from kb.errors import KBError
+from kb.uploads import safe_name
 
 
 def test_upload_names_lose_their_directories_and_dots_but_keep_chinese():
     assert safe_name("../../etc/passwd") == "passwd"
     assert safe_name("..\\..\\boot.ini") == "boot.ini"
     assert safe_name("/abs/报告.pdf") == "报告.pdf"
-    assert safe_name("..") == safe_name("") == safe_name("/") == "upload"
+    for nothing in ("..", "", "/", " . "):
+        with pytest.raises(KBError, match="no usable file name"):
+            safe_name(nothing)
     assert safe_name(".bashrc") == "bashrc"
     assert safe_name("a\x00b\nc?.txt") == "a_b_c_.txt"
     long = safe_name("长" * 200 + ".pdf")
@@ -25,6 +31,7 @@ def test_uploads_stay_in_the_folder_and_do_not_follow_links(tmp_path):
     refused = save_upload(folder, "link.txt", b"hello", 100)
     assert refused.path is None and not (tmp_path / "target.txt").exists()
     assert "upload limit" in save_upload(folder, "big.txt", b"x" * 101, 100).reason
+    assert "no usable file name" in save_upload(folder, "..", b"x", 100).reason
 
 
 def test_the_cited_sentence_is_the_one_highlighted():
