@@ -80,7 +80,7 @@ class Pump:
             while True:
                 try:
                     item = await asyncio.wait_for(self._queue.get(), POLL_SECONDS)
-                except TimeoutError:
+                except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                     item = None
                 if request is not None and (item is None or time.monotonic() - last_poll > POLL_SECONDS):
                     last_poll = time.monotonic()
