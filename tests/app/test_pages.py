@@ -169,3 +169,17 @@ def test_sidebar_settings_apply_to_the_session_and_can_be_saved(start, app_home)
     assert at.text_input(key="set_base_url") and at.text_input(key="set_api_key")
     at.selectbox(key="set_backend").select("chatglm2").run()
     assert at.selectbox(key="set_quantize").options == ["none", "4", "8"]
+
+
+def test_the_embedded_model_answers_in_the_app(start, monkeypatch):
+    # The real default model (SmolLM2 GGUF through llama.cpp), loaded once per process like `kb app` does;
+    # what it writes varies, so the test checks that an answer and the right source reach the page.
+    monkeypatch.setenv("KB_LLM__BACKEND", "gguf")
+    monkeypatch.delenv("KB_LLM__MODEL")
+    monkeypatch.setenv("KB_LLM__MAX_NEW_TOKENS", "48")
+    at = ask(start(), EN_QUESTION)
+    assert not at.error, [e.value for e in at.error]
+    reply = at.chat_message[1]
+    assert reply.name == "assistant" and len(" ".join(str(m.value) for m in reply.markdown).strip()) > 10
+    assert at.expander and at.expander[0].label.split(" · ")[0].endswith(EN_NAME)
+    assert "model backend: gguf" in texts(at)
