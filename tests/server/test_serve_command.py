@@ -21,7 +21,7 @@ def _free_port() -> int:
 
 def _serve(home, *args: str, **env: str) -> subprocess.Popen:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KB_")}
-    clean.update(KB_HOME=str(home), KB_CONFIG=str(home / "no-config.yaml"), KB_LLM__BACKEND="scripted", **env)
+    clean.update(KB_HOME=str(home), KB_CONFIG=str(home / "no-config.yaml"), **{"KB_LLM__BACKEND": "scripted", **env})
     return subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", *args], env=clean,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -62,3 +62,28 @@ def test_kb_serve_on_all_interfaces_without_a_key_warns(sample_home):
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert "listening on 0.0.0.0 with no API key" in err and "KB_SERVER__API_KEY" in err
+
+
+def test_kb_serve_answers_with_the_embedded_model_through_the_openai_client(sample_home):
+    from openai import OpenAI
+
+    port = _free_port()
+    proc = _serve(sample_home, "--port", str(port), KB_LLM__BACKEND="gguf", KB_LLM__MAX_NEW_TOKENS="48")
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+        question = [{"role": "user", "content": "How long are hourly snapshots kept?"}]
+        pieces, last = [], None
+        for chunk in client.chat.completions.create(model="kb:samples", messages=question, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+            if chunk.choices and chunk.choices[0].finish_reason:
+                last = chunk
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert len("".join(pieces).strip()) > 10
+    assert last is not None and last.model_extra["kb_status"] == "answered"
+    # SmolLM2 copies sentences from the passages; kb cites them (by marker or by overlap)
+    cited = {c["path"].rsplit("/", 1)[-1] for c in last.model_extra["citations"]}
+    assert "backup-policy.html" in cited, cited
