@@ -6,7 +6,6 @@ Exit status: 0 success, 1 some files failed to ingest, 2 usage or input error.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,8 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from kb.cli_answer import ask_command, chat_command
+from kb.cli_serve import app_command, serve_command
 from kb.config import Settings, config_path, load_settings
-from kb.errors import KBError, MissingDependencyError
+from kb.errors import KBError
 
 app = typer.Typer(
     help="kb: ask questions of your own documents (Chinese and English), with cited sources.\n\n"
@@ -221,68 +221,7 @@ def config(as_json: JsonOpt = False) -> None:
 app.command("ask")(ask_command)
 app.command("chat")(chat_command)
 
-HostOpt = Annotated[str | None, typer.Option(help="Address to listen on (default: server.host, 127.0.0.1). "
-                                             "0.0.0.0 exposes your documents to the network.")]
-
-
-def _warn_if_exposed(host: str, settings: Settings) -> None:
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.server.api_key:
-        err.print(f"[yellow]warning:[/yellow] listening on {host} with no API key: anyone who can reach this "
-                  "machine can read and change your knowledge bases. Set server.api_key (KB_SERVER__API_KEY).",
-                  highlight=False, soft_wrap=True)
-
-
-@app.command()
-def serve(
-    host: HostOpt = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: server.port, 8000).")] = None,
-) -> None:
-    """Start the HTTP API: OpenAI-compatible chat over your KBs (model "kb:<name>"), KB management.
-
-    The interactive API docs are at http://HOST:PORT/docs. With server.api_key set, every route but
-    /health needs `Authorization: Bearer <key>`.
-    """
-    settings = _settings()
-    host = host or settings.server.host
-    _warn_if_exposed(host, settings)
-    try:
-        from kb.server import serve as run_server
-    except ImportError as e:
-        missing = e.name if e.name and not e.name.startswith("kb") else "fastapi"
-        raise MissingDependencyError(missing, "server", "The HTTP API (kb serve)") from e
-    run_server(settings, host=host, port=port or settings.server.port)
-
-
-def app_command(
-    host: HostOpt = None,
-    port: Annotated[int, typer.Option(help="Port of the web app.")] = 8501,
-    browser: Annotated[bool, typer.Option(help="Open a browser tab.")] = True,
-) -> None:
-    """Start the Streamlit document Q&A app (chat with sources, knowledge bases, settings)."""
-    import importlib.util
-    import math
-    import subprocess
-
-    if importlib.util.find_spec("streamlit") is None:
-        raise MissingDependencyError("streamlit", "app", "The web app (kb app)")
-    import kb.app
-
-    settings = _settings()
-    host = host or settings.server.host
-    _warn_if_exposed(host, settings)
-    script = Path(kb.app.__file__).parent / "main.py"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host,
-           "--server.port", str(port), "--server.headless", str(not browser).lower(),
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal",
-           # Streamlit's uploader then shows (and enforces) kb's own limit instead of its 200 MB default.
-           "--server.maxUploadSize", str(max(1, math.ceil(settings.server.max_upload_mb)))]
-    out.print(f"kb app on http://{host}:{port} (Ctrl+C stops it)", highlight=False)
-    sys.stdout.flush()
-    if os.name == "posix":
-        os.execv(sys.executable, cmd)  # Streamlit takes over this process: signals reach it directly
-    raise typer.Exit(subprocess.call(cmd))
-
-
+app.command("serve")(serve_command)
 app.command("app")(app_command)
 
 
