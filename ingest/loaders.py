@@ -12,6 +12,8 @@ import io
 import json
 import shutil
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 from kb.errors import ParseError
@@ -23,11 +25,26 @@ from .textfile import decode_bytes
 _SKIP = {"PageBreak", "Header", "Footer", "PageNumber", "Image"}
 _TEXT_SUFFIXES = {".txt", ".text", ".log"}
 
-# Limits that keep one hostile or accidental file from taking the run's memory or hours of embedding
-# (5 million characters is about 2,500 book pages, 25,000 chunks, 15 CPU-minutes of the default embedder).
-MAX_FILE_BYTES = 100 << 20
-MAX_TEXT_CHARS = 5_000_000
-MAX_UNZIPPED_XML_BYTES = 256 << 20  # office / EPUB files are zips of XML, parsed whole in memory
+
+@dataclass(frozen=True)
+class Limits:
+    """What one file may hold: they keep a hostile or accidental file from taking the run's memory or hours
+    of embedding (5 million characters is about 2,500 book pages, 25,000 chunks, 15 CPU-minutes of the
+    default embedder). Set by the `ingest` settings."""
+
+    file_bytes: int = 100 << 20
+    text_chars: int = 5_000_000
+    unzipped_xml_bytes: int = 256 << 20  # office / EPUB files are zips of XML, parsed whole in memory
+
+    @classmethod
+    def from_settings(cls, settings) -> Limits:
+        """From kb.config.IngestSettings."""
+        return cls(int(settings.max_file_mb * (1 << 20)), settings.max_text_chars,
+                   int(settings.max_unzipped_mb * (1 << 20)))
+
+
+# The limits of the load() running in this thread (loaders read them when they decode text).
+_limits: ContextVar[Limits] = ContextVar("kb_ingest_limits", default=Limits())  # noqa: B039 - frozen
 _ZIPPED = {".docx", ".pptx", ".xlsx", ".xlsm", ".odt", ".epub"}
 
 
@@ -35,18 +52,21 @@ def supported_suffixes() -> set[str]:
     return set(_LOADERS)
 
 
-def load(path: Path) -> list[Element]:
+def load(path: Path, limits: Limits | None = None) -> list[Element]:
     """Parse one file. Raises ParseError (path + reason) for anything that cannot be read."""
+    limits = limits or Limits()
     loader = _LOADERS.get(path.suffix.lower())
     if loader is None:
         raise ParseError(str(path), f"unsupported file type '{path.suffix or '(none)'}'")
     size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise ParseError(str(path), f"file too large ({size / 2**20:,.0f} MB; kb reads files up to "
-                                    f"{MAX_FILE_BYTES >> 20} MB): split it into smaller files")
+    if size > limits.file_bytes:
+        raise ParseError(str(path), f"file too large ({size / 2**20:,.1f} MB; kb reads files up to "
+                                    f"{limits.file_bytes / 2**20:g} MB, ingest.max_file_mb): split it into "
+                                    "smaller files or raise the limit")
+    token = _limits.set(limits)
     try:
         if path.suffix.lower() in _ZIPPED:
-            _check_unzipped_size(path)
+            _check_unzipped_size(path, limits)
         elements = loader(path)
     except ParseError:
         raise
@@ -54,20 +74,23 @@ def load(path: Path) -> list[Element]:
         raise ParseError(str(path), f"cannot read: {e}") from e
     except Exception as e:  # parsers raise anything on damaged files; report and go on
         raise ParseError(str(path), f"{type(e).__name__}: {e}".strip()) from e
+    finally:
+        _limits.reset(token)
     elements = [e for e in elements if e.text.strip() or e.rows]
     if not elements:
         raise ParseError(str(path), "no text found (empty file, or only images)")
-    _check_text_size(path, sum(len(e.text) + sum(len(c) for row in e.rows or () for c in row) for e in elements))
+    _check_text_size(path, sum(len(e.text) + sum(len(c) for row in e.rows or () for c in row) for e in elements),
+                     limits)
     return elements
 
 
-def _check_text_size(path: Path, chars: int) -> None:
-    if chars > MAX_TEXT_CHARS:
-        raise ParseError(str(path), f"too much text ({chars:,} characters; kb takes up to {MAX_TEXT_CHARS:,} "
-                                    "per file): split it into smaller files")
+def _check_text_size(path: Path, chars: int, limits: Limits) -> None:
+    if chars > limits.text_chars:
+        raise ParseError(str(path), f"too much text ({chars:,} characters; kb takes up to {limits.text_chars:,} "
+                                    "per file, ingest.max_text_chars): split it into smaller files")
 
 
-def _check_unzipped_size(path: Path) -> None:
+def _check_unzipped_size(path: Path, limits: Limits) -> None:
     """Refuse a zip bomb by the sizes its directory declares (zipfile never inflates past them)."""
     import zipfile
 
@@ -77,15 +100,15 @@ def _check_unzipped_size(path: Path) -> None:
                       if i.filename.lower().endswith((".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx")))
     except zipfile.BadZipFile as e:
         raise ParseError(str(path), f"damaged file: not a valid {path.suffix} (zip) container ({e})") from e
-    if xml > MAX_UNZIPPED_XML_BYTES:
-        raise ParseError(str(path), f"unpacks to {xml / 2**20:,.0f} MB of XML (limit {MAX_UNZIPPED_XML_BYTES >> 20} "
-                                    "MB): a zip bomb or a damaged file")
+    if xml > limits.unzipped_xml_bytes:
+        raise ParseError(str(path), f"unpacks to {xml / 2**20:,.0f} MB of XML (limit {limits.unzipped_xml_bytes / 2**20:g} "
+                                    "MB, ingest.max_unzipped_mb): a zip bomb or a damaged file")
 
 
 def _read_text(path: Path) -> str:
     """The decoded text of a text-like file, refused before any parsing if it is too long."""
     text, _ = decode_bytes(path.read_bytes())
-    _check_text_size(path, len(text))
+    _check_text_size(path, len(text), _limits.get())
     return text
 
 

@@ -24,7 +24,7 @@ from kb.store import Store
 from kb.types import Chunk, DocumentInfo
 
 from .embed import Embedder
-from .loaders import document_title, load, supported_suffixes
+from .loaders import Limits, document_title, load, supported_suffixes
 from .split import split_document
 
 BATCH_CHUNKS = 512  # chunks per encode call across documents (sorted by length inside the call)
@@ -139,6 +139,7 @@ def run_ingest(
     overlap_tokens: int,
     prune: bool = False,
     progress: Callable[[Progress], None] | None = None,
+    limits: Limits | None = None,
 ) -> IngestReport:
     """Bring the store up to date with the files under `roots`. The caller holds the write lock."""
     started = time.perf_counter()
@@ -166,7 +167,8 @@ def run_ingest(
             todo.append((p, st))
 
     if todo:
-        _embed_and_write(store, embedder, todo, known, report, notify, max_tokens, overlap_tokens)
+        split = (max_tokens, overlap_tokens, limits or Limits())
+        _embed_and_write(store, embedder, todo, known, report, notify, split)
 
     present = {str(p) for p in files}
     gone = [path for path in known if path not in present and _under(path, roots)]
@@ -195,10 +197,10 @@ def _under(path: str, roots: list[Path]) -> bool:
     return False
 
 
-def _embed_and_write(store, embedder_factory, todo, known, report, notify, max_tokens, overlap_tokens) -> None:
+def _embed_and_write(store, embedder_factory, todo, known, report, notify, split) -> None:
     model = embedder_factory()
     pending: list[_Parsed] = []
-    for item in _parsed(todo, known, model.token_counter, max_tokens, overlap_tokens):
+    for item in _parsed(todo, known, model.token_counter, split):
         if isinstance(item, FileResult):
             if item.status == "unchanged":
                 store.touch_document(item.path, Path(item.path).stat().st_mtime)
@@ -211,19 +213,19 @@ def _embed_and_write(store, embedder_factory, todo, known, report, notify, max_t
     _write(store, model, pending, report, notify)
 
 
-def _parsed(todo, known, count_tokens, max_tokens, overlap_tokens) -> Iterator[_Parsed | FileResult]:
+def _parsed(todo, known, count_tokens, split) -> Iterator[_Parsed | FileResult]:
     """Parse results in file order. Large jobs parse in a child process, one file ahead of the embedder:
-    a thread would fight the main thread for the GIL (every SQLite row and torch call hands it over)."""
-    args = (count_tokens, max_tokens, overlap_tokens)
+    a thread would fight the main thread for the GIL (every SQLite row and torch call hands it over).
+    `split` is (max_tokens, overlap_tokens, Limits)."""
     if len(todo) < PROCESS_MIN_FILES and sum(st.st_size for _, st in todo) < PROCESS_MIN_BYTES:
         for path, st in todo:
-            yield _parse_one(path, st, known.get(str(path)), *args)
+            yield _parse_one(path, st, known.get(str(path)), count_tokens, split)
         return
     context = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
     with ProcessPoolExecutor(1, mp_context=context, initializer=_init_child, initargs=(count_tokens,)) as pool:
         in_flight: deque = deque()
         for path, st in todo:
-            in_flight.append(pool.submit(_parse_in_child, path, st, known.get(str(path)), max_tokens, overlap_tokens))
+            in_flight.append(pool.submit(_parse_in_child, path, st, known.get(str(path)), split))
             if len(in_flight) >= PARSE_AHEAD:
                 yield in_flight.popleft().result()
         while in_flight:
@@ -241,11 +243,12 @@ def _init_child(count_tokens) -> None:
     _child_counter = count_tokens
 
 
-def _parse_in_child(path: Path, st, old, max_tokens: int, overlap_tokens: int):
-    return _parse_one(path, st, old, _child_counter, max_tokens, overlap_tokens)
+def _parse_in_child(path: Path, st, old, split):
+    return _parse_one(path, st, old, _child_counter, split)
 
 
-def _parse_one(path: Path, st, old, count_tokens, max_tokens: int, overlap_tokens: int):
+def _parse_one(path: Path, st, old, count_tokens, split):
+    max_tokens, overlap_tokens, limits = split
     try:
         digest = file_hash(path)
     except OSError as e:
@@ -253,7 +256,7 @@ def _parse_one(path: Path, st, old, count_tokens, max_tokens: int, overlap_token
     if old and old[0] == digest:
         return FileResult(str(path), "unchanged")
     try:
-        elements = load(path)
+        elements = load(path, limits)
     except ParseError as e:
         return FileResult(str(path), "failed", reason=e.reason)
     title = document_title(path, elements)

@@ -45,6 +45,18 @@ class ChunkSettings(BaseModel):
     )
 
 
+class IngestSettings(BaseModel):
+    max_file_mb: float = Field(100, gt=0, description="Largest file kb reads, in MB; bigger ones are reported "
+                               "and skipped.")
+    max_text_chars: int = Field(
+        5_000_000, ge=1, description="Most text one file may hold, in characters (5 million is about 2,500 book "
+        "pages and 15 CPU-minutes of embedding); more is reported and skipped."
+    )
+    max_unzipped_mb: float = Field(
+        256, gt=0, description="Most XML an office or EPUB file (a zip) may unpack to, in MB: refuses zip bombs."
+    )
+
+
 class RetrievalSettings(BaseModel):
     mode: Literal["hybrid", "dense", "bm25"] = Field(
         "hybrid", description="hybrid fuses dense (FAISS) and keyword (BM25) results by reciprocal rank."
@@ -186,6 +198,7 @@ class Settings(BaseSettings):
     kb: str = Field("default", description="Knowledge base used when a command names none (KB_KB).")
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chunking: ChunkSettings = Field(default_factory=ChunkSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)

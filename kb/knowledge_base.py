@@ -151,7 +151,8 @@ class KnowledgeBase:
             self._check_chunking()
             chunking = self.manifest["chunking"]
             return run_ingest(self._store, self.embedder, roots, max_tokens=chunking["max_tokens"],
-                              overlap_tokens=chunking["overlap_tokens"], prune=prune, progress=progress)
+                              overlap_tokens=chunking["overlap_tokens"], prune=prune, progress=progress,
+                              limits=self._limits())
 
     def _check_chunking(self) -> None:
         built = self.manifest["chunking"]
@@ -174,7 +175,7 @@ class KnowledgeBase:
             report = run_ingest(store, lambda: self._fresh_embedder(), roots + ([] if prune else keep),
                                 max_tokens=self.settings.chunking.max_tokens,
                                 overlap_tokens=self.settings.chunking.overlap_tokens, prune=False,
-                                progress=progress)
+                                progress=progress, limits=self._limits())
             store.save_dense_index()
         finally:
             store.close()
@@ -185,6 +186,11 @@ class KnowledgeBase:
         shutil.rmtree(old, ignore_errors=True)
         self._open_store()
         return report
+
+    def _limits(self):
+        from kb.ingest.loaders import Limits
+
+        return Limits.from_settings(self.settings.ingest)
 
     def _fresh_embedder(self):
         from kb.ingest.embed import get_embedder

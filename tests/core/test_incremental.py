@@ -116,3 +116,20 @@ def test_an_open_kb_follows_a_rebuild_by_another_writer(settings, tmp_path):
     assert hits[0].path.endswith("d.md") and not any(h.path.endswith("c.md") for h in hits)
     assert {os.path.basename(d.path) for d in reader.documents()} == {"a.md", "b.txt", "d.md"}
     reader.close()
+
+
+def test_file_limits_come_from_the_settings_and_name_them(tmp_path, settings, monkeypatch):
+    folder = _folder(tmp_path)
+    (folder / "long.txt").write_text("The lighthouse keeper logs every passing ship. " * 40)  # ~1,900 characters
+    (folder / "big.md").write_text("# Big\n\n" + "Ballast water is pumped at dawn. " * 4000)  # ~130 KB
+    strict = settings.model_copy(update={"ingest": settings.ingest.model_copy(
+        update={"max_text_chars": 1000, "max_file_mb": 0.1})})
+    for child_process in (False, True):  # small jobs parse in this process, large ones in a child
+        monkeypatch.setattr("kb.ingest.pipeline.PROCESS_MIN_FILES", 1 if child_process else 10_000)
+        name = f"limits-{int(child_process)}"
+        with KnowledgeBase.open(name, settings=strict) as base:
+            report = base.ingest(folder)
+        reasons = {os.path.basename(f.path): f.reason for f in report.files if f.status == "failed"}
+        assert "ingest.max_text_chars" in reasons["long.txt"] and "1,000" in reasons["long.txt"]
+        assert "ingest.max_file_mb" in reasons["big.md"] and "0.1 MB" in reasons["big.md"]
+        assert report.count("added") == 3  # the others are indexed
