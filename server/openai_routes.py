@@ -3,9 +3,9 @@
 
 The last message is the question; earlier user/assistant pairs are the history, which kb uses to turn
 a follow-up into a standalone search. The answer's citations travel in the extra `citations` field
-(in the last chunk when streaming), which OpenAI clients ignore and expose as extra data. Sampling
-parameters are accepted and ignored: the KB's answer settings apply. This module leaves out tools,
-images and n > 1.
+(in the last chunk when streaming), which OpenAI clients ignore and expose as extra data. temperature,
+top_p and max_tokens apply to the request (max_tokens up to answer.answer_tokens); other sampling
+fields are accepted and ignored. This module leaves out tools, images and n > 1.
 """
 
 from __future__ import annotations
@@ -115,8 +115,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     question, history = question_and_history(body.messages)
     kb = await run_in_threadpool(_open, state, body.model)
     model = PREFIX + kb.name
+    sampling = {"temperature": body.temperature, "top_p": body.top_p, "max_new_tokens": body.max_tokens}
     pump = Pump(lambda stop: kb.stream(question, history=history,
-                                       backend=StoppableBackend(state.backend(), stop)))
+                                       backend=StoppableBackend(state.backend(), stop, sampling)))
     items = pump.items(request)
     first = await anext(items, None)  # errors before the first piece become ordinary HTTP errors
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -48,7 +48,7 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """OpenAI's request. Sampling fields are accepted and ignored: the KB's answer settings apply."""
+    """OpenAI's request. temperature, top_p and max_tokens apply to this answer; other fields are ignored."""
 
     model_config = ConfigDict(extra="allow")
     model: str = Field(description="'kb:<name>' (or just '<name>'): the knowledge base that answers.")
@@ -56,9 +56,10 @@ class ChatCompletionRequest(BaseModel):
                                         "history; the last message is the question. System messages are ignored.")
     stream: bool = Field(False, description="Server-sent events in OpenAI's chunk format, ending with [DONE].")
     stream_options: StreamOptions | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature (default: llm.temperature).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass (default: llm.top_p).")
+    max_tokens: int | None = Field(None, ge=1, description="Longest answer in tokens; at most answer.answer_tokens, "
+                                   "the room the prompt leaves for the answer.")
     n: int | None = Field(None, ge=1, le=1, description="Only one choice is generated.")
 
 

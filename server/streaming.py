@@ -23,15 +23,21 @@ _END = object()
 
 
 class StoppableBackend:
-    """A per-request view of the shared model whose stream ends once `stop` is set."""
+    """A per-request view of the shared model whose stream ends once `stop` is set.
 
-    def __init__(self, inner: Any, stop: threading.Event) -> None:
+    `sampling` holds the request's own temperature / top_p / max_new_tokens (None: the settings' value).
+    max_new_tokens can only shorten an answer: the prompt was packed to leave answer.answer_tokens free."""
+
+    def __init__(self, inner: Any, stop: threading.Event, sampling: dict[str, Any] | None = None) -> None:
         self._inner = inner
         self._stop = stop
+        self._sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
 
     def stream(self, messages, **gen) -> Iterator[str]:
         if self._stop.is_set():
             return
+        for key, value in self._sampling.items():
+            gen[key] = min(value, gen.get(key) or value) if key == "max_new_tokens" else value
         pieces = self._inner.stream(messages, **gen)
         try:
             for piece in pieces:

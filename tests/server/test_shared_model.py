@@ -34,7 +34,7 @@ class SlowModel(ChatBackend):
         SlowModel.instances.append(self)
 
     def stream(self, messages, **gen):
-        record = {"sent": 0, "closed": False, "finished": False}
+        record = {"sent": 0, "closed": False, "finished": False, "gen": gen}
         self.streams.append(record)
         with self.lock:
             self.running += 1
@@ -110,3 +110,16 @@ def test_disconnect_during_a_plain_answer_stops_it_too(slow_server):
     while not record["closed"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert record["closed"] and not record["finished"] and record["sent"] < 400
+
+
+def test_request_sampling_reaches_the_model_and_max_tokens_only_shortens(slow_server):
+    client, model = slow_server
+    model.words = 3
+    body = {**_chat(client), "temperature": 0.7, "top_p": 0.5, "max_tokens": 20}
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    gen = model.streams[-1]["gen"]
+    assert gen["temperature"] == 0.7 and gen["top_p"] == 0.5 and gen["max_new_tokens"] == 20
+    body["max_tokens"] = 100_000  # more than the room the prompt left (answer.answer_tokens, 384)
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert model.streams[-1]["gen"]["max_new_tokens"] == 384
+    assert client.post("/v1/chat/completions", json={**body, "temperature": 3}).status_code == 422
