@@ -29,19 +29,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
+from bench_answer import QUESTIONS  # the same sample questions as the answer benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "bench-key"
-QUESTIONS = [
-    "How long are hourly snapshots kept?",
-    "Which port on the desk is the isolated test network?",
-    "How do I give a Debian server a static address?",
-    "What are the addresses of the lab DNS servers?",
-    "How do remote staff connect to the office network?",
-    "Where can I restore a deleted file from myself?",
-    "What is the staff Wi-Fi network called?",
-    "Are laptops backed up?",
-]
 
 
 def _free_port() -> int:
