@@ -10,14 +10,22 @@ tests/devset/fetch_corpus.sh.  Only the Python standard library is used.
 
 What is checked (exit status 1 on any problem):
   * every line is a JSON object with the right fields and types; ids are unique;
-    id prefix and "lang" agree (en-* -> en, zh-* -> zh, x-* -> zh-en, none-* -> en|zh);
+    id prefix and "lang" agree (en-* -> en, zh-* -> zh, x-* -> zh-en, y-* -> en-zh,
+    none-* -> en|zh);
   * answerable questions have 1-3 evidence strings of 15-80 characters, no
     leading/trailing whitespace, and 1-4 answer_keywords; unanswerable ones have
     "evidence": [] and "answerable": false;
   * every evidence string occurs (whitespace-collapsed) in the text of at least one
     block element (p, li, td, th, dt, dd, pre, h1-h6, caption, ...) of the file named
-    in "source", and occurs nowhere in a file of the other language for "x-*"
-    (cross-lingual) questions;
+    in "source", and occurs nowhere in a file of the other language for the
+    cross-lingual "x-*" (zh question, en evidence) and "y-*" (en question, zh evidence)
+    questions;
+  * no question repeats an evidence string verbatim or 60% or more of its words;
+  * "no shared literal term" for x-012 and later and for every y-*: no token of the
+    question matching [A-Za-z0-9_][A-Za-z0-9_.+-]* (2+ characters, trailing "." and "-"
+    dropped; the parts of a dotted or hyphenated token count too) occurs,
+    case-insensitively and as a whole word, in the context of the evidence (see
+    term_context): such questions can be connected to their evidence by meaning only;
   * the corpus holds exactly the files listed in FILES below.
 
 It also reports, for each evidence string, in how many innermost blocks of the
@@ -66,7 +74,11 @@ VOID_TAGS = {
 }
 WS = re.compile(r"\s+")
 MAX_OVERLAP = 0.6  # share of an evidence string's words (CJK bigrams) the question may repeat
-PREFIX_LANG = {"en": {"en"}, "zh": {"zh"}, "x": {"zh-en"}, "none": {"en", "zh"}}
+PREFIX_LANG = {"en": {"en"}, "zh": {"zh"}, "x": {"zh-en"}, "y": {"en-zh"}, "none": {"en", "zh"}}
+SOURCE_DIR = {"en": "en/", "zh": "zh/", "x": "en/", "y": "zh/"}
+TERM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+CONTEXT_MAX = 1500  # enclosing blocks up to this many characters count as the evidence's context
+NO_SHARED_TERMS_FROM = {"x": 12, "y": 1}  # ids from which the no-shared-literal-term rule applies
 
 
 def collapse(s: str) -> str:
@@ -74,13 +86,14 @@ def collapse(s: str) -> str:
 
 
 class Block:
-    __slots__ = ("tag", "parent", "parts", "children", "text", "runs")
+    __slots__ = ("tag", "parent", "parts", "children", "kids", "text", "runs")
 
     def __init__(self, tag: str, parent: Block | None):
         self.tag = tag
         self.parent = parent
         self.parts: list[str] = []
         self.children = 0
+        self.kids: list[Block] = []
         self.text = ""
         self.runs: list[str] = []
 
@@ -103,9 +116,10 @@ class BlockParser(HTMLParser):
         self.open_tags.append(tag)
         if tag in BLOCK_TAGS:
             parent = self.stack[-1] if self.stack else None
+            b = Block(tag, parent)
             if parent is not None:
                 parent.children += 1
-            b = Block(tag, parent)
+                parent.kids.append(b)
             self.stack.append(b)
             self.blocks.append(b)
         for b in self.stack:  # inline boundary: start a new run
@@ -157,6 +171,51 @@ def innermost_hits(blocks: list[Block], needle: str) -> list[Block]:
     hits = [b for b in blocks if needle in b.text]
     parents_with_hit_child = {id(b.parent) for b in hits if b.parent is not None}
     return [b for b in hits if id(b) not in parents_with_hit_child]
+
+
+def term_context(block: Block) -> list[str]:
+    """Texts a question with the no-shared-literal-term rule must share no term with.
+
+    The innermost block holding the evidence, every enclosing block of at most
+    CONTEXT_MAX characters (a table row, a list item, a short section), and the <dt>
+    entries (a Sphinx signature such as "collections.defaultdict(...)") that head any
+    enclosing <dd>.
+    """
+    texts = [block.text]
+    b: Block | None = block
+    while b is not None:
+        if b is not block and len(b.text) <= CONTEXT_MAX:
+            texts.append(b.text)
+        if b.tag == "dd" and b.parent is not None:
+            sibs = b.parent.kids
+            i = next(k for k, s in enumerate(sibs) if s is b)
+            while i > 0 and sibs[i - 1].tag == "dt":
+                i -= 1
+                texts.append(sibs[i].text)
+        b = b.parent
+    return texts
+
+
+def question_terms(q: str) -> set[str]:
+    """Latin-script/digit tokens of 2+ characters (trailing '.'/'-' dropped), lower-cased,
+    and the 2+ character parts of dotted or hyphenated ones ("os.path" -> os, path)."""
+    out = set()
+    for t in TERM.findall(q):
+        t = t.rstrip(".-")
+        for part in [t, *re.split(r"[.+-]+", t)]:
+            if len(part) >= 2:
+                out.add(part.lower())
+    return out
+
+
+def shared_terms(q: str, texts: list[str]) -> set[str]:
+    """Question tokens that occur as a whole word (case-insensitively) in any of texts."""
+    found = set()
+    for t in question_terms(q):
+        pat = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(t) + r"(?![A-Za-z0-9_])", re.I)
+        if any(pat.search(x) for x in texts):
+            found.add(t)
+    return found
 
 
 def overlap_terms(s: str) -> set[str]:
@@ -228,6 +287,7 @@ def main() -> int:
     crossing: list[str] = []
     overlaps: list[str] = []
     n_evidence = 0
+    n_no_shared = 0
     allowed = {"id", "question", "evidence", "answer_keywords", "lang", "answerable", "source"}
 
     for n, r in rows:
@@ -238,8 +298,8 @@ def main() -> int:
                 problem(f"{where}: missing field {k!r}")
         if set(r) - allowed:
             problem(f"{where}: unknown fields {sorted(set(r) - allowed)}")
-        if not isinstance(rid, str) or not re.fullmatch(r"(en|zh|x|none)-\d{3}", rid or ""):
-            problem(f"{where}: id must look like en-001 / zh-001 / x-001 / none-001")
+        if not isinstance(rid, str) or not re.fullmatch(r"(en|zh|x|y|none)-\d{3}", rid or ""):
+            problem(f"{where}: id must look like en-001 / zh-001 / x-001 / y-001 / none-001")
             continue
         prefix = rid.split("-")[0]
         groups[prefix] += 1
@@ -254,8 +314,8 @@ def main() -> int:
         has_cjk = bool(re.search(r"[\u4e00-\u9fff]", q))
         if lang in ("zh", "zh-en") and not has_cjk:
             problem(f"{where}: lang {lang} but the question has no Chinese")
-        if lang == "en" and has_cjk:
-            problem(f"{where}: lang en but the question has Chinese")
+        if lang in ("en", "en-zh") and has_cjk:
+            problem(f"{where}: lang {lang} but the question has Chinese")
         ev = r.get("evidence")
         kw = r.get("answer_keywords")
         ans = r.get("answerable")
@@ -282,9 +342,10 @@ def main() -> int:
         if src not in blocks:
             problem(f"{where}: source {src!r} is not a corpus file")
             continue
-        if prefix == "en" and not src.startswith("en/") or prefix in ("zh",) and not src.startswith("zh/") \
-                or prefix == "x" and not src.startswith("en/"):
+        if not src.startswith(SOURCE_DIR[prefix]):
             problem(f"{where}: source {src} does not fit group {prefix}")
+        no_shared = int(rid.split("-")[1]) >= NO_SHARED_TERMS_FROM.get(prefix, 10**9)
+        n_no_shared += no_shared
         per_source[src] += 1
         qn = collapse(q).lower()
         for e in ev:
@@ -313,6 +374,13 @@ def main() -> int:
                 total += len(h)
                 if prefix == "x" and h and f.startswith("zh/"):
                     problem(f"{where}: cross-lingual evidence also in Chinese file {f}")
+                if prefix == "y" and h and f.startswith("en/"):
+                    problem(f"{where}: cross-lingual evidence also in English file {f}")
+            if no_shared:
+                shared = shared_terms(q, [t for b in hits for t in term_context(b)])
+                if shared:
+                    problem(f"{where}: question shares literal term(s) {sorted(shared)} with the "
+                            f"block of evidence {e!r}; cross-lingual questions must connect by meaning only")
             if total > 1:
                 multi.append(f"{rid}: {total} blocks: {e!r}")
             if not any(ec in run for b in hits for run in b.runs):
@@ -341,12 +409,13 @@ def main() -> int:
     print(f"evidence with 30-{MAX_OVERLAP:.0%} of its words/bigrams in the question: {len(overlaps)}")
     for m in overlaps:
         print(f"  overlap: {m}")
-    need = {"en": 25, "zh": 25, "x": 8, "none": 8}
+    print(f"questions under the no-shared-literal-term rule (x-012.., y-*): {n_no_shared}")
+    need = {"en": 25, "zh": 25, "x": 30, "y": 10, "none": 8}
     for g, k in need.items():
         if groups[g] < k:
             problem(f"group {g}: {groups[g]} questions (want >= {k})")
-    if len(rows) < 70:
-        problem(f"{len(rows)} questions (want >= 70)")
+    if len(rows) < 120:
+        problem(f"{len(rows)} questions (want >= 120)")
     for p in problems:
         print("PROBLEM:", p)
     print("OK" if not problems else f"{len(problems)} problem(s)")
