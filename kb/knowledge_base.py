@@ -122,19 +122,26 @@ class KnowledgeBase:
 
     # -- the embedder ---------------------------------------------------------------------------
     def embedder(self):
-        """The embedding model this KB was built with (loaded on first use, shared per process)."""
+        """The embedding model this KB was built with (loaded on first use, shared per process).
+
+        The manifest pins it: a KB built with all-MiniLM-L6-v2 keeps searching with it after kb's default
+        changed. Only a model named explicitly in the settings that differs from the KB's is an error."""
         from kb.ingest.embed import get_embedder
 
         built = self.manifest["embedder"]
         want = self.settings.embedding
-        if built["model"] != want.model or built.get("query_prefix", "") != want.query_prefix \
-                or built.get("passage_prefix", "") != want.passage_prefix:
+        named = {f for f in ("model", "query_prefix", "passage_prefix") if f in want.model_fields_set}
+        mine = {"model": built["model"], "query_prefix": built.get("query_prefix", ""),
+                "passage_prefix": built.get("passage_prefix", "")}
+        if any(getattr(want, f) != mine[f] for f in named):
             raise EmbedderMismatchError(
-                f"embedding model '{want.model}' does not match the index of KB '{self.name}' (built with "
-                f"'{built['model']}'); run `kb ingest PATH --kb {self.name} --rebuild`, or set "
-                f"embedding.model back to '{built['model']}'"
+                f"embedding model '{want.model}' (prefixes {want.query_prefix!r}/{want.passage_prefix!r}) does "
+                f"not match the index of KB '{self.name}' (built with '{built['model']}', prefixes "
+                f"{mine['query_prefix']!r}/{mine['passage_prefix']!r}); run `kb ingest PATH --kb {self.name} "
+                f"--rebuild` to re-embed it with the configured model, or remove embedding.model from your "
+                "settings to keep the KB's own"
             )
-        return get_embedder(want)
+        return get_embedder(want.model_copy(update=mine), self.settings.models_dir)
 
     # -- writing -------------------------------------------------------------------------------
     def ingest(self, *paths: str | Path, prune: bool = False, rebuild: bool = False, wait: float = 0,
@@ -195,7 +202,7 @@ class KnowledgeBase:
     def _fresh_embedder(self):
         from kb.ingest.embed import get_embedder
 
-        return get_embedder(self.settings.embedding)
+        return get_embedder(self.settings.embedding, self.settings.models_dir)
 
     def remove(self, target: str | Path, wait: float = 0) -> list[DocumentInfo]:
         """Remove a document by path or id, or every document under a folder. Returns what was removed."""
@@ -334,7 +341,7 @@ def _create(folder: Path, settings: Settings) -> None:
     """Make an empty KB: folder + manifest naming the embedder (loaded once to learn its size)."""
     from kb.ingest.embed import get_embedder
 
-    embedder = get_embedder(settings.embedding)
+    embedder = get_embedder(settings.embedding, settings.models_dir)
     limit = embedder.max_seq_length - 16
     if settings.chunking.max_tokens > limit:
         raise ConfigError(f"chunking.max_tokens={settings.chunking.max_tokens} exceeds what embedding model "
@@ -344,8 +351,8 @@ def _create(folder: Path, settings: Settings) -> None:
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         "embedder": {"model": embedder.model_id, "dim": embedder.dim, "max_seq_length": embedder.max_seq_length,
-                     "query_prefix": settings.embedding.query_prefix,
-                     "passage_prefix": settings.embedding.passage_prefix, "normalized": True},
+                     "query_prefix": embedder.query_prefix, "passage_prefix": embedder.passage_prefix,
+                     "backend": embedder.backend, "normalized": True},
         "chunking": settings.chunking.model_dump(),
         "created_at": time.time(),
     })

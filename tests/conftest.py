@@ -16,12 +16,27 @@ import pytest
 from kb.config import Settings
 
 
+MODELS_ENV = "KB_EMBEDDING__CACHE_DIR"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_models_dir(tmp_path_factory) -> Path:
+    """One models folder for the whole session: kb builds its default embedder there once (~10 s)
+    instead of once per test KB_HOME. Subprocesses (`kb` commands) inherit the variable."""
+    folder = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(MODELS_ENV, str(folder))
+        yield folder
+
+
 @pytest.fixture
-def settings(tmp_path, monkeypatch) -> Settings:
-    """Settings with a private KB_HOME and no config file or KB_* variables from the outside."""
+def settings(tmp_path, monkeypatch, shared_models_dir) -> Settings:
+    """Settings with a private KB_HOME and no config file or KB_* variables from the outside (but the
+    session's shared models folder)."""
     for key in list(os.environ):
         if key.startswith("KB_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv(MODELS_ENV, str(shared_models_dir))
     home = tmp_path / "kbhome"
     monkeypatch.setenv("KB_HOME", str(home))
     monkeypatch.setenv("KB_CONFIG", str(tmp_path / "no-config.yaml"))
