@@ -27,6 +27,7 @@ from kb.answer import Answer, Passage, Timings
 from kb.citations import verify
 from kb.config import AnswerSettings
 from kb.errors import KBError
+from kb.lang import language
 from kb.llm.langchain_adapter import as_chat_model
 from kb.rewrite import rewrite
 from kb.types import Hit
@@ -117,7 +118,7 @@ def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | 
         return RunnableLambda(run, name=name)
 
     def do_rewrite(s: dict) -> dict:
-        lang = prompts.language(s["question"])
+        lang = language(s["question"])
         query, how = rewrite(settings, backend, s["question"], s["history"])
         return {"query": query, "rewrite_mode": how, "lang": lang}
 

@@ -9,18 +9,39 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from kb.centering import Centering
 from kb.errors import IndexFormatError
 
 
-def build_index(rows: Iterable[tuple[int, bytes]], dim: int, hnsw: bool, source: Path):
-    """An index of (chunk_id, float32 vector blob) rows; `source` names the database in errors."""
+@dataclass(frozen=True)
+class DenseIndex:
+    """A FAISS index of centred chunk vectors and the centring that made them (see kb.centering)."""
+
+    faiss: Any
+    centering: Centering
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.faiss.ntotal)
+
+    def search(self, query_vector: np.ndarray, limit: int, chunk_ids: np.ndarray | None = None,
+               lang: str = "en") -> list[tuple[int, float]]:
+        """(chunk_id, cosine similarity in the centred space) best first; `lang` is the question's."""
+        return search(self.faiss, self.centering.query(query_vector, lang), limit, chunk_ids)
+
+
+def build_index(ids: np.ndarray, vectors: np.ndarray, hnsw: bool):
+    """An index of float32 vectors under the given chunk ids."""
     import faiss
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # building uses every core; searching sets 1
+    dim = vectors.shape[1]
     if hnsw:
         inner = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = 80
@@ -28,22 +49,29 @@ def build_index(rows: Iterable[tuple[int, bytes]], dim: int, hnsw: bool, source:
     else:
         inner = faiss.IndexFlatIP(dim)
     index = faiss.IndexIDMap2(inner)
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+    return index
+
+
+def vectors_from_rows(rows: Iterable[tuple[int, bytes]], dim: int, source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, float32 vectors [n, dim]) from (chunk_id, vector blob) rows; `source` names the database in errors."""
     ids: list[int] = []
     blobs: list[bytes] = []
     for chunk_id, blob in rows:
         ids.append(chunk_id)
         blobs.append(blob)
-    if ids:
-        sizes = {len(b) for b in blobs}
-        if len(sizes) != 1:
-            raise IndexFormatError(f"{source} holds vectors of different sizes {sorted(sizes)[:4]} "
-                                   "(damaged or edited); rebuild the KB with `kb ingest --rebuild`.")
-        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
-        if vectors.shape[1] != dim:
-            raise IndexFormatError(f"{source} holds {vectors.shape[1]}-dim vectors; the manifest "
-                                   f"says {dim}. Rebuild the KB with `kb ingest --rebuild`.")
-        index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
-    return index
+    if not ids:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+    sizes = {len(b) for b in blobs}
+    if len(sizes) != 1:
+        raise IndexFormatError(f"{source} holds vectors of different sizes {sorted(sizes)[:4]} "
+                               "(damaged or edited); rebuild the KB with `kb ingest --rebuild`.")
+    vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
+    if vectors.shape[1] != dim:
+        raise IndexFormatError(f"{source} holds {vectors.shape[1]}-dim vectors; the manifest "
+                               f"says {dim}. Rebuild the KB with `kb ingest --rebuild`.")
+    return np.asarray(ids, dtype=np.int64), vectors
 
 
 def read_index(data: bytes, path: Path):

@@ -18,8 +18,6 @@ from kb.errors import ConfigError
 from kb.llm import Message
 
 _PACKAGED = Path(__file__).with_name("prompts")
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_LATIN_WORD = re.compile(r"[A-Za-z]+")
 
 NOT_FOUND = {"en": "The passages do not contain the answer.", "zh": "资料中没有找到答案。"}
 REFUSAL = {
@@ -32,11 +30,6 @@ GENERAL_LABEL = {
     "zh": "【通用知识，非来自你的文档】",
 }
 _LABELS = {"en": ("Passages", "Question", "p."), "zh": ("资料", "问题", "第")}
-
-
-def language(text: str) -> str:
-    """'zh' when Chinese characters outnumber Latin words, else 'en'."""
-    return "zh" if len(_CJK.findall(text)) >= max(1, len(_LATIN_WORD.findall(text))) else "en"
 
 
 @lru_cache(maxsize=32)

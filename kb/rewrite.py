@@ -13,9 +13,8 @@ import re
 
 from kb.config import AnswerSettings
 from kb.keywords import query_terms
+from kb.lang import has_cjk
 from kb.prompts import rewrite_messages
-
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 def rule_rewrite(question: str, history: list[tuple[str, str]], turns: int = 1) -> str:
@@ -26,10 +25,10 @@ def rule_rewrite(question: str, history: list[tuple[str, str]], turns: int = 1) 
     if not history:
         return question
     have = set(query_terms(question))
-    chinese = bool(_CJK.search(question))
+    chinese = has_cjk(question)
     extra: list[str] = []
     for past, _ in history[-turns:]:
-        if bool(_CJK.search(past)) != chinese:
+        if has_cjk(past) != chinese:
             continue
         for t in query_terms(past):
             if t not in have and t not in extra and not _covered(t, extra):
@@ -39,7 +38,7 @@ def rule_rewrite(question: str, history: list[tuple[str, str]], turns: int = 1) 
 
 def _covered(term: str, kept: list[str]) -> bool:
     # jieba's search mode yields '主从复制' and also '主从'; keep only one of them
-    return bool(_CJK.search(term)) and any(term in k or k in term for k in kept)
+    return has_cjk(term) and any(term in k or k in term for k in kept)
 
 
 def clean_model_rewrite(text: str, question: str) -> str | None:

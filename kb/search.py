@@ -4,7 +4,7 @@ optional rerank, de-duplication, MMR diversity and neighbour expansion.
 Scores users see are in [0, 1], higher is more relevant:
 - hybrid: the fused RRF score divided by the best possible one (rank 1 in every retriever), so 1.0
   means "first for both", 0.5 roughly "first for one of two equally weighted retrievers";
-- dense: the cosine similarity, clipped at 0;
+- dense: the cosine similarity in the KB's language-centred space (kb/centering.py), clipped at 0;
 - bm25: bm25 / (bm25 + 1), a monotone squashing of FTS5's unbounded score;
 - with a reranker: the sigmoid of the cross-encoder's logit (its own probability of relevance).
 `retrieval.threshold` applies to whichever of these is in force.
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kb.config import RetrievalSettings
+from kb.lang import language
 from kb.store import Store
 from kb.types import Hit
 
@@ -104,7 +105,7 @@ def _rank(store, embed_query, query, mode, n, doc_ids):
 
         def dense_part():
             vector, share = embed_query(query)
-            return store.dense_search(vector, n, allowed, index=index), share
+            return store.dense_search(vector, n, allowed, index=index, lang=language(query)), share
 
         dense_job = _pool.submit(dense_part) if mode == "hybrid" else None
         if dense_job is None:

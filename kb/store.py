@@ -27,8 +27,11 @@ from typing import Any
 import numpy as np
 
 from kb import dense
+from kb.centering import Centering
+from kb.centering import fit as fit_centering
 from kb.errors import IndexFormatError, StorageError
 from kb.keywords import fts_query, index_text
+from kb.lang import language
 from kb.types import Chunk, DocumentInfo
 
 SCHEMA_VERSION = 1
@@ -53,6 +56,7 @@ _COLUMNS = {
     "chunks": ["chunk_id", "doc_id", "ordinal", "text", "section", "page", "char_start", "char_end", "vector"],
 }
 _FAISS_DIGEST = "faiss_file"  # meta key: "<generation>:<blake2b of the FAISS file kb wrote>"
+_CENTERING = "centering"  # meta key: "<generation>:<JSON of the per-language means the FAISS file holds>"
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -108,7 +112,7 @@ class Store:
         self.hnsw_threshold = hnsw_threshold
         self.db_path = folder / "meta.sqlite"
         self._db = self._connect()
-        self._index = None  # (generation, faiss index)
+        self._index = None  # (generation, DenseIndex)
 
     # -- connection and schema ---------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -303,8 +307,8 @@ class Store:
         return out
 
     # -- the dense index (FAISS work itself is in kb/dense.py) ---------------------------------
-    def dense_index(self):
-        """The FAISS index for the current generation: cached, else read from file, else rebuilt."""
+    def dense_index(self) -> dense.DenseIndex:
+        """The dense index for the current generation: cached, else read from file, else rebuilt."""
         self._db.execute("BEGIN")  # one read snapshot for the generation and, if needed, the vectors
         try:
             gen = self.generation
@@ -312,16 +316,35 @@ class Store:
                 return self._index[1]
             path = self.folder / f"vectors-{gen}.faiss"
             data = self._trusted_faiss_bytes(path, gen)
-            index = None if data is None else dense.read_index(data, path)
+            centering = self._recorded_centering(gen)
+            index = None if data is None or centering is None else dense.read_index(data, path)
             if index is not None and (index.ntotal != self.chunk_count() or index.d != self.dim):
                 index = None  # stale or foreign: rebuild rather than answer from wrong vectors
             if index is None:
-                rows = self._db.execute("SELECT chunk_id, vector FROM chunks")
-                index = dense.build_index(rows, self.dim, self.chunk_count() > self.hnsw_threshold, self.db_path)
+                index, centering = self._build_dense_index()
         finally:
             self._db.execute("COMMIT")
-        self._index = (gen, index)
-        return index
+        built = dense.DenseIndex(index, centering)
+        self._index = (gen, built)
+        return built
+
+    def _build_dense_index(self):
+        """A FAISS index of the centred vectors in SQLite, and the centring (per-language means) it used."""
+        rows = self._db.execute("SELECT chunk_id, vector, text FROM chunks").fetchall()
+        ids, vectors = dense.vectors_from_rows(((r[0], r[1]) for r in rows), self.dim, self.db_path)
+        langs = [language(r[2]) for r in rows]
+        centering = fit_centering(vectors, langs)
+        hnsw = len(ids) > self.hnsw_threshold
+        return dense.build_index(ids, centering.vectors(vectors, langs), hnsw), centering
+
+    def _recorded_centering(self, gen: int) -> Centering | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (_CENTERING,)).fetchone()
+        if row is None or not row[0].startswith(f"{gen}:"):
+            return None
+        try:
+            return Centering.from_json(row[0].split(":", 1)[1])
+        except (ValueError, TypeError, AttributeError):
+            return None
 
     def _trusted_faiss_bytes(self, path: Path, gen: int) -> bytes | None:
         """The file's bytes if kb wrote exactly them for this generation, else None (rebuild from SQLite).
@@ -344,10 +367,17 @@ class Store:
         path = self.folder / f"vectors-{gen}.faiss"
         if self._trusted_faiss_bytes(path, gen) is None:
             try:
-                data = dense.write_index(index, path)
+                data = dense.write_index(index.faiss, path)
                 _fsync_dir(self.folder)
+                # one transaction, and not self.transaction(): a derived cache does not bump the generation
+                self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_FAISS_DIGEST, f"{gen}:{_digest(data)}"))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 (_CENTERING, f"{gen}:{index.centering.to_json()}"))
+                self._db.execute("COMMIT")
             except (RuntimeError, OSError, sqlite3.OperationalError) as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise StorageError(f"cannot write {path} ({str(e).splitlines()[-1]}); the documents are saved "
                                    "in meta.sqlite and kb rebuilds this file from them, but free disk space and "
                                    "run the command again") from e
@@ -357,10 +387,11 @@ class Store:
         return path
 
     def dense_search(self, query_vector: np.ndarray, limit: int, chunk_ids: np.ndarray | None = None,
-                     index=None) -> list[tuple[int, float]]:
-        """(chunk_id, cosine similarity) best first, optionally only among some chunk ids. Pass `index`
-        (from dense_index()) to search from another thread without touching the SQLite connection."""
-        return dense.search(index if index is not None else self.dense_index(), query_vector, limit, chunk_ids)
+                     index: dense.DenseIndex | None = None, lang: str = "en") -> list[tuple[int, float]]:
+        """(chunk_id, cosine similarity in the centred space) best first, optionally only among some chunk
+        ids; `lang` is the question's language. Pass `index` (from dense_index()) to search from another
+        thread without touching the SQLite connection."""
+        return (index or self.dense_index()).search(query_vector, limit, chunk_ids, lang)
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
