@@ -26,6 +26,11 @@ _MINILM = {MINILM_EMBEDDER, f"sentence-transformers/{MINILM_EMBEDDER}"}
 # A query or two is too small to split across threads: on a busy 2-core machine, two OpenMP threads
 # made one short query 30x slower (480 ms against 15 ms) while they waited for each other.
 SMALL_BATCH = 8
+# answer.min_similarity when it is unset: raw cosine of the question to its best passage, per question
+# language. e5 puts a question's own language first (kb/centering.py), so Chinese questions score higher.
+# multilingual-e5-small: on the dev set (tests/bench/bench_refusal.py) these refuse 2/5 English and 3/5
+# Chinese unanswerable questions and none of the 57 answerable ones whose answer was retrieved.
+REFUSAL_SIMILARITY = {DEFAULT_EMBEDDER: {"en": 0.835, "zh": 0.875}, MINILM_EMBEDDER: {"en": 0.4, "zh": 0.4}}
 _cache: dict[tuple, Embedder] = {}
 _cache_lock = threading.Lock()
 
@@ -154,6 +159,11 @@ class Embedder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.token_counter(texts)
+
+    def refusal_similarity(self, lang: str) -> float:
+        """The calibrated refusal threshold for questions in `lang` (0.0: none known for this model)."""
+        name = MINILM_EMBEDDER if self.model_id in _MINILM else self.model_id
+        return REFUSAL_SIMILARITY.get(name, {}).get(lang, 0.0)
 
     def readable(self, text: str) -> tuple[str, float]:
         """(the part of the text the model can read, the share of tokens it cannot read).

@@ -81,6 +81,7 @@ class Answer:
     backend: str = ""
     prompt_tokens: int = 0
     timings: Timings = field(default_factory=Timings)
+    translation: str | None = None  # the query in the other language, also searched (answer.translate_query)
 
     @property
     def refused(self) -> bool:

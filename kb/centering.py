@@ -27,9 +27,10 @@ MIN_CHUNKS = 32
 
 @dataclass(frozen=True)
 class Centering:
-    """Per-language mean vectors ({} = no centring)."""
+    """Per-language mean vectors ({} = no centring), and how many chunks of each language the KB holds."""
 
     means: dict[str, np.ndarray] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
     def shift(self, lang: str) -> np.ndarray | None:
         return self.means.get(lang, self.means.get("all"))
@@ -47,24 +48,27 @@ class Centering:
         return vector if shift is None else _unit((vector - shift)[None, :])[0]
 
     def to_json(self) -> str:
-        return json.dumps({k: [round(float(x), 7) for x in v] for k, v in self.means.items()})
+        return json.dumps({"means": {k: [round(float(x), 7) for x in v] for k, v in self.means.items()},
+                           "counts": self.counts})
 
     @classmethod
     def from_json(cls, text: str) -> Centering:
-        return cls({k: np.asarray(v, dtype=np.float32) for k, v in json.loads(text).items()})
+        data = json.loads(text)
+        return cls({k: np.asarray(v, dtype=np.float32) for k, v in data["means"].items()},
+                   {k: int(v) for k, v in data["counts"].items()})
 
 
 def fit(vectors: np.ndarray, langs: list[str]) -> Centering:
     """The means of a KB's chunk vectors, per language where a language has enough chunks."""
-    if len(vectors) < MIN_CHUNKS:
-        return Centering()
-    means = {"all": vectors.mean(axis=0).astype(np.float32)}
     labels = np.asarray(langs)
+    counts = {lang: int((labels == lang).sum()) for lang in LANGUAGES}
+    if len(vectors) < MIN_CHUNKS:
+        return Centering({}, counts)
+    means = {"all": vectors.mean(axis=0).astype(np.float32)}
     for lang in LANGUAGES:
-        mine = labels == lang
-        if mine.sum() >= MIN_CHUNKS:
-            means[lang] = vectors[mine].mean(axis=0).astype(np.float32)
-    return Centering(means)
+        if counts[lang] >= MIN_CHUNKS:
+            means[lang] = vectors[labels == lang].mean(axis=0).astype(np.float32)
+    return Centering(means, counts)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

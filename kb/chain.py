@@ -29,7 +29,7 @@ from kb.config import AnswerSettings
 from kb.errors import KBError
 from kb.lang import language
 from kb.llm.langchain_adapter import as_chat_model
-from kb.rewrite import rewrite
+from kb.rewrite import rewrite, translate_query, wants_translation
 from kb.types import Hit
 
 _GAP = 4  # chunks this close (a paragraph break apart) count as touching
@@ -123,8 +123,12 @@ def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | 
         return {"query": query, "rewrite_mode": how, "lang": lang}
 
     def do_retrieve(s: dict) -> dict:
-        hits = kb.search(s["query"], k=settings.passages, **search)
-        return {"hits": hits, "grounded": _passes_checks(kb, settings, s["query"], hits)}
+        translation = None
+        if wants_translation(settings, backend, s["lang"], kb.languages()):
+            translation = translate_query(settings, backend, s["query"], s["lang"])
+        hits = kb.search(s["query"], k=settings.passages, also=[translation] if translation else None, **search)
+        return {"hits": hits, "translation": translation,
+                "grounded": _passes_checks(kb, settings, s["query"], hits)}
 
     def do_pack(s: dict) -> dict:
         if not s["grounded"]:
@@ -156,13 +160,17 @@ def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | 
 
 
 def _passes_checks(kb, settings: AnswerSettings, query: str, hits: list[Hit]) -> bool:
-    """Some passage reaches answer.min_score, and (where the embedder reads the query) answer.min_similarity."""
+    """Some passage reaches answer.min_score, and (where the embedder reads the query) answer.min_similarity
+    (unset: the embedder's calibrated threshold for the query's language)."""
     if not hits or max(h.score for h in hits) < settings.min_score:
         return False
-    if settings.min_similarity <= 0:
+    threshold = settings.min_similarity
+    if threshold is None:
+        threshold = kb.embedder().refusal_similarity(language(query))
+    if threshold <= 0:
         return True
     sims = kb.passage_similarity(query, [h.chunk_id for h in hits])
-    return sims is None or max(sims.values(), default=0.0) >= settings.min_similarity
+    return sims is None or max(sims.values(), default=0.0) >= threshold
 
 
 def _generate(chat_model, backend, settings: AnswerSettings, s: dict) -> Iterator[Any]:
@@ -195,7 +203,7 @@ def _to_answer(s: dict, backend) -> Answer:
     timings = Timings(rewrite=t.get("rewrite", 0.0), retrieve=t.get("retrieve", 0.0), pack=t.get("pack", 0.0),
                       first_token=t.get("first_token"), generate=t.get("generate", 0.0),
                       total=time.perf_counter() - s["t0"])
-    common = dict(question=s["question"], query=s["query"], passages=tuple(s["passages"]),
+    common = dict(question=s["question"], query=s["query"], translation=s.get("translation"), passages=tuple(s["passages"]),
                   left_out=tuple(s["left_out"]), language=s["lang"], backend=backend.name,
                   prompt_tokens=s["prompt_tokens"], timings=timings)
     if s["mode"] == "refuse":

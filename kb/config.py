@@ -158,10 +158,19 @@ class AnswerSettings(BaseModel):
     history_tokens: int = Field(
         1024, ge=0, description="Most tokens the chat history may take in the prompt; oldest turns go first."
     )
-    min_similarity: float = Field(
-        0.4, ge=0, le=1, description="Refuse (no model call) unless the best passage's cosine similarity to the "
-        "question reaches this (the embedder's own scale: ~0.4 for all-MiniLM-L6-v2). Only applied when the "
-        "embedder can read most of the question; 0 disables the check."
+    min_similarity: float | None = Field(
+        None, ge=0, le=1, description="Refuse (no model call) unless the best passage's cosine similarity to the "
+        "question reaches this. Unset: the KB embedder's calibrated value for the question's language "
+        "(multilingual-e5-small: 0.835 English, 0.875 Chinese; all-MiniLM-L6-v2: 0.4, English only; other "
+        "models: no check). A number applies to every language; 0 disables the check. Only applied when the "
+        "embedder can read most of the question."
+    )
+    translate_query: Literal["auto", "on", "off"] = Field(
+        "auto", description="Also search a translation of the question into the other language (Chinese <-> "
+        "English), made by the chat model, and fuse both rankings: finds answers that are only in documents "
+        "of the other language. auto: on when the model writes both languages (ChatGLM2, HF, OpenAI-"
+        "compatible) and the KB holds documents in the other language; off for the English-only embedded "
+        "SmolLM2."
     )
     min_score: float = Field(
         0.0, ge=0, le=1, description="Refuse unless some passage's retrieval score (0..1, see retrieval.mode) "
@@ -180,6 +189,10 @@ class AnswerSettings(BaseModel):
                                   "Text, or the path of a .txt file.")
     system_prompt_zh: str = Field("", description="Instructions for Chinese questions; empty = kb/prompts/system_zh.txt.")
     rewrite_prompt: str = Field("", description="Query-rewrite instructions; empty = kb/prompts/rewrite.txt.")
+    translate_prompt: str = Field(
+        "", description="Query-translation instructions ({target} becomes the language); empty = "
+        "kb/prompts/translate.txt."
+    )
     general_prompt: str = Field(
         "", description="Instructions for the labelled general-knowledge mode; empty = kb/prompts/general.txt."
     )

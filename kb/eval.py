@@ -94,14 +94,17 @@ def first_hit_rank(texts: list[str], evidence: tuple[str, ...]) -> int | None:
     return None
 
 
-def run_retrieval(base, questions: list[Question], mode: str | None = None, k: int = 10) -> list[Outcome]:
-    """Search every answerable question once; time each search."""
+def run_retrieval(base, questions: list[Question], mode: str | None = None, k: int = 10,
+                  translations: dict[str, str] | None = None) -> list[Outcome]:
+    """Search every answerable question once; time each search. `translations` (question id -> the
+    question in the other language) are searched too and fused, as answer.translate_query does."""
     outcomes = []
     for q in questions:
         if not q.evidence:
             continue
+        also = [translations[q.id]] if translations and q.id in translations else None
         start = time.perf_counter()
-        hits = base.search(q.question, k=k, mode=mode)
+        hits = base.search(q.question, k=k, mode=mode, also=also)
         seconds = time.perf_counter() - start
         outcomes.append(Outcome(q, first_hit_rank([h.text for h in hits], q.evidence), seconds,
                                 [h.path for h in hits]))

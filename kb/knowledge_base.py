@@ -18,8 +18,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from kb.config import Settings, load_settings
-from kb.errors import ConfigError, EmbedderMismatchError, KBError, KBNotFoundError, LockedError
+from kb.config import DEFAULT_EMBEDDER, Settings, load_settings
+from kb.errors import ConfigError, EmbedderMismatchError, KBError, KBNotFoundError, LockedError, ModelError
 from kb.store import MANIFEST_FORMAT, MANIFEST_VERSION, Store, read_manifest, write_json_atomic
 from kb.types import DocumentInfo, Hit
 
@@ -130,9 +130,14 @@ class KnowledgeBase:
 
         built = self.manifest["embedder"]
         want = self.settings.embedding
-        named = {f for f in ("model", "query_prefix", "passage_prefix") if f in want.model_fields_set}
         mine = {"model": built["model"], "query_prefix": built.get("query_prefix", ""),
                 "passage_prefix": built.get("passage_prefix", "")}
+        # Named means set in a config file, a KB_* variable or code, and not to kb's default model or to
+        # the model's own prefixes (None): copies of the settings (the app's) carry those without choosing.
+        named = {f for f in ("model", "query_prefix", "passage_prefix")
+                 if f in want.model_fields_set and getattr(want, f) is not None}
+        if want.model == DEFAULT_EMBEDDER:
+            named.discard("model")
         if any(getattr(want, f) != mine[f] for f in named):
             raise EmbedderMismatchError(
                 f"embedding model '{want.model}' (prefixes {want.query_prefix!r}/{want.passage_prefix!r}) does "
@@ -141,7 +146,16 @@ class KnowledgeBase:
                 f"--rebuild` to re-embed it with the configured model, or remove embedding.model from your "
                 "settings to keep the KB's own"
             )
-        return get_embedder(want.model_copy(update=mine), self.settings.models_dir)
+        try:
+            return get_embedder(want.model_copy(update=mine), self.settings.models_dir)
+        except ModelError as e:
+            if built["model"] == want.model:
+                raise
+            raise EmbedderMismatchError(
+                f"KB '{self.name}' was built with embedding model '{built['model']}', which cannot be loaded "
+                f"here ({e}); make that model available, or run `kb ingest PATH --kb {self.name} --rebuild` "
+                f"to re-embed the KB with '{want.model}'"
+            ) from e
 
     # -- writing -------------------------------------------------------------------------------
     def ingest(self, *paths: str | Path, prune: bool = False, rebuild: bool = False, wait: float = 0,
@@ -221,11 +235,13 @@ class KnowledgeBase:
     # -- reading ---------------------------------------------------------------------------------
     def search(self, query: str, k: int | None = None, *, mode: str | None = None,
                paths: list[str] | None = None, file_types: list[str] | None = None,
-               doc_ids: list[str] | None = None, rerank: bool | None = None) -> list[Hit]:
+               doc_ids: list[str] | None = None, rerank: bool | None = None,
+               also: list[str] | None = None) -> list[Hit]:
         """The k most relevant passages, best first; each Hit has file, page, section and a 0..1 score.
 
         paths (globs or folders), file_types ('pdf') and doc_ids restrict the search; rerank=False skips
-        a configured reranker, rerank=True requires one."""
+        a configured reranker, rerank=True requires one; `also` holds other wordings of the query (a
+        translation) whose rankings are fused with the query's."""
         from kb.search import Filter, search
 
         if not query or not query.strip():
@@ -249,7 +265,13 @@ class KnowledgeBase:
 
         where = Filter(tuple(paths or ()), tuple(file_types or ()), tuple(doc_ids or ()))
         with self._lock:
-            return search(self._store, embed, query, settings, k or settings.k, mode, where, reranker)
+            return search(self._store, embed, query, settings, k or settings.k, mode, where, reranker,
+                          also=tuple(q for q in (also or ()) if q and q.strip()))
+
+    def languages(self) -> dict[str, int]:
+        """How many chunks of each language ('en', 'zh') the KB holds."""
+        with self._lock:
+            return dict(self._store.dense_index().centering.counts)
 
     def documents(self) -> list[DocumentInfo]:
         with self._lock:

@@ -88,6 +88,15 @@ def rewrite_messages(settings: AnswerSettings, question: str, history: list[tupl
             Message("user", f"Conversation:\n{convo}\n\nLast question: {question}\n\nStandalone question:")]
 
 
+_TARGET = {"en": "English", "zh": "Simplified Chinese (简体中文)"}
+
+
+def translate_messages(settings: AnswerSettings, question: str, target: str) -> list[Message]:
+    """Ask the model to translate a search question into `target` ('en' or 'zh')."""
+    system = prompt_text(settings, "translate_prompt", "translate.txt").replace("{target}", _TARGET[target])
+    return [Message("system", system), Message("user", question)]
+
+
 def general_messages(settings: AnswerSettings, question: str, history: list[tuple[str, str]]) -> list[Message]:
     messages = [Message("system", prompt_text(settings, "general_prompt", "general.txt"))]
     for q, a in history:

@@ -13,8 +13,8 @@ import re
 
 from kb.config import AnswerSettings
 from kb.keywords import query_terms
-from kb.lang import has_cjk
-from kb.prompts import rewrite_messages
+from kb.lang import LANGUAGES, has_cjk, language
+from kb.prompts import rewrite_messages, translate_messages
 
 
 def rule_rewrite(question: str, history: list[tuple[str, str]], turns: int = 1) -> str:
@@ -83,3 +83,27 @@ def rewrite(settings: AnswerSettings, backend, question: str, history: list[tupl
             return cleaned, "model"
         return rule_rewrite(question, history), "rule-fallback"
     return rule_rewrite(question, history), "rule"
+
+
+def wants_translation(settings: AnswerSettings, backend, lang: str, kb_languages: dict[str, int]) -> bool:
+    """Whether to search a translation of a `lang` question too (resolving answer.translate_query: auto)."""
+    if settings.translate_query == "off" or backend is None:
+        return False
+    other = _other(lang)
+    if settings.translate_query == "on":
+        return True
+    return set(LANGUAGES) <= set(getattr(backend, "languages", ())) and kb_languages.get(other, 0) > 0
+
+
+def translate_query(settings: AnswerSettings, backend, query: str, lang: str) -> str | None:
+    """The query in the other language, written by the model; None when the reply is not a translation."""
+    target = _other(lang)
+    reply = backend.generate(translate_messages(settings, query, target), max_new_tokens=96, temperature=0)
+    cleaned = clean_model_rewrite(reply, query)
+    if not cleaned or language(cleaned) != target or cleaned.strip() == query.strip():
+        return None
+    return cleaned
+
+
+def _other(lang: str) -> str:
+    return "en" if lang == "zh" else "zh"

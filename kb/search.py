@@ -51,28 +51,37 @@ def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int) 
 
 
 def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k: int,
-           mode: str | None = None, where: Filter | None = None, reranker=None) -> list[Hit]:
+           mode: str | None = None, where: Filter | None = None, reranker=None, also: tuple[str, ...] = ()) -> list[Hit]:
     """Top-k hits for a query.
 
     `embed_query(text) -> (vector, readable)` is only called when dense search runs; `readable` (0..1)
     is the share of the query the embedding model can read, and scales the dense ranking's fusion
     weight (an English-only model sees a Chinese query as unknown tokens). `reranker(query, texts) ->
-    scores in [0, 1]` re-scores the fused candidates when given."""
+    scores in [0, 1]` re-scores the fused candidates when given. `also` holds other wordings of the query
+    (a translation): each adds its own rankings, fused like the query's (dense and bm25 modes keep each
+    chunk's best score)."""
     mode = mode or settings.mode
     n = max(settings.candidates, k, settings.rerank_candidates if reranker else 0)
     doc_ids = None
     if where:
         doc_ids = store.matching_documents(list(where.paths) or None, list(where.file_types) or None,
                                            list(where.doc_ids) or None)
-    rankings, raw, readable = _rank(store, embed_query, query, mode, n, doc_ids)
+    rankings: dict[str, list[int]] = {}
+    raw: dict[str, dict[int, float]] = {}
+    weights: dict[str, float] = {}
+    for i, text in enumerate((query, *also)):
+        suffix = f"@{i}" if i else ""  # "dense", "bm25" for the query; "dense@1", ... for a translation
+        ranks, scores, readable = _rank(store, embed_query, text, mode, n, doc_ids)
+        rankings.update({name + suffix: ids for name, ids in ranks.items()})
+        raw.update({name + suffix: s for name, s in scores.items()})
+        weights.update({"dense" + suffix: settings.dense_weight * readable, "bm25" + suffix: settings.bm25_weight})
 
     if mode == "hybrid":
-        weights = {"dense": settings.dense_weight * readable, "bm25": settings.bm25_weight}
         scored = rrf_fuse(rankings, weights, settings.rrf_k)
     elif mode == "dense":
-        scored = [(cid, max(0.0, s)) for cid, s in raw["dense"].items()]
+        scored = _best_of([{cid: max(0.0, s) for cid, s in r.items()} for r in raw.values()])
     else:
-        scored = [(cid, s / (s + 1.0)) for cid, s in raw["bm25"].items()]
+        scored = _best_of([{cid: s / (s + 1.0) for cid, s in r.items()} for r in raw.values()])
 
     pool = scored[:settings.rerank_candidates] if reranker else scored
     rows = store.chunks_by_id([cid for cid, _ in pool])
@@ -88,6 +97,15 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     if settings.neighbors:
         hits = [_expand(store, h, rows[h.chunk_id]["ordinal"], settings.neighbors) for h in hits]
     return hits
+
+
+def _best_of(scores: list[dict[int, float]]) -> list[tuple[int, float]]:
+    """Each chunk's best score over several rankings, best first."""
+    best: dict[int, float] = {}
+    for one in scores:
+        for cid, s in one.items():
+            best[cid] = max(s, best.get(cid, s))
+    return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _rank(store, embed_query, query, mode, n, doc_ids):

@@ -42,6 +42,9 @@ class ChatBackend(ABC):
 
     name: str = "backend"
     context_window: int = 2048
+    # The languages the model can write an answer (or a translation) in. The core asks this instead of
+    # checking model names: e.g. query translation runs only for a model that writes both.
+    languages: tuple[str, ...] = ("en", "zh")
 
     @abstractmethod
     def stream(

@@ -34,6 +34,13 @@ def packaged_model() -> Path:
     raise ModelError(f"the package '{dist}' has no {name}; reinstall it with: pip install --force-reinstall {dist}")
 
 
+def _is_packaged(path: Path) -> bool:
+    try:
+        return path.resolve() == packaged_model().resolve()
+    except ModelError:
+        return False
+
+
 class GGUFBackend(ChatBackend):
     """A llama.cpp chat model."""
 
@@ -63,6 +70,8 @@ class GGUFBackend(ChatBackend):
         self.adapter = str(lora or "")
         self.context_window = self.llm.n_ctx()
         self.path = path
+        if _is_packaged(path):
+            self.languages = ("en",)  # SmolLM2-135M: English only
         self.defaults = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:

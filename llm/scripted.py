@@ -23,9 +23,11 @@ class ScriptedBackend(ChatBackend):
 
     name = "scripted"
 
-    def __init__(self, replies: list[str] | None = None, context_window: int = 4096) -> None:
+    def __init__(self, replies: list[str] | None = None, context_window: int = 4096,
+                 languages: tuple[str, ...] = ("en",)) -> None:
         self.replies = list(replies or [])
         self.context_window = context_window
+        self.languages = tuple(languages)
         self.calls: list[list[Message]] = []
 
     def _reply(self, messages: list[Message]) -> str:

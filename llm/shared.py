@@ -25,6 +25,7 @@ class SharedBackend(ChatBackend):
         self.inner = inner
         self.name = inner.name
         self.context_window = inner.context_window
+        self.languages = inner.languages
         self._lock = None if parallel else threading.Lock()
         self._tokens_lock = threading.Lock()
 

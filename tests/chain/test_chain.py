@@ -90,9 +90,10 @@ def test_model_saying_the_passages_lack_the_answer_is_not_found(open_kb):
 
 
 def test_follow_up_is_rewritten_by_rule_and_finds_the_right_section(open_kb):
-    kb = open_kb(["You request a key from the IT desk [1].", "They expire after 180 days [1]."])
+    kb = open_kb(["Backups are kept for 30 days [1].", "You request a key from the IT desk [1].",
+                  "They expire after 180 days [1]."])
     bare = kb.ask("How long are they valid?")
-    assert bare.status == "refused"  # on its own the follow-up matches nothing well enough
+    assert bare.query == "How long are they valid?"  # a first question is searched as it is
     chat = kb.chat()
     chat.ask("How do remote staff get a VPN key?")
     second = chat.ask("How long are they valid?")

@@ -67,15 +67,19 @@ def test_empty_query_and_bad_mode(base):
 
 
 def test_unreadable_query_part_is_dropped_before_embedding(settings):
+    from kb.config import MINILM_EMBEDDER, EmbeddingSettings
     from kb.ingest.embed import get_embedder
 
-    embedder = get_embedder(settings.embedding)
-    kept, unknown = embedder.readable("请问鲟鱼 json.dumps 乱码")
+    minilm = get_embedder(EmbeddingSettings(model=MINILM_EMBEDDER))  # English only: Chinese is [UNK]
+    kept, unknown = minilm.readable("请问鲟鱼 json.dumps 乱码")
     assert "json.dumps" in kept and "鲟" not in kept and unknown > 0.3
-    assert embedder.readable("plain English question") == ("plain English question", 0.0)
+    assert minilm.readable("plain English question") == ("plain English question", 0.0)
+    bilingual = get_embedder(settings.embedding, settings.models_dir)
+    assert bilingual.readable("请问鲟鱼 json.dumps 乱码") == ("请问鲟鱼 json.dumps 乱码", 0.0)
 
 
-def test_chinese_query_leans_on_keywords_with_an_english_only_embedder(base):
-    # MiniLM reads Chinese as [UNK]: its dense ranking is noise, so fusion follows BM25.
-    assert [h.chunk_id for h in base.search("渡轮几点从码头出发", k=2)][:1] == \
-        [h.chunk_id for h in base.search("渡轮几点从码头出发", k=2, mode="bm25")][:1]
+def test_the_default_embedder_reads_chinese_queries(base):
+    # all-MiniLM-L6-v2 read Chinese as [UNK], so only BM25 could rank a Chinese question; e5 reads it.
+    top = base.search("去小岛的船多久一班？", k=1, mode="dense")[0]
+    assert top.path.endswith("zh.md") or top.path.endswith("en.md")
+    assert not base.search("去小岛的船多久一班？", k=3, mode="dense")[0].path.endswith("other.md")
