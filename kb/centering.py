@@ -10,13 +10,18 @@ alone, while same-language questions moved by at most 0.06 either way (within th
 
 The means belong to one knowledge base and one commit: kb.store fits them when it builds the dense
 index and records them next to it. A language with fewer than MIN_CHUNKS chunks has no reliable mean
-of its own and uses the KB's overall mean; a KB with fewer chunks than that is not centred at all.
+of its own: it gets the KB's overall mean (or, in a KB too small for that, the prior's average) moved
+by the language's offset in the *prior*: the embedder's mean vectors of 160 generic sentences in each
+language (kb/data/lang_reference.jsonl, embedded once per KB when it is first ingested). Without a prior
+(KBs built before it existed), such a language uses the KB's overall mean, and a KB with fewer than
+MIN_CHUNKS chunks is not centred at all.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -58,10 +63,22 @@ class Centering:
                    {k: int(v) for k, v in data["counts"].items()})
 
 
-def fit(vectors: np.ndarray, langs: list[str]) -> Centering:
-    """The means of a KB's chunk vectors, per language where a language has enough chunks."""
+def fit(vectors: np.ndarray, langs: list[str], prior: dict[str, np.ndarray] | None = None) -> Centering:
+    """The means of a KB's chunk vectors per language where a language has enough chunks; else the KB's
+    (or the prior's) overall mean moved by the prior's language offset. `prior`: language -> mean vector
+    of the embedder over generic text (see reference_means)."""
     labels = np.asarray(langs)
     counts = {lang: int((labels == lang).sum()) for lang in LANGUAGES}
+    prior = {k: v for k, v in (prior or {}).items() if k in LANGUAGES}
+    if len(prior) == len(LANGUAGES):
+        prior_avg = np.mean([prior[lang] for lang in LANGUAGES], axis=0)
+        base = vectors.mean(axis=0) if len(vectors) >= MIN_CHUNKS else prior_avg
+        means = {"all": base.astype(np.float32)}
+        for lang in LANGUAGES:
+            own = counts[lang] >= MIN_CHUNKS
+            means[lang] = (vectors[labels == lang].mean(axis=0) if own else base + prior[lang] - prior_avg
+                           ).astype(np.float32)
+        return Centering(means, counts)
     if len(vectors) < MIN_CHUNKS:
         return Centering({}, counts)
     means = {"all": vectors.mean(axis=0).astype(np.float32)}
@@ -69,6 +86,14 @@ def fit(vectors: np.ndarray, langs: list[str]) -> Centering:
         if counts[lang] >= MIN_CHUNKS:
             means[lang] = vectors[labels == lang].mean(axis=0).astype(np.float32)
     return Centering(means, counts)
+
+
+def reference_means(encode) -> dict[str, np.ndarray]:
+    """An embedder's mean passage vector per language over kb's generic reference sentences.
+    `encode(texts) -> normalised vectors` (the embedder's passage encoding)."""
+    path = Path(__file__).with_name("data") / "lang_reference.jsonl"
+    pairs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {lang: np.asarray(encode([p[lang] for p in pairs]), dtype=np.float32).mean(axis=0) for lang in LANGUAGES}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

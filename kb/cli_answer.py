@@ -76,6 +76,8 @@ def _report(answer) -> None:
         for p in cited:
             note = "  (attributed by kb: no marker)" if p.n in inferred else ""
             out.print(f"  [{p.n}] {p.location}{note}", markup=False, soft_wrap=True)
+    if answer.translation:
+        err.print(f"also searched, translated by the model: {answer.translation}", markup=False)
     if answer.dropped_markers:
         err.print(f"dropped markers that point at no passage: {sorted(set(answer.dropped_markers))}")
     if answer.unsupported:

@@ -171,6 +171,7 @@ class KnowledgeBase:
                 return self._rebuild(roots, prune, progress)
             self._check_chunking()
             chunking = self.manifest["chunking"]
+            _record_language_prior(self._store, self.embedder)
             return run_ingest(self._store, self.embedder, roots, max_tokens=chunking["max_tokens"],
                               overlap_tokens=chunking["overlap_tokens"], prune=prune, progress=progress,
                               limits=self._limits())
@@ -193,6 +194,7 @@ class KnowledgeBase:
         keep = [Path(d.path) for d in self._store.documents() if Path(d.path).exists()]
         store = Store(fresh, read_manifest(fresh)["embedder"]["dim"])
         try:
+            _record_language_prior(store, self._fresh_embedder)
             report = run_ingest(store, lambda: self._fresh_embedder(), roots + ([] if prune else keep),
                                 max_tokens=self.settings.chunking.max_tokens,
                                 overlap_tokens=self.settings.chunking.overlap_tokens, prune=False,
@@ -378,6 +380,14 @@ def _create(folder: Path, settings: Settings) -> None:
         "chunking": settings.chunking.model_dump(),
         "created_at": time.time(),
     })
+
+
+def _record_language_prior(store: Store, embedder) -> None:
+    """Embed kb's generic reference sentences once per KB (a few seconds) for language centring."""
+    if store.language_prior() is None:
+        from kb.centering import reference_means
+
+        store.set_language_prior(reference_means(embedder().encode))
 
 
 def _recover_swap(folder: Path) -> None:

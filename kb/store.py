@@ -56,6 +56,7 @@ _COLUMNS = {
     "chunks": ["chunk_id", "doc_id", "ordinal", "text", "section", "page", "char_start", "char_end", "vector"],
 }
 _FAISS_DIGEST = "faiss_file"  # meta key: "<generation>:<blake2b of the FAISS file kb wrote>"
+_PRIOR = "language_prior"  # meta key: JSON of the embedder's per-language means over generic text
 _CENTERING = "centering"  # meta key: "<generation>:<JSON of the per-language means the FAISS file holds>"
 
 
@@ -333,9 +334,24 @@ class Store:
         rows = self._db.execute("SELECT chunk_id, vector, text FROM chunks").fetchall()
         ids, vectors = dense.vectors_from_rows(((r[0], r[1]) for r in rows), self.dim, self.db_path)
         langs = [language(r[2]) for r in rows]
-        centering = fit_centering(vectors, langs)
+        centering = fit_centering(vectors, langs, self.language_prior())
         hnsw = len(ids) > self.hnsw_threshold
         return dense.build_index(ids, centering.vectors(vectors, langs), hnsw), centering
+
+    def language_prior(self) -> dict[str, np.ndarray] | None:
+        """The embedder's per-language mean vectors over generic text, if recorded (kb.centering)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (_PRIOR,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return {k: np.asarray(v, dtype=np.float32) for k, v in json.loads(row[0]).items()}
+        except (ValueError, TypeError, AttributeError):
+            return None
+
+    def set_language_prior(self, prior: dict[str, np.ndarray]) -> None:
+        """Record the language prior (once per KB: it depends only on the embedder)."""
+        data = json.dumps({k: [round(float(x), 7) for x in v] for k, v in prior.items()})
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PRIOR, data))
 
     def _recorded_centering(self, gen: int) -> Centering | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (_CENTERING,)).fetchone()

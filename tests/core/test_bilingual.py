@@ -49,6 +49,34 @@ def test_small_kbs_and_single_languages_are_not_centred_by_noise():
     assert np.array_equal(english.shift("zh"), english.means["all"])
 
 
+def test_a_small_kb_is_centred_by_the_prior_language_offset():
+    # Three chunks: too few for means of their own. The prior (the embedder's means over generic text in
+    # each language) carries the language offset, so a Chinese question still finds the English chunk.
+    prior = {"en": _unit([0, 0, 0, 1]), "zh": _unit([0, 0, 1, 0])}
+    vectors = np.stack([_unit([1, 0, 0, 2]), _unit([0, 1, 2, 0]), _unit([0.2, 1, 2, 0])])
+    langs = ["en", "zh", "zh"]
+    centring = fit(vectors, langs, prior)
+    assert set(centring.means) == {"all", "en", "zh"}
+    assert np.allclose(centring.means["zh"] - centring.means["en"], prior["zh"] - prior["en"], atol=1e-6)
+    question = _unit([1, 0, 2, 0])
+    assert int(np.argmax(vectors @ question)) != 0
+    assert int(np.argmax(centring.vectors(vectors, langs) @ centring.query(question, "zh"))) == 0
+
+
+def test_the_prior_comes_from_kbs_reference_sentences():
+    from kb.centering import reference_means
+
+    seen = []
+
+    def encode(texts):
+        seen.append(texts)
+        return np.ones((len(texts), 3), dtype=np.float32)
+
+    means = reference_means(encode)
+    assert set(means) == {"en", "zh"} and len(seen[0]) == len(seen[1]) >= 100
+    assert not any("\u4e00" <= ch <= "\u9fff" for t in seen[0] for ch in t)  # English side first
+
+
 @pytest.fixture(scope="module")
 def mixed_kb(tmp_path_factory, shared_models_dir):
     """English notes and Chinese notes, enough of each for the KB's own language means."""
