@@ -351,7 +351,11 @@ class Store:
     def set_language_prior(self, prior: dict[str, np.ndarray]) -> None:
         """Record the language prior (once per KB: it depends only on the embedder)."""
         data = json.dumps({k: [round(float(x), 7) for x in v] for k, v in prior.items()})
+        self._db.execute("BEGIN IMMEDIATE")
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PRIOR, data))
+        self._db.execute("DELETE FROM meta WHERE key=?", (_CENTERING,))  # refit with the prior
+        self._db.execute("COMMIT")
+        self._index = None
 
     def _recorded_centering(self, gen: int) -> Centering | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (_CENTERING,)).fetchone()

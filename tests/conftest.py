@@ -15,7 +15,6 @@ import pytest
 
 from kb.config import Settings
 
-
 MODELS_ENV = "KB_EMBEDDING__CACHE_DIR"
 
 
