@@ -93,6 +93,10 @@ def ensure_built(models_dir: Path, progress: Callable[[str], None] | None = None
             if folder.exists():
                 shutil.rmtree(folder)  # an incomplete or older build
             os.replace(tmp, folder)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ModelError(f"cannot build the embedder '{NAME}' in {models_dir} ({e}); it needs about 540 MB "
+                             "of disk: free space there, or set embedding.cache_dir to another folder") from e
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

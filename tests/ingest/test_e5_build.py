@@ -169,7 +169,7 @@ def test_a_failed_build_leaves_no_folder(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("kb.ingest.e5_onnx.write_onnx", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ModelError, match="disk full.*embedding.cache_dir"):
         e5_build.ensure_built(tmp_path, progress=lambda message: None)
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 
 def kb_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KB_")}
+    # A user's own KB_HOME, but the test session's models folder (tests/conftest.py): building the default
+    # embedder in every KB_HOME would cost each `kb` call 10 s and 520 MB of disk.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KB_") or k == "KB_EMBEDDING__CACHE_DIR"}
     return {**env, "KB_HOME": str(home), "KB_CONFIG": str(home / "none.yaml"), **extra}
 
 
