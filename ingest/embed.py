@@ -31,11 +31,6 @@ SMALL_BATCH = 8
 # multilingual-e5-small, on the dev set (tests/bench/bench_refusal.py): English 0.835 refuses 2/5
 # unanswerable questions and 0/28 answerable ones whose answer was retrieved; Chinese 0.875: 3/5 and 1/28.
 REFUSAL_SIMILARITY = {DEFAULT_EMBEDDER: {"en": 0.835, "zh": 0.875}, MINILM_EMBEDDER: {"en": 0.4, "zh": 0.4}}
-# Whether a chunk's vector is made from its text under its heading path (as the keyword index always is)
-# or from its text alone. multilingual-e5-small ranks better on the text alone: dense hit@5 on the dev
-# set's English questions 0.41 -> 0.49 and Chinese ones 0.45 -> 0.53 (same chunks, re-embedded both ways).
-# Other models keep the heading path, as all-MiniLM-L6-v2 was tuned with it.
-HEADINGS_IN_VECTORS = {DEFAULT_EMBEDDER: False}
 _cache: dict[tuple, Embedder] = {}
 _cache_lock = threading.Lock()
 
@@ -164,10 +159,6 @@ class Embedder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.token_counter(texts)
-
-    def passage_text(self, chunk, title: str) -> str:
-        """What this model embeds for a chunk: its text, under its heading path for most models."""
-        return chunk.embedding_text(title) if HEADINGS_IN_VECTORS.get(self.model_id, True) else chunk.text
 
     def refusal_similarity(self, lang: str) -> float:
         """The calibrated refusal threshold for questions in `lang` (0.0: none known for this model)."""

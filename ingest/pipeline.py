@@ -274,7 +274,7 @@ def _parse_one(path: Path, st, old, count_tokens, split):
 def _write(store: Store, model: Embedder, pending: list[_Parsed], report: IngestReport, notify) -> None:
     if not pending:
         return
-    texts = [model.passage_text(c, p.info.title) for p in pending for c in p.chunks]
+    texts = [t for p in pending for t in p.keyword_texts]
     vectors = model.encode(texts)
     notify(Progress("embedded", chunks=len(texts)))
     offset = 0

@@ -33,8 +33,7 @@ class Chunk:
     char_end: int
 
     def embedding_text(self, title: str) -> str:
-        """What the keyword index (and most embedders, see kb.ingest.embed.HEADINGS_IN_VECTORS) see: the
-        passage under its headings (or title)."""
+        """What the embedder and the keyword index see: the passage under its headings (or title)."""
         head = self.section or title
         return f"{head}\n{self.text}" if head else self.text
 

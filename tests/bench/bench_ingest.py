@@ -87,7 +87,7 @@ def _measure(model: str, corpus: Path, models: Path) -> dict:
         t0 = time.perf_counter()
         again = base.ingest(corpus)
         again_s = time.perf_counter() - t0
-        texts = _embedding_texts(base.folder / "meta.sqlite", embedder)
+        texts = _embedding_texts(base.folder / "meta.sqlite")
         t0 = time.perf_counter()
         embedder.encode(texts)
         encode_s = time.perf_counter() - t0
@@ -107,14 +107,14 @@ def _measure(model: str, corpus: Path, models: Path) -> dict:
     return result
 
 
-def _embedding_texts(db_path: Path, embedder) -> list[str]:
-    """The exact strings the pipeline embedded (embedder.passage_text of each chunk)."""
+def _embedding_texts(db_path: Path) -> list[str]:
+    """The exact strings the pipeline embedded: each chunk under its heading path (or document title)."""
     from kb.types import Chunk
 
     db = sqlite3.connect(db_path)
     rows = db.execute("SELECT c.text, c.section, d.title FROM chunks c JOIN documents d USING (doc_id)").fetchall()
     db.close()
-    return [embedder.passage_text(Chunk(0, "", 0, text, section, None, 0, 0), title) for text, section, title in rows]
+    return [Chunk(0, "", 0, text, section, None, 0, 0).embedding_text(title) for text, section, title in rows]
 
 
 if __name__ == "__main__":
