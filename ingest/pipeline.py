@@ -178,7 +178,7 @@ def run_ingest(
             _done(report, notify, FileResult(path, "removed"))
     else:
         report.missing = gone
-    if report.changed:
+    if report.changed or not store.dense_index_saved():
         store.save_dense_index()
     report.seconds = time.perf_counter() - started
     return report

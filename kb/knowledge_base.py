@@ -387,8 +387,7 @@ def _record_language_prior(store: Store, embedder) -> None:
     if store.language_prior() is None:
         from kb.centering import reference_means
 
-        store.set_language_prior(reference_means(embedder().encode))
-        store.save_dense_index()  # refitted with the prior, even if the ingest then changes nothing
+        store.set_language_prior(reference_means(embedder().encode))  # the ingest saves the refitted index
 
 
 def _recover_swap(folder: Path) -> None:
