@@ -36,6 +36,7 @@ import numpy as np
 
 from kb.errors import ModelError
 from kb.ingest.e5_pack import PackedE5, Vocab
+from kb.ingest.onnx_embed import ONNX_FILE  # the file the ONNX runner looks for
 
 NAME = "multilingual-e5-small"
 BUILD_FORMAT = 1
@@ -43,7 +44,6 @@ BUILD_FORMAT = 1
 SOURCE_FILE = "e5-small-q4.bin"
 SOURCE_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 PROMPTS = {"query": "query: ", "passage": "passage: "}
-ONNX_FILE = "onnx/model_qint8.onnx"
 
 
 def packaged_file() -> Path:
