@@ -212,5 +212,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     """Run the API with uvicorn until Ctrl+C (one process: one model, shared by all requests)."""
     import uvicorn
 
+    from kb.ingest.embed import get_embedder
+
+    # The default embedder is built on first use (~10 s): do it now, not inside the first request.
+    get_embedder(settings.embedding, settings.models_dir)
     print(f"kb serve on http://{host}:{port} (API docs at /docs; Ctrl+C stops it)", flush=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

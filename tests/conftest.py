@@ -8,6 +8,8 @@ search can tell whether the right file (and page) came back.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -18,14 +20,19 @@ from kb.config import Settings
 MODELS_ENV = "KB_EMBEDDING__CACHE_DIR"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def shared_models_dir(tmp_path_factory) -> Path:
-    """One models folder for the whole session: kb builds its default embedder there once (~10 s)
-    instead of once per test KB_HOME. Subprocesses (`kb` commands) inherit the variable."""
-    folder = tmp_path_factory.mktemp("models")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(MODELS_ENV, str(folder))
-        yield folder
+def pytest_configure(config) -> None:
+    """One models folder for the whole run, set before collection: kb builds its default embedder there once
+    (~10 s) instead of once per test KB_HOME, and so do apps that test modules build at import time.
+    Subprocesses (`kb` commands) inherit the variable. An outside value is kept (a warm cache)."""
+    if MODELS_ENV not in os.environ:
+        folder = Path(tempfile.mkdtemp(prefix="kb-test-models-"))
+        os.environ[MODELS_ENV] = str(folder)
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+@pytest.fixture(scope="session")
+def shared_models_dir() -> Path:
+    return Path(os.environ[MODELS_ENV])
 
 
 @pytest.fixture
