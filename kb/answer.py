@@ -13,6 +13,7 @@ from typing import Any, Literal
 from kb.types import format_location
 
 Status = Literal["answered", "refused", "not_found", "general"]
+AnswerMode = Literal["generate", "extract"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,17 @@ class Citation:
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent in each step; `first_token` counts from the start of the call."""
+    """Seconds spent in each step; `first_token` counts from the start of the call. `load_model` and
+    `load_embedder` are the parts of the call spent loading them (0 when they were already loaded);
+    `prefill` is from the model call to its first piece (reading the prompt)."""
 
+    load_model: float = 0.0
+    load_embedder: float = 0.0
     rewrite: float = 0.0
     retrieve: float = 0.0
     pack: float = 0.0
     first_token: float | None = None
+    prefill: float | None = None
     generate: float = 0.0
     total: float = 0.0
 
@@ -82,6 +88,8 @@ class Answer:
     prompt_tokens: int = 0
     timings: Timings = field(default_factory=Timings)
     translation: str | None = None  # the query in the other language, also searched (answer.translate_query)
+    answer_mode: AnswerMode = "generate"  # generate: written by the chat model; extract: quoted from the passages
+    repetition_stopped: bool = False  # the model started repeating itself; generation was stopped there
 
     @property
     def refused(self) -> bool:

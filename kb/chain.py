@@ -62,14 +62,33 @@ def merge_hits(hits: list[Hit], span_text) -> list[Passage]:
     return out
 
 
+# Budgets for a small model (under SMALL_MODEL parameters, e.g. the embedded SmolLM2-135M): it answers best
+# from a short prompt of the few best passages, and a short answer leaves it less room to wander.
+SMALL_MODEL = 1_000_000_000
+SMALL_ANSWER_TOKENS = 192
+SMALL_CONTEXT_TOKENS = 1024
+ANSWER_TOKENS = 384
+
+
+def answer_budget(backend, settings: AnswerSettings) -> tuple[int, int]:
+    """(answer tokens, prompt cap in tokens) for this model: the settings where set, else fit to its size."""
+    small = backend.parameters is not None and backend.parameters < SMALL_MODEL
+    answer = settings.answer_tokens or (SMALL_ANSWER_TOKENS if small else ANSWER_TOKENS)
+    cap = settings.max_context_tokens
+    if cap is None:
+        cap = SMALL_CONTEXT_TOKENS + answer if small else 0
+    window = backend.context_window
+    return answer, min(window, cap) if cap else window
+
+
 def fit(backend, settings: AnswerSettings, question: str, candidates: list[Passage],
         history: list[tuple[str, str]], lang: str) -> tuple[list[Passage], list[Passage], list, int]:
     """Choose the passages (best first) and history turns that fit the window minus the answer budget.
 
     Returns (numbered passages, left-out passages, messages, prompt tokens)."""
     window = backend.context_window
-    cap = min(window, settings.max_context_tokens) if settings.max_context_tokens else window
-    budget = cap - settings.answer_tokens
+    answer_tokens, cap = answer_budget(backend, settings)
+    budget = cap - answer_tokens
     history = _trim_history(backend, settings, history)
 
     def render(ps: list[Passage], hist) -> tuple[list, int]:
@@ -82,7 +101,7 @@ def fit(backend, settings: AnswerSettings, question: str, candidates: list[Passa
         messages, used = render([], history)
     if used > budget:
         raise KBError(f"the question alone takes {used} tokens, more than the {budget} the model's window "
-                      f"({window}) leaves after answer.answer_tokens={settings.answer_tokens}; shorten it or "
+                      f"({window}) leaves after answer.answer_tokens={answer_tokens}; shorten it or "
                       "lower answer.answer_tokens")
     chosen: list[Passage] = []
     left_out: list[Passage] = []
@@ -186,7 +205,7 @@ def _generate(chat_model, backend, settings: AnswerSettings, s: dict) -> Iterato
             pieces.append(prompts.GENERAL_LABEL[s["lang"]])
             yield pieces[0]
         lc = [_LC[m.role](content=m.content) for m in s["messages"]]
-        for chunk in chat_model.stream(lc, max_new_tokens=settings.answer_tokens):
+        for chunk in chat_model.stream(lc, max_new_tokens=answer_budget(backend, settings)[0]):
             piece = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
             if not piece:
                 continue

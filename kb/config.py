@@ -149,13 +149,23 @@ class AnswerSettings(BaseModel):
         6, ge=1, le=50, description="Passages retrieved for an answer; as many as fit the model's window are "
         "packed into the prompt, best first, and the Answer lists the ones left out."
     )
-    answer_tokens: int = Field(
-        384, ge=16, description="Tokens reserved for the answer (the longest answer); the prompt gets the "
-        "model's window minus this minus the history."
+    mode: Literal["auto", "generate", "extract"] = Field(
+        "auto", description="How the answer is written: generate (the chat model writes it from the passages), "
+        "extract (no model call: the passages' sentences and table rows that best answer the question, quoted "
+        "with their [n] markers, in the documents' language), or auto = generate when the chat model writes "
+        "the question's language and reads the passages' language (ChatGLM2, HF and OpenAI-compatible models "
+        "write Chinese and English; the embedded SmolLM2 only English), extract otherwise, and also when no "
+        "chat model is installed."
     )
-    max_context_tokens: int = Field(
-        0, ge=0, description="Cap on the prompt (passages + history + instructions), in the model's tokens; "
-        "0 = the model's whole window. A smaller cap answers faster on a CPU."
+    answer_tokens: int | None = Field(
+        None, ge=16, description="Tokens reserved for the answer (the longest answer); the prompt gets the "
+        "model's window minus this minus the history. Unset: fit to the model (small CPU models such as the "
+        "embedded SmolLM2-135M get a short budget, others 384)."
+    )
+    max_context_tokens: int | None = Field(
+        None, ge=0, description="Cap on the prompt (passages + history + instructions), in the model's tokens; "
+        "0 = the model's whole window. Unset: fit to the model (a small model reads a short prompt of the "
+        "best few passages; others get their whole window). A smaller cap answers faster on a CPU."
     )
     history_turns: int = Field(3, ge=0, description="Past question/answer turns kept in a chat's prompt.")
     history_tokens: int = Field(

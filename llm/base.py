@@ -45,6 +45,9 @@ class ChatBackend(ABC):
     # The languages the model can write an answer (or a translation) in. The core asks this instead of
     # checking model names: e.g. query translation runs only for a model that writes both.
     languages: tuple[str, ...] = ("en", "zh")
+    # Parameters of the model, where known (None: unknown, e.g. a remote server). A small model gets a short
+    # answer budget and a short prompt by default (kb.chain.answer_budget).
+    parameters: int | None = None
 
     @abstractmethod
     def stream(

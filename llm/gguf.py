@@ -69,6 +69,7 @@ class GGUFBackend(ChatBackend):
                              + (" LoRA made for this model" if lora else " model")) from e
         self.adapter = str(lora or "")
         self.context_window = self.llm.n_ctx()
+        self.parameters = int(llama_cpp.llama_model_n_params(self.llm.model))
         self.path = path
         if _is_packaged(path):
             self.languages = ("en",)  # SmolLM2-135M: English only
