@@ -29,6 +29,7 @@ from kb.config import AnswerSettings
 from kb.errors import KBError
 from kb.lang import language
 from kb.llm.langchain_adapter import as_chat_model
+from kb.loop_guard import LoopGuard
 from kb.rewrite import rewrite, translate_query, wants_translation
 from kb.types import Hit
 
@@ -195,7 +196,8 @@ def _passes_checks(kb, settings: AnswerSettings, query: str, hits: list[Hit]) ->
 def _generate(chat_model, backend, settings: AnswerSettings, s: dict) -> Iterator[Any]:
     """Stream the answer's pieces, then yield the state with the full text and timings."""
     start = time.perf_counter()
-    first = None
+    first = prefill = None
+    repeated = False
     pieces: list[str] = []
     if s["mode"] == "refuse":
         pieces.append(prompts.REFUSAL[s["lang"]])
@@ -204,27 +206,41 @@ def _generate(chat_model, backend, settings: AnswerSettings, s: dict) -> Iterato
         if s["mode"] == "general":
             pieces.append(prompts.GENERAL_LABEL[s["lang"]])
             yield pieces[0]
+        guard = LoopGuard()
         lc = [_LC[m.role](content=m.content) for m in s["messages"]]
-        for chunk in chat_model.stream(lc, max_new_tokens=answer_budget(backend, settings)[0]):
-            piece = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
-            if not piece:
-                continue
-            if first is None:
-                first = time.perf_counter() - s["t0"]
-            pieces.append(piece)
-            yield piece
-    timings = {**s["timings"], "first_token": first, "generate": time.perf_counter() - start}
-    yield {**s, "text": "".join(pieces), "timings": timings}
+        stream = chat_model.stream(lc, max_new_tokens=answer_budget(backend, settings)[0])
+        try:
+            for chunk in stream:
+                piece = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
+                if prefill is None and piece:
+                    prefill = time.perf_counter() - start
+                shown = guard.feed(piece)
+                if shown:
+                    first = first if first is not None else time.perf_counter() - s["t0"]
+                    pieces.append(shown)
+                    yield shown
+                if guard.stopped:  # the model repeats itself: stop it, show nothing more
+                    break
+        finally:
+            stream.close()
+        tail = guard.flush()
+        if tail:
+            first = first if first is not None else time.perf_counter() - s["t0"]
+            pieces.append(tail)
+            yield tail
+        repeated = guard.stopped
+    timings = {**s["timings"], "first_token": first, "prefill": prefill, "generate": time.perf_counter() - start}
+    yield {**s, "text": "".join(pieces), "timings": timings, "repeated": repeated}
 
 
 def _to_answer(s: dict, backend) -> Answer:
     t = s["timings"]
     timings = Timings(rewrite=t.get("rewrite", 0.0), retrieve=t.get("retrieve", 0.0), pack=t.get("pack", 0.0),
-                      first_token=t.get("first_token"), generate=t.get("generate", 0.0),
+                      first_token=t.get("first_token"), prefill=t.get("prefill"), generate=t.get("generate", 0.0),
                       total=time.perf_counter() - s["t0"])
     common = dict(question=s["question"], query=s["query"], translation=s.get("translation"), passages=tuple(s["passages"]),
                   left_out=tuple(s["left_out"]), language=s["lang"], backend=backend.name,
-                  prompt_tokens=s["prompt_tokens"], timings=timings)
+                  prompt_tokens=s["prompt_tokens"], timings=timings, repetition_stopped=s.get("repeated", False))
     if s["mode"] == "refuse":
         return Answer(text=s["text"], status="refused", **common)
     if s["mode"] == "general":
