@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kb.cli_answer import ask_command, chat_command
+from kb.cli_doctor import doctor_command
 from kb.cli_serve import app_command, serve_command
 from kb.config import Settings, config_path, load_settings
 from kb.errors import KBError
@@ -223,6 +224,7 @@ app.command("chat")(chat_command)
 
 app.command("serve")(serve_command)
 app.command("app")(app_command)
+app.command("doctor")(doctor_command)
 
 
 def _mount_optional_commands() -> None:

@@ -422,3 +422,21 @@ class Store:
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
+
+def saved_index_state(db: sqlite3.Connection, folder: Path) -> tuple[str, Path, bytes | None]:
+    """How the current generation's FAISS file stands, read through any connection (a read-only one will do):
+    (state, path, trusted bytes). state is 'saved' (kb wrote exactly these bytes, with their centring),
+    'missing' (no file, or none recorded for this generation: a crash before the write, or never saved) or
+    'damaged' (the bytes are not the ones kb wrote). Readers rebuild the index from meta.sqlite unless 'saved';
+    the same rule as Store.dense_index, for `kb doctor`."""
+    gen = int(db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+    path = folder / f"vectors-{gen}.faiss"
+    recorded = db.execute("SELECT value FROM meta WHERE key=?", (_FAISS_DIGEST,)).fetchone()
+    centering = db.execute("SELECT value FROM meta WHERE key=?", (_CENTERING,)).fetchone()
+    if recorded is None or not recorded[0].startswith(f"{gen}:") or not path.is_file():
+        return "missing", path, None
+    if centering is None or not centering[0].startswith(f"{gen}:"):
+        return "missing", path, None
+    data = path.read_bytes()
+    return ("saved", path, data) if recorded[0] == f"{gen}:{_digest(data)}" else ("damaged", path, None)

@@ -1,0 +1,198 @@
+"""`kb doctor`'s checks of $KB_HOME and each knowledge base in it (kb/doctor.py has the levels).
+
+A KB is read, never changed: its manifest as JSON, meta.sqlite through a read-only connection (no schema
+set-up, no lock), the FAISS file by the digest kb recorded for it (kb.store.saved_index_state) and, when
+that matches, by FAISS itself. The embedder is not loaded, and the write lock is looked up in /proc/locks
+(elsewhere: tried without waiting and let go at once). It leaves out the documents' files on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sqlite3
+from pathlib import Path
+from typing import NamedTuple
+
+from kb.config import DEFAULT_EMBEDDER, Settings
+from kb.dense import read_index
+from kb.doctor_models import TorchInfo, embedder_finding
+from kb.errors import IndexFormatError
+from kb.findings import LEVELS, Finding, Level
+from kb.knowledge_base import KnowledgeBase
+from kb.store import read_manifest, saved_index_state
+
+SECTION = "knowledge bases"
+
+
+class Problem(NamedTuple):
+    """One thing wrong with a KB: how bad, what (a sentence), which check found it, and the fix."""
+
+    level: Level
+    summary: str
+    check: str  # embedder, chunking, index, lock
+    fix: str
+
+
+def kb_findings(settings: Settings, t: TorchInfo) -> list[Finding]:
+    """$KB_HOME, then one finding per knowledge base in it."""
+    home = settings.home_dir
+    names = KnowledgeBase.names(settings)
+    if not home.is_dir():
+        text = f"{home} does not exist yet; `kb ingest PATH` creates it with a KB named '{settings.kb}'"
+    elif not names:
+        text = f"{home} holds no knowledge base yet; `kb ingest PATH --kb NAME` makes one"
+    else:
+        text = f"{home}: {len(names)} knowledge base{'s' if len(names) > 1 else ''}"
+    out = [Finding(SECTION, "KB_HOME", "ok", text, facts={"home": str(home), "kbs": names})]
+    return out + [kb_health(name, home / "kbs" / name, settings, t) for name in names]
+
+
+def kb_health(name: str, folder: Path, settings: Settings, t: TorchInfo) -> Finding:
+    """One knowledge base: counts, embedder, vector index and write lock, with a fix for each problem."""
+    label = f"kb {name}"
+    facts: dict = {"kb": name, "path": str(folder)}
+    try:
+        manifest = read_manifest(folder)
+        stats = _read_db(folder)
+    except (IndexFormatError, sqlite3.DatabaseError) as e:
+        fix = f"move {folder} away and run `kb ingest PATH --kb {name}` (kb cannot open or rebuild it as it is)"
+        return Finding(SECTION, label, "error", f"unreadable: {e}", fix=fix, facts=facts)
+    built = manifest["embedder"]
+    data = stats.pop("bytes")
+    docs = shlex.quote(stats.pop("folder") or "PATH")
+    index = _index_problem(name, stats, data, built["dim"], docs)
+    if index and stats["index"] == "saved":
+        stats["index"] = "unreadable"
+    facts.update(stats, embedder=built["model"], dim=built["dim"])
+    problems = [p for p in (
+        _embedder_problem(name, built, docs, settings, t),
+        _chunking_problem(name, manifest["chunking"], docs, settings),
+        index,
+        _lock_problem(name, folder),
+    ) if p]
+    summary = f"{stats['documents']} documents, {stats['chunks']} chunks, embedder {built['model']}"
+    if built["model"] != settings.embedding.model and not any(p.check == "embedder" for p in problems):
+        summary += (f" (its own; the settings' {settings.embedding.model} applies after "
+                    f"`kb ingest {docs} --kb {name} --rebuild`)")
+    if not index:
+        summary += "; vector index saved and verified"
+    level = max((p.level for p in problems), key=LEVELS.index, default="ok")
+    facts["problems"] = [p._asdict() for p in problems]
+    text = "; ".join([summary] + [p.summary for p in problems])
+    return Finding(SECTION, label, level, text, fix="; ".join(p.fix for p in problems), facts=facts)
+
+
+def _read_db(folder: Path) -> dict:
+    """Counts, the documents' common folder and the index file's state, through a read-only connection."""
+    path = folder / "meta.sqlite"
+    if not path.is_file():
+        return {"documents": 0, "chunks": 0, "folder": "", "index": "missing", "index_file": "", "bytes": None}
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        paths = [r[0] for r in db.execute("SELECT path FROM documents")]
+        chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        state, index_file, data = saved_index_state(db, folder)
+    finally:
+        db.close()
+    common = os.path.commonpath(paths) if paths else ""
+    if len(paths) == 1:
+        common = str(Path(common).parent)
+    return {"documents": len(paths), "chunks": chunks, "folder": common, "index": state,
+            "index_file": str(index_file), "bytes": data}
+
+
+def _embedder_problem(name: str, built: dict, docs: str, settings: Settings, t: TorchInfo) -> Problem | None:
+    """The rule of KnowledgeBase.embedder(): the KB keeps the model it was built with, and only a model or
+    prefix named explicitly in the settings (kb's default model does not count) that differs is an error."""
+    want = settings.embedding
+    mine = {"model": built["model"], "query_prefix": built.get("query_prefix", ""),
+            "passage_prefix": built.get("passage_prefix", "")}
+    named = {f for f in mine if f in want.model_fields_set and getattr(want, f) is not None}
+    if want.model == DEFAULT_EMBEDDER:
+        named.discard("model")
+    differ = [f"embedding.{f} {getattr(want, f)!r}" for f in sorted(named) if getattr(want, f) != mine[f]]
+    if differ:
+        return Problem("error", f"searches fail: the settings' {', '.join(differ)} do not match the index "
+                f"(built with {built['model']!r})", "embedder",
+                f"kb ingest {docs} --kb {name} --rebuild (re-embeds with the configured model), or remove "
+                "embedding.model from the settings to keep the KB's own")
+    if built["model"] == want.model:
+        return None  # the embedder line above covers it
+    own = embedder_finding(want.model_copy(update=mine), settings.models_dir, t)
+    if own.level == "error":
+        return Problem("error", f"its embedder cannot be loaded here ({own.summary})", "embedder",
+                f"{own.fix}, or kb ingest {docs} --kb {name} --rebuild to move it to {want.model}")
+    return None
+
+
+def _chunking_problem(name: str, built: dict, docs: str, settings: Settings) -> Problem | None:
+    want = settings.chunking.model_dump()
+    if built == want:
+        return None
+    return Problem("warn", f"ingesting into it fails: chunking settings {want} differ from those it was built with "
+            f"{built}", "chunking", f"kb ingest {docs} --kb {name} --rebuild, or set chunking back to {built}")
+
+
+def _index_problem(name: str, stats: dict, data: bytes | None, dim: int, docs: str) -> Problem | None:
+    """The FAISS file: saved as kb wrote it and readable, else rebuilt from meta.sqlite at every open."""
+    if not stats["chunks"]:
+        return Problem("warn", "empty: no documents yet", "index", f"kb ingest PATH --kb {name}")
+    path = Path(stats["index_file"])
+    rebuilt = (f"kb rebuilds the index from meta.sqlite each time the KB is opened ({stats['chunks']} chunks) "
+               "until a good file is saved")
+    if stats["index"] == "saved":
+        try:
+            index = read_index(data, path)
+        except IndexFormatError:
+            index = None
+        if index is not None and index.ntotal == stats["chunks"] and index.d == dim:
+            return None
+    if stats["index"] == "missing":
+        return Problem("warn", f"vector index file {path.name} is missing or out of date: {rebuilt}", "index",
+                f"kb ingest {docs} --kb {name} (re-embeds nothing, saves the index)")
+    return Problem("warn", f"vector index file {path.name} is damaged (not the file kb wrote): {rebuilt}", "index",
+            f"rm {shlex.quote(str(path))} && kb ingest {docs} --kb {name} (re-embeds nothing, saves the index)")
+
+
+def _lock_problem(name: str, folder: Path) -> Problem | None:
+    # The lock file is the one kb.knowledge_base._write_lock takes: <kbs>/<name>.lock.
+    holder = lock_holder(folder.with_name(folder.name + ".lock"))
+    if holder is None:
+        return None
+    who = f"process {holder}" if holder else "another process"
+    return Problem("warn", f"being written by {who} right now (ingest, remove or rebuild): other writers fail or wait; "
+            "searching works", "lock", f"wait for {who} to finish, or pass --wait SECONDS to queue behind it")
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid holding the flock on `path` (0 when held by an unknown process), or None when it is free.
+
+    Linux lists flocks in /proc/locks, which reads a lock without taking it; elsewhere the lock is tried
+    without waiting and let go at once."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return _probe(path)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        parts = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146412 0 EOF"; waiters have "->"
+        if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == where:
+            return int(parts[4]) if parts[4].isdigit() else 0
+    return None
+
+
+def _probe(path: Path) -> int | None:
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return 0
+    lock.release()
+    return None
