@@ -199,3 +199,20 @@ def test_every_extra_of_pyproject_is_checked():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(EXTRAS) == set(extras)
+
+
+def test_a_cuda_gpu_is_reported_with_its_free_memory(monkeypatch):
+    """No GPU here: torch's CUDA queries answer as an H200 would (a fake for what cannot run here)."""
+    torch = pytest.importorskip("torch")
+    from kb.doctor_models import probe_torch, torch_finding
+
+    gib = 1024**3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (int(120.5 * gib), int(139.8 * gib)))
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    info = probe_torch()
+    assert info.cuda and info.gpus == ({"index": 0, "name": "NVIDIA H200", "free_gib": 120.5, "total_gib": 139.8},)
+    found = torch_finding(info)
+    assert found.level == "ok" and found.summary.endswith("CUDA 12.4: GPU 0 NVIDIA H200, 120.5 of 139.8 GiB free")
