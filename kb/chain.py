@@ -27,6 +27,7 @@ from kb.answer import Answer, Passage, Timings
 from kb.citations import verify
 from kb.config import AnswerSettings
 from kb.errors import KBError
+from kb.extract import extract
 from kb.lang import language
 from kb.llm.langchain_adapter import as_chat_model
 from kb.loop_guard import LoopGuard
@@ -55,9 +56,11 @@ def merge_hits(hits: list[Hit], span_text) -> list[Passage]:
         if len(g) == 1:
             text, ids = first.text, (first.chunk_id,)
         else:
-            start, end = min(h.char_start for h in g), max(h.char_end for h in g)
-            text = span_text(first.doc_id, start, end) or "\n".join(h.text for h in sorted(g, key=lambda h: h.char_start))
-            ids = tuple(h.chunk_id for h in sorted(g, key=lambda h: h.char_start))
+            ordered = sorted(g, key=lambda h: h.char_start)
+            start, end = ordered[0].char_start, max(h.char_end for h in g)
+            text = span_text(first.doc_id, start, end) or "\n".join(h.text for h in ordered)
+            text = _lead(ordered[0].text, text) + text
+            ids = tuple(h.chunk_id for h in ordered)
         out.append(Passage(n=0, path=first.path, title=first.title, section=first.section, page=first.page,
                            text=text, score=max(h.score for h in g), chunk_ids=ids, doc_id=first.doc_id))
     return out
@@ -80,6 +83,13 @@ def answer_budget(backend, settings: AnswerSettings) -> tuple[int, int]:
         cap = SMALL_CONTEXT_TOKENS + answer if small else 0
     window = backend.context_window
     return answer, min(window, cap) if cap else window
+
+
+def _lead(chunk: str, span: str) -> str:
+    """What a chunk's text holds before its place in the document: the table header that kb repeats in
+    each piece of a split table (its offsets point at the rows)."""
+    at = chunk.find(span[:40]) if span else -1
+    return chunk[:at] if at > 0 else ""
 
 
 def fit(backend, settings: AnswerSettings, question: str, candidates: list[Passage],
@@ -125,9 +135,10 @@ def _trim_history(backend, settings: AnswerSettings, history: list[tuple[str, st
 
 
 def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | None = None) -> Runnable:
-    """The LCEL chain for one knowledge base and backend. Input: {"question", "history"}."""
+    """The LCEL chain for one knowledge base and backend (None: no chat model, answers are extracted).
+    Input: {"question", "history"}. With answer.mode extract the backend is never touched (not loaded)."""
     search = dict(search or {})
-    chat_model = as_chat_model(backend)
+    model = None if settings.mode == "extract" else backend
 
     def step(name: str, fn) -> RunnableLambda:
         def run(state: dict) -> dict:
@@ -139,44 +150,82 @@ def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | 
 
     def do_rewrite(s: dict) -> dict:
         lang = language(s["question"])
-        query, how = rewrite(settings, backend, s["question"], s["history"])
+        query, how = rewrite(settings, model, s["question"], s["history"])
         return {"query": query, "rewrite_mode": how, "lang": lang}
 
     def do_retrieve(s: dict) -> dict:
         translation = None
-        if wants_translation(settings, backend, s["lang"], kb.languages()):
-            translation = translate_query(settings, backend, s["query"], s["lang"])
+        if wants_translation(settings, model, s["lang"], kb.languages()):
+            translation = translate_query(settings, model, s["query"], s["lang"])
         hits = kb.search(s["query"], k=settings.passages, also=[translation] if translation else None, **search)
         return {"hits": hits, "translation": translation,
                 "grounded": _passes_checks(kb, settings, s["query"], hits)}
 
     def do_pack(s: dict) -> dict:
         if not s["grounded"]:
-            return {"passages": [], "left_out": [], "messages": None, "prompt_tokens": 0}
+            return {"passages": [], "left_out": [], "messages": None, "prompt_tokens": 0, "how": "generate"}
         candidates = merge_hits(s["hits"], kb.span_text)
-        chosen, left, messages, used = fit(backend, settings, s["question"], candidates, s["history"], s["lang"])
-        return {"passages": chosen, "left_out": left, "messages": messages, "prompt_tokens": used}
+        how, readable = answer_mode(settings, model, s["lang"], candidates)
+        if how == "extract":
+            numbered = [replace(p, n=i) for i, p in enumerate(candidates, 1)]
+            return {"passages": numbered, "left_out": [], "messages": None, "prompt_tokens": 0, "how": how}
+        chosen, left, messages, used = fit(model, settings, s["question"], readable, s["history"], s["lang"])
+        left += [p for p in candidates if p not in readable]
+        return {"passages": chosen, "left_out": left, "messages": messages, "prompt_tokens": used, "how": how}
 
     def do_prompt(s: dict) -> dict:
         if s["grounded"] and s["passages"]:
             return {"mode": "answer"}
-        if settings.no_sources == "general":
-            messages = prompts.general_messages(settings, s["question"], _trim_history(backend, settings, s["history"]))
-            return {"mode": "general", "messages": messages,
-                    "prompt_tokens": backend.count_message_tokens(messages)}
+        if settings.no_sources == "general" and model is not None:
+            messages = prompts.general_messages(settings, s["question"], _trim_history(model, settings, s["history"]))
+            return {"mode": "general", "messages": messages, "how": "generate",
+                    "prompt_tokens": model.count_message_tokens(messages)}
         return {"mode": "refuse", "messages": None}
 
     def generate(inputs: Iterator[dict]) -> Iterator[Any]:
         for s in inputs:
-            yield from _generate(chat_model, backend, settings, s)
+            if s["mode"] == "answer" and s["how"] == "extract":
+                yield from _extract(kb, s)
+            else:
+                yield from _generate(model, settings, s)
 
     def finish(items: Iterator[Any]) -> Iterator[Any]:
         for item in items:
-            yield _to_answer(item, backend) if isinstance(item, dict) else item
+            yield _to_answer(item, model) if isinstance(item, dict) else item
 
     return (step("rewrite", do_rewrite) | step("retrieve", do_retrieve) | step("pack", do_pack)
             | step("prompt", do_prompt) | RunnableGenerator(generate, name="generate")
             | RunnableGenerator(finish, name="verify"))
+
+
+def answer_mode(settings: AnswerSettings, backend, lang: str,
+                candidates: list[Passage]) -> tuple[str, list[Passage]]:
+    """('generate' or 'extract', the passages the model can read) for answer.mode (resolving auto).
+
+    auto extracts when there is no chat model, when it cannot write the question's language, or when it
+    cannot read the best passage; it generates from the passages in the languages the model reads."""
+    if settings.mode == "extract" or backend is None:
+        return "extract", candidates
+    if settings.mode == "generate":
+        return "generate", candidates
+    readable = [p for p in candidates if language(p.text) in backend.languages]
+    if lang not in backend.languages or not candidates or candidates[0] not in readable:
+        return "extract", candidates
+    return "generate", readable
+
+
+def _extract(kb, s: dict) -> Iterator[Any]:
+    """The extractive answer (kb/extract.py), streamed line by line, then the state."""
+    start = time.perf_counter()
+    text, citations = extract(s["question"], s["passages"], s["lang"],
+                              lambda texts: kb.similarity(s["query"], texts))
+    lines = text.splitlines(keepends=True)
+    first = None
+    for line in lines:
+        first = first if first is not None else time.perf_counter() - s["t0"]
+        yield line
+    timings = {**s["timings"], "first_token": first, "generate": time.perf_counter() - start}
+    yield {**s, "text": text, "citations": citations, "timings": timings}
 
 
 def _passes_checks(kb, settings: AnswerSettings, query: str, hits: list[Hit]) -> bool:
@@ -193,8 +242,8 @@ def _passes_checks(kb, settings: AnswerSettings, query: str, hits: list[Hit]) ->
     return sims is None or max(sims.values(), default=0.0) >= threshold
 
 
-def _generate(chat_model, backend, settings: AnswerSettings, s: dict) -> Iterator[Any]:
-    """Stream the answer's pieces, then yield the state with the full text and timings."""
+def _generate(backend, settings: AnswerSettings, s: dict) -> Iterator[Any]:
+    """Stream the model's answer through the loop guard, then yield the state with the text and timings."""
     start = time.perf_counter()
     first = prefill = None
     repeated = False
@@ -208,7 +257,7 @@ def _generate(chat_model, backend, settings: AnswerSettings, s: dict) -> Iterato
             yield pieces[0]
         guard = LoopGuard()
         lc = [_LC[m.role](content=m.content) for m in s["messages"]]
-        stream = chat_model.stream(lc, max_new_tokens=answer_budget(backend, settings)[0])
+        stream = as_chat_model(backend).stream(lc, max_new_tokens=answer_budget(backend, settings)[0])
         try:
             for chunk in stream:
                 piece = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
@@ -239,10 +288,16 @@ def _to_answer(s: dict, backend) -> Answer:
                       first_token=t.get("first_token"), prefill=t.get("prefill"), generate=t.get("generate", 0.0),
                       total=time.perf_counter() - s["t0"])
     common = dict(question=s["question"], query=s["query"], translation=s.get("translation"), passages=tuple(s["passages"]),
-                  left_out=tuple(s["left_out"]), language=s["lang"], backend=backend.name,
+                  left_out=tuple(s["left_out"]), language=s["lang"],
+                  backend=backend.name if backend is not None and s["mode"] != "refuse" and s.get("how") == "generate"
+                  else "",
                   prompt_tokens=s["prompt_tokens"], timings=timings, repetition_stopped=s.get("repeated", False))
     if s["mode"] == "refuse":
         return Answer(text=s["text"], status="refused", **common)
+    if s.get("how") == "extract" and s["mode"] == "answer":
+        status = "answered" if s["citations"] else "not_found"
+        return Answer(text=s["text"] or prompts.NOT_FOUND[s["lang"]], status=status, citations=s["citations"],
+                      answer_mode="extract", **common)
     if s["mode"] == "general":
         return Answer(text=s["text"].strip(), status="general", **common)
     checked = verify(s["text"], s["passages"])

@@ -50,7 +50,8 @@ class ScriptedBackend(ChatBackend):
 
 
 def from_settings(settings) -> ScriptedBackend:
-    """`llm.model` may name a JSON file holding a list of replies; empty means echo."""
+    """`llm.model` may name a JSON file holding a list of replies (or {"replies": [...], "languages": [...]},
+    the languages it pretends to write; default English only); empty means echo."""
     if not settings.model:
         return ScriptedBackend(context_window=settings.n_ctx or 4096)
     path = Path(settings.model).expanduser()
@@ -61,6 +62,11 @@ def from_settings(settings) -> ScriptedBackend:
             f"llm.model {settings.model!r} must be a JSON file holding a list of replies for the "
             f"scripted backend ({e}); leave it empty to echo questions"
         ) from e
+    languages = ("en",)
+    if isinstance(replies, dict):  # {"replies": [...], "languages": ["en", "zh"]}
+        languages = tuple(replies.get("languages", languages))
+        replies = replies.get("replies")
     if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies):
-        raise ConfigError(f"{path} must hold a JSON list of strings (the scripted replies)")
-    return ScriptedBackend(replies, context_window=settings.n_ctx or 4096)
+        raise ConfigError(f"{path} must hold a JSON list of strings (the scripted replies), or an object with "
+                          "'replies' (that list) and 'languages' (e.g. [\"en\", \"zh\"])")
+    return ScriptedBackend(replies, context_window=settings.n_ctx or 4096, languages=languages)

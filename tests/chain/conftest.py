@@ -27,14 +27,17 @@ def sample_home(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def open_kb(sample_home, tmp_path, settings):
-    """open_kb(replies=[...], n_ctx=..., **answer_settings) -> KnowledgeBase using the scripted backend."""
+    """open_kb(replies=[...], n_ctx=..., languages=("en", "zh"), **answer_settings) -> KnowledgeBase using the
+    scripted backend (English only unless `languages` says otherwise)."""
     opened = []
 
-    def _open(replies: list[str] | None = None, n_ctx: int = 4096, backend: str = "scripted", **answer):
+    def _open(replies: list[str] | None = None, n_ctx: int = 4096, backend: str = "scripted",
+              languages: tuple[str, ...] | None = None, **answer):
         model = ""
         if replies is not None:
             model = str(tmp_path / f"replies-{len(opened)}.json")
-            Path(model).write_text(json.dumps(replies), encoding="utf-8")
+            script = {"replies": replies, "languages": list(languages)} if languages else replies
+            Path(model).write_text(json.dumps(script), encoding="utf-8")
         s = Settings(home=sample_home, llm={"backend": backend, "model": model, "n_ctx": n_ctx,
                                             "temperature": 0}, answer=answer)
         kb = KnowledgeBase.open("samples", settings=s, create=False)

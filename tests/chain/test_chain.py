@@ -45,7 +45,7 @@ def test_packing_is_token_exact_best_first_and_reports_what_did_not_fit(open_kb)
     assert sum(p.tokens for p in answer.passages) + backend.count_message_tokens(
         answer_messages(kb.settings.answer, Q, [], [], "en")) == answer.prompt_tokens
     # with a big window nothing is left out, and each passage's share adds up to the prompt
-    roomy = open_kb(["Two days [1]."], n_ctx=8192, passages=8).ask(Q)
+    roomy = open_kb(["Two days [1]."], n_ctx=8192, passages=8, languages=("en", "zh"), translate_query="off").ask(Q)
     assert not roomy.left_out and len(roomy.passages) > len(answer.passages)
 
 
@@ -140,7 +140,7 @@ def test_stream_yields_text_pieces_then_one_answer(open_kb):
 
 
 def test_chinese_question_gets_the_chinese_prompt(open_kb):
-    kb = open_kb(["每晚六百元[1]。"])
+    kb = open_kb(["每晚六百元[1]。"], languages=("en", "zh"), translate_query="off")
     answer = kb.ask("一线城市出差住宿每晚最多报销多少？")
     sent = kb.backend().calls[-1]
     assert answer.language == "zh" and sent[0].content.startswith("只根据下面编号的资料回答问题")

@@ -145,8 +145,12 @@ def test_query_translation_searches_both_languages(mixed_kb):
 
 def test_translation_is_off_for_an_english_only_model_and_rejects_non_translations(mixed_kb):
     english_only = ScriptedBackend(["It sails at ten."])
-    answer = _ask_with(mixed_kb, english_only, "最后一班船几点？", min_similarity=0)
+    answer = _ask_with(mixed_kb, english_only, "最后一班船几点？", min_similarity=0, mode="generate")
     assert answer.translation is None and len(english_only.calls) == 1
+    # in auto mode a model that cannot write Chinese is not asked at all: the answer is quoted
+    quoted = _ask_with(mixed_kb, english_only, "最后一班船几点？", min_similarity=0)
+    assert quoted.answer_mode == "extract" and len(english_only.calls) == 1
+    assert "ten in the evening" in quoted.text and quoted.citations[0].path.endswith("ferry.md")
     echo = ScriptedBackend(["最后一班船几点？", "It sails at ten."], languages=("en", "zh"))
     assert _ask_with(mixed_kb, echo, "最后一班船几点？", min_similarity=0).translation is None
 

@@ -1,0 +1,82 @@
+"""Extractive answers (answer.mode extract / auto) over the sample documents: the quoted sentence or table
+row that answers, its citation, the label in the question's language, and no model call."""
+
+from __future__ import annotations
+
+from kb.answer import Answer, Passage
+from kb.extract import LABEL, units
+
+ZH = "一线城市出差住宿每晚最多报销多少？"
+EN = "How long are hourly snapshots kept?"
+
+
+def _passage(text: str, section: str = "Doc > Part") -> Passage:
+    return Passage(n=1, path="doc.md", title="Doc", section=section, page=None, text=text, score=1.0,
+                   chunk_ids=(1,))
+
+
+def test_units_are_sentences_and_table_rows_that_read_on_their_own():
+    p = _passage("Retention\n\nData | Kept for | Where\nHourly snapshots | 2 days | file server\n\n"
+                 "Snapshots run hourly. Backups run weekly; tapes rotate.\n一、消防安全\n发生火情时，请不要乘坐电梯。请走楼梯！")
+    assert [u.text for u in units(p)] == [
+        "Data: Hourly snapshots; Kept for: 2 days; Where: file server",  # header + row, the heading dropped
+        "Snapshots run hourly.", "Backups run weekly;", "tapes rotate.",
+        "发生火情时，请不要乘坐电梯。", "请走楼梯！",
+    ]
+    assert units(p)[0].context == "Part Data Kept for Where"  # scored with its section and header
+    row = units(_passage("城市类别 | 每晚住宿上限\n一线城市 | 600 元"))[0]
+    assert row.text == "城市类别：一线城市；每晚住宿上限：600 元"
+
+
+def test_the_readme_chinese_question_is_answered_with_the_600_yuan_row(open_kb):
+    kb = open_kb(mode="extract")
+    items = list(kb.stream(ZH))
+    answer = items[-1]
+    assert isinstance(answer, Answer) and all(isinstance(i, str) for i in items[:-1])
+    assert "".join(items[:-1]) == answer.text
+    lines = answer.text.splitlines()
+    assert lines[0] == LABEL["zh"]
+    assert "一线城市" in lines[1] and "600 元" in lines[1] and lines[1].endswith("[1]")
+    assert answer.status == "answered" and answer.answer_mode == "extract" and answer.backend == ""
+    assert answer.citations[0].path.endswith("差旅报销制度.md") and "600 元" in answer.citations[0].sentence
+    assert answer.prompt_tokens == 0 and answer.timings.first_token is not None
+
+
+def test_an_english_question_quotes_the_sentence_that_answers(open_kb):
+    answer = open_kb(mode="extract").ask(EN)
+    assert answer.text.splitlines()[0] == LABEL["en"]
+    assert "two days" in answer.text.splitlines()[1]
+    assert {c.path.rsplit("/", 1)[-1] for c in answer.citations} == {"backup-policy.html"}
+
+
+def test_extract_mode_never_loads_the_chat_model(open_kb):
+    kb = open_kb(backend="gguf", mode="extract")
+    kb.settings.llm = kb.settings.llm.model_copy(update={"model": "/nonexistent/model.gguf"})
+    answer = kb.ask(ZH)  # a model that cannot be loaded is not needed
+    assert answer.answer_mode == "extract" and "600 元" in answer.text
+
+
+def test_auto_quotes_for_a_model_that_cannot_write_the_language_and_generates_otherwise(open_kb):
+    english_only = open_kb(["Six hundred yuan [1]."])
+    answer = english_only.ask(ZH)
+    assert answer.answer_mode == "extract" and english_only.backend().calls == []
+    bilingual = open_kb(["每晚 600 元[1]。"], languages=("en", "zh"), translate_query="off")
+    answer = bilingual.ask(ZH)
+    assert answer.answer_mode == "generate" and answer.text == "每晚 600 元[1]。"
+    # an English question whose best passages are English: the English-only model writes the answer,
+    # from the passages it can read only
+    answer = english_only.ask(EN)
+    assert answer.answer_mode == "generate" and answer.passages
+    assert all(p.path.endswith((".html", ".md")) and "差旅" not in p.path for p in answer.passages)
+
+
+def test_extracted_answers_are_refused_like_generated_ones(open_kb):
+    answer = open_kb(mode="extract").ask("What is the airspeed velocity of an unladen swallow?")
+    assert answer.status == "refused" and not answer.citations
+
+
+def test_merged_table_passages_keep_their_header(open_kb):
+    kb = open_kb(mode="extract")
+    answer = kb.ask(ZH)
+    table = next(p for p in answer.passages if "600 元" in p.text)
+    assert table.text.startswith("城市类别 | 每晚住宿上限 | 说明")
