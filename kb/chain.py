@@ -26,7 +26,7 @@ from kb import prompts
 from kb.answer import Answer, Passage, Timings
 from kb.citations import verify
 from kb.config import AnswerSettings
-from kb.errors import KBError
+from kb.errors import KBError, NoChatModelError
 from kb.extract import extract
 from kb.lang import language
 from kb.llm.langchain_adapter import as_chat_model
@@ -138,7 +138,20 @@ def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | 
     """The LCEL chain for one knowledge base and backend (None: no chat model, answers are extracted).
     Input: {"question", "history"}. With answer.mode extract the backend is never touched (not loaded)."""
     search = dict(search or {})
-    model = None if settings.mode == "extract" else backend
+    chosen: list = []
+
+    def model():
+        """The backend, or None where answers are extracted without one (asked only when first needed,
+        so that a model loading in the background overlaps with the steps before)."""
+        if not chosen:
+            usable = None if settings.mode == "extract" else backend
+            if usable is not None and settings.mode == "auto":
+                try:
+                    _ = usable.languages  # waits for a model that is loading
+                except NoChatModelError:  # kb without its local extra: quote instead
+                    usable = None
+            chosen.append(usable)
+        return chosen[0]
 
     def step(name: str, fn) -> RunnableLambda:
         def run(state: dict) -> dict:
@@ -150,13 +163,13 @@ def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | 
 
     def do_rewrite(s: dict) -> dict:
         lang = language(s["question"])
-        query, how = rewrite(settings, model, s["question"], s["history"])
+        query, how = rewrite(settings, model() if s["history"] else None, s["question"], s["history"])
         return {"query": query, "rewrite_mode": how, "lang": lang}
 
     def do_retrieve(s: dict) -> dict:
         translation = None
-        if wants_translation(settings, model, s["lang"], kb.languages()):
-            translation = translate_query(settings, model, s["query"], s["lang"])
+        if wants_translation(settings, model(), s["lang"], kb.languages()):
+            translation = translate_query(settings, model(), s["query"], s["lang"])
         hits = kb.search(s["query"], k=settings.passages, also=[translation] if translation else None, **search)
         return {"hits": hits, "translation": translation,
                 "grounded": _passes_checks(kb, settings, s["query"], hits)}
@@ -165,21 +178,21 @@ def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | 
         if not s["grounded"]:
             return {"passages": [], "left_out": [], "messages": None, "prompt_tokens": 0, "how": "generate"}
         candidates = merge_hits(s["hits"], kb.span_text)
-        how, readable = answer_mode(settings, model, s["lang"], candidates)
+        how, readable = answer_mode(settings, model(), s["lang"], candidates)
         if how == "extract":
             numbered = [replace(p, n=i) for i, p in enumerate(candidates, 1)]
             return {"passages": numbered, "left_out": [], "messages": None, "prompt_tokens": 0, "how": how}
-        chosen, left, messages, used = fit(model, settings, s["question"], readable, s["history"], s["lang"])
+        chosen, left, messages, used = fit(model(), settings, s["question"], readable, s["history"], s["lang"])
         left += [p for p in candidates if p not in readable]
         return {"passages": chosen, "left_out": left, "messages": messages, "prompt_tokens": used, "how": how}
 
     def do_prompt(s: dict) -> dict:
         if s["grounded"] and s["passages"]:
             return {"mode": "answer"}
-        if settings.no_sources == "general" and model is not None:
-            messages = prompts.general_messages(settings, s["question"], _trim_history(model, settings, s["history"]))
+        if settings.no_sources == "general" and model() is not None:
+            messages = prompts.general_messages(settings, s["question"], _trim_history(model(), settings, s["history"]))
             return {"mode": "general", "messages": messages, "how": "generate",
-                    "prompt_tokens": model.count_message_tokens(messages)}
+                    "prompt_tokens": model().count_message_tokens(messages)}
         return {"mode": "refuse", "messages": None}
 
     def generate(inputs: Iterator[dict]) -> Iterator[Any]:
@@ -187,11 +200,11 @@ def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | 
             if s["mode"] == "answer" and s["how"] == "extract":
                 yield from _extract(kb, s)
             else:
-                yield from _generate(model, settings, s)
+                yield from _generate(model(), settings, s)
 
     def finish(items: Iterator[Any]) -> Iterator[Any]:
         for item in items:
-            yield _to_answer(item, model) if isinstance(item, dict) else item
+            yield _to_answer(item, model() if chosen else None) if isinstance(item, dict) else item
 
     return (step("rewrite", do_rewrite) | step("retrieve", do_retrieve) | step("pack", do_pack)
             | step("prompt", do_prompt) | RunnableGenerator(generate, name="generate")

@@ -17,7 +17,7 @@ from rich.markup import escape
 from kb.cli_answer import ask_command, chat_command
 from kb.cli_doctor import doctor_command
 from kb.cli_serve import app_command, serve_command
-from kb.config import Settings, config_path, load_settings
+from kb.config import ANSWER_MODES, Settings, config_path, load_settings
 from kb.errors import KBError
 
 app = typer.Typer(
@@ -175,26 +175,36 @@ def evaluate(
         help="Comma-separated modes to run side by side, e.g. dense,bm25,hybrid.")] = None,
     k: Annotated[int, typer.Option("-k", help="Passages retrieved per question.")] = 10,
     answers: Annotated[bool, typer.Option(
-        "--answers", help="Ask each question through the answer chain (llm settings) and report citation "
-        "precision, keyword recall, refusal rates, time to first token and total time.")] = False,
+        "--answers", help="Ask each question through the answer chain (llm settings) and report, per group: "
+        "answers citing a passage that holds the evidence, citation precision, keyword recall, loop rate, "
+        "language match, refusal rates, time to first token and total time.")] = False,
+    answer_mode: Annotated[str | None, typer.Option(
+        "--answer-mode", help="With --answers: generate, extract or auto (default: answer.mode); "
+        "comma-separated to compare, e.g. generate,extract,auto.")] = None,
     limit: Annotated[int | None, typer.Option(
         help="With --answers: only the first N answerable questions (all unanswerable ones are kept).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure retrieval on a question file: hit@1/5/10, MRR@10 and latency, overall and per group."""
+    """Measure retrieval on a question file: hit@1/5/10, MRR@10 and latency, overall and per group
+    (--answers: the answers themselves)."""
     from kb.eval import load_questions, run_retrieval, summarize
 
     qs = load_questions(questions)
     base = _open(kb)
     if answers:
-        from kb.eval import answer_metrics, run_answers
+        from kb.cli_progress import answer_table
+        from kb.eval import answer_summary, run_answers
 
-        data = answer_metrics(run_answers(base, qs, limit))
+        answer_modes = [m.strip() for m in (answer_mode or base.settings.answer.mode).split(",")]
+        for m in answer_modes:
+            if m not in ANSWER_MODES:
+                raise typer.BadParameter(f"{m!r} is not an answer mode; use {', '.join(ANSWER_MODES)}",
+                                         param_hint="--answer-mode")
+        data = {m: answer_summary(run_answers(base, qs, limit, m)) for m in answer_modes}
         if as_json:
             out.print_json(data=data)
         else:
-            for key, value in data.items():
-                out.print(f"{key:28s} {value}", highlight=False)
+            out.print(answer_table(data))
         return
     modes = [m.strip() for m in compare.split(",")] if compare else [mode or base.settings.retrieval.mode]
     results = {m: summarize(run_retrieval(base, qs, m, k)) for m in modes}

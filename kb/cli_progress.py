@@ -58,3 +58,23 @@ def eval_table(results: dict, total_questions: int) -> Table:
             table.add_row(mode, group, str(m["questions"]), f"{m['hit@1']:.3f}", f"{m['hit@5']:.3f}",
                           f"{m['hit@10']:.3f}", f"{m['mrr@10']:.3f}", f"{m['p50_ms']:.1f}", f"{m['p95_ms']:.1f}")
     return table
+
+
+ANSWER_COLUMNS = (("evidence", "evidence_cited"), ("cit.prec", "citation_precision"), ("kw recall", "keyword_recall"),
+                  ("loops", "loop_rate"), ("guard", "guard_stop_rate"), ("lang ok", "language_match"),
+                  ("quoted", "extracted"), ("refuse no", "refusal_rate_unanswerable"),
+                  ("refuse yes", "refusal_rate_answerable"), ("1st tok p50", "first_token_p50_s"),
+                  ("total p50", "total_p50_s"))
+
+
+def answer_table(results: dict) -> Table:
+    """One row per (answer mode, group) of `kb eval --answers` (kb.eval.answer_summary per mode)."""
+    table = Table(title="Answers (shares of the group's questions; times in seconds)")
+    for col in ("mode", "group", "n", *(name for name, _ in ANSWER_COLUMNS)):
+        table.add_column(col, justify="left" if col in ("mode", "group") else "right")
+    for mode, summary in results.items():
+        for group, m in [("all", summary["overall"])] + list(summary["groups"].items()):
+            cells = ["-" if m[key] is None else f"{m[key]:.3f}" if isinstance(m[key], float) else str(m[key])
+                     for _, key in ANSWER_COLUMNS]
+            table.add_row(mode, group, str(m["answerable"] + m["unanswerable"]), *cells)
+    return table

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -144,12 +144,16 @@ class LLMSettings(BaseModel):
     adapter: str = Field("", description="Path of a fine-tuned adapter (LoRA / prefix) to apply.")
 
 
+AnswerModeSetting = Literal["auto", "generate", "extract"]
+ANSWER_MODES: tuple[str, ...] = get_args(AnswerModeSetting)  # how an answer is written (answer.mode)
+
+
 class AnswerSettings(BaseModel):
     passages: int = Field(
         6, ge=1, le=50, description="Passages retrieved for an answer; as many as fit the model's window are "
         "packed into the prompt, best first, and the Answer lists the ones left out."
     )
-    mode: Literal["auto", "generate", "extract"] = Field(
+    mode: AnswerModeSetting = Field(
         "auto", description="How the answer is written: generate (the chat model writes it from the passages), "
         "extract (no model call: the passages' sentences and table rows that best answer the question, quoted "
         "with their [n] markers, in the documents' language), or auto = generate when the chat model writes "

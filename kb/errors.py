@@ -48,6 +48,10 @@ class ModelError(KBError):
     """A model could not be loaded or run (missing files, no CUDA, not enough memory)."""
 
 
+class NoChatModelError(ModelError):
+    """No chat model is installed: the embedded default's packages are missing and no other model is set."""
+
+
 class MissingDependencyError(KBError, ImportError):
     """An optional package is not installed; the message names the extra to install."""
 

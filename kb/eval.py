@@ -8,9 +8,13 @@ Reported: hit@1, hit@5, hit@10 and MRR@10, overall and per group (the `lang` fie
 prefix before the first '-'), and p50/p95 search latency. Questions without evidence (unanswerable
 ones) are counted but left out of the retrieval metrics.
 
-`--answers` asks every question through the answer chain instead and reports citation precision (the
-share of cited passages that hold an evidence string), answer keyword recall, the refusal rate on
-unanswerable questions (`"answerable": false`) and on answerable ones, and time to first token / total.
+`--answers` asks every question through the answer chain instead (with `--answer-mode` generate,
+extract or auto, or several side by side) and reports, overall and per group: the share of answerable
+questions whose answer cites a passage holding an evidence string, citation precision (the share of
+cited passages that hold one), answer keyword recall, the loop rate (answers that repeat a sentence) and
+how often the loop guard had to stop the model, language match (the answer's own words, without an
+extracted answer's label, are in the question's language), the refusal rate on unanswerable questions
+(`"answerable": false`) and on answerable ones, and time to first token / total.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kb.errors import KBError
+from kb.lang import CJK, language
 
 CUTOFFS = (1, 5, 10)
 
@@ -152,29 +157,64 @@ class AnswerOutcome:
     keyword_recall: float | None  # share of answer_keywords found in the answer text
     first_token: float | None
     total: float
+    answer_mode: str = "generate"  # Answer.answer_mode: generate or extract
+    looped: bool = False  # the answer as shown repeats a sentence
+    guard_stopped: bool = False  # the loop guard had to stop the model (Answer.repetition_stopped)
+    language_match: bool | None = None  # the answer is written in the question's language (None: no answer)
 
 
-def run_answers(base, questions: list[Question], limit: int | None = None) -> list[AnswerOutcome]:
-    """Ask every question (the first `limit` answerable ones and all unanswerable ones when limited)."""
+def repeats_a_sentence(text: str) -> bool:
+    """Whether any sentence of `text` (markers, case and punctuation aside) occurs twice."""
+    from kb.citations import split_sentences
+    from kb.loop_guard import SENTENCE_WEIGHT, normalize
+
+    seen: set[str] = set()
+    for sentence in split_sentences(text):
+        key = normalize(sentence)
+        if len(key) + len(CJK.findall(key)) < SENTENCE_WEIGHT:
+            continue
+        if key in seen:
+            return True
+        seen.add(key)
+    return False
+
+
+def answer_body(answer) -> str:
+    """The answer's own words: an extracted answer without its label line, markers removed."""
+    from kb.citations import MARKER
+
+    text = answer.text
+    if answer.answer_mode == "extract":
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+    return MARKER.sub("", text)
+
+
+def run_answers(base, questions: list[Question], limit: int | None = None,
+                answer_mode: str | None = None) -> list[AnswerOutcome]:
+    """Ask every question (the first `limit` answerable ones and all unanswerable ones when limited);
+    `answer_mode` overrides answer.mode (generate, extract, auto)."""
     if limit is not None:
         answerable = [q for q in questions if q.answerable][:limit]
         questions = answerable + [q for q in questions if not q.answerable]
     outcomes = []
     for q in questions:
-        a = base.ask(q.question)
+        a = base.ask(q.question, **({"answer_mode": answer_mode} if answer_mode else {}))
         cited = a.cited_passages
         with_evidence = sum(1 for p in cited if q.evidence and any(e in collapse(p.text) for e in q.evidence))
         recall = None
         if q.answer_keywords:
             text = a.text.lower()
             recall = sum(1 for k in q.answer_keywords if k.lower() in text) / len(q.answer_keywords)
+        body = answer_body(a)
+        matched = None if a.refused or not body.strip() else language(body) == language(q.question)
         outcomes.append(AnswerOutcome(q, a.status, len(cited), with_evidence, recall, a.timings.first_token,
-                                      a.timings.total))
+                                      a.timings.total, a.answer_mode, repeats_a_sentence(a.text),
+                                      a.repetition_stopped, matched))
     return outcomes
 
 
 def answer_metrics(outcomes: list[AnswerOutcome]) -> dict[str, Any]:
-    """Citation precision, keyword recall, refusal rates and timings."""
+    """Evidence cited, citation precision, keyword recall, loops, language match, refusal rates, timings."""
     yes = [o for o in outcomes if o.question.answerable]
     no = [o for o in outcomes if not o.question.answerable]
     refused = ("refused", "not_found")
@@ -182,15 +222,22 @@ def answer_metrics(outcomes: list[AnswerOutcome]) -> dict[str, Any]:
     recalls = [o.keyword_recall for o in yes if o.keyword_recall is not None]
     firsts = sorted(o.first_token for o in outcomes if o.first_token is not None)
     totals = sorted(o.total for o in outcomes if o.first_token is not None)
+    said = [o for o in outcomes if o.language_match is not None]
 
     def share(n: int, d: int) -> float | None:
         return round(n / d, 4) if d else None
 
     return {
         "answerable": len(yes), "unanswerable": len(no),
+        "evidence_cited": share(sum(1 for o in yes if o.cited_with_evidence), len(yes)),
         "citation_precision": share(sum(o.cited_with_evidence for o in yes), cited),
         "answers_with_citations": share(sum(1 for o in yes if o.cited), len(yes)),
         "keyword_recall": round(sum(recalls) / len(recalls), 4) if recalls else None,
+        "loop_rate": share(sum(1 for o in outcomes if o.looped), len(outcomes)),
+        "guard_stop_rate": share(sum(1 for o in outcomes if o.guard_stopped), len(outcomes)),
+        "language_match": share(sum(1 for o in said if o.language_match), len(said)),
+        "extracted": share(sum(1 for o in outcomes if o.answer_mode == "extract" and o.status != "refused"),
+                           len(outcomes)),
         "refusal_rate_unanswerable": share(sum(1 for o in no if o.status in refused), len(no)),
         "refusal_rate_answerable": share(sum(1 for o in yes if o.status in refused), len(yes)),
         "first_token_p50_s": round(percentile(firsts, 50), 3) if firsts else None,
@@ -199,3 +246,11 @@ def answer_metrics(outcomes: list[AnswerOutcome]) -> dict[str, Any]:
         "total_p95_s": round(percentile(totals, 95), 3) if totals else None,
         "status": {s: sum(1 for o in outcomes if o.status == s) for s in ("answered", "refused", "not_found", "general")},
     }
+
+
+def answer_summary(outcomes: list[AnswerOutcome]) -> dict[str, Any]:
+    """answer_metrics overall and per group (the questions' `lang`, e.g. en, zh, zh-en)."""
+    groups: dict[str, list[AnswerOutcome]] = {}
+    for o in outcomes:
+        groups.setdefault(o.question.group, []).append(o)
+    return {"overall": answer_metrics(outcomes), "groups": {g: answer_metrics(v) for g, v in sorted(groups.items())}}

