@@ -11,7 +11,7 @@ import streamlit as st
 
 from kb import KBError, Settings, load_settings
 from kb.app import state
-from kb.config import config_path, save_settings
+from kb.config import ANSWER_MODES, config_path, save_settings
 
 BACKENDS = ["auto", "gguf", "chatglm2", "hf", "openai", "scripted"]
 MODES = ["hybrid", "dense", "bm25"]
@@ -83,4 +83,8 @@ def _retrieval(base: Settings) -> tuple[dict, dict]:
     if rerank:
         reranker = st.text_input("Reranker model", r.reranker or "BAAI/bge-reranker-base", key="set_reranker",
                                  help="A sentence-transformers CrossEncoder name or local folder.")
-    return {"k": k, "threshold": threshold, "mode": mode, "reranker": reranker}, {"passages": k}
+    answer_mode = _choice("Answers", list(ANSWER_MODES), a.mode, "set_answer_mode",
+                          help="generate: the chat model writes the answer from the passages; extract: quote the "
+                          "passages' sentences that answer (no model, instant); auto: extract when the model "
+                          "cannot write the question's language (the embedded SmolLM2 writes only English).")
+    return {"k": k, "threshold": threshold, "mode": mode, "reranker": reranker}, {"passages": k, "mode": answer_mode}

@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from kb.answer import Answer
 from kb.ingest.loaders import supported_suffixes
+from kb.loading import LazyBackend
 from kb.uploads import safe_name, store_upload, upload_limit
 
 from .app import ERRORS, MODEL_ERRORS, StateDep
@@ -152,8 +153,8 @@ async def ask(name: KBName, body: AskRequest, request: Request, state: StateDep)
     kb = await run_in_threadpool(state.kb, name)
     history = [(t.question, t.answer) for t in body.history]
     filters = _filters(body)
-    pump = Pump(lambda stop: kb.stream(body.question, history=history,
-                                       backend=StoppableBackend(state.backend(), stop), **filters))
+    pump = Pump(lambda stop: kb.stream(body.question, history=history, answer_mode=body.answer_mode,
+                                       backend=StoppableBackend(LazyBackend(state.backend), stop), **filters))
     answer = None
     async for item in pump.items(request):
         answer = item

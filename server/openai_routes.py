@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 
 from kb.answer import Answer
 from kb.errors import ConfigError, KBError, KBNotFoundError
+from kb.loading import LazyBackend
 
 from .app import ERRORS, MODEL_ERRORS, StateDep
 from .schemas import (
@@ -116,8 +117,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     kb = await run_in_threadpool(_open, state, body.model)
     model = PREFIX + kb.name
     sampling = {"temperature": body.temperature, "top_p": body.top_p, "max_new_tokens": body.max_tokens}
-    pump = Pump(lambda stop: kb.stream(question, history=history,
-                                       backend=StoppableBackend(state.backend(), stop, sampling)))
+    pump = Pump(lambda stop: kb.stream(question, history=history, answer_mode=body.answer_mode,
+                                       backend=StoppableBackend(LazyBackend(state.backend), stop, sampling)))
     items = pump.items(request)
     first = await anext(items, None)  # errors before the first piece become ordinary HTTP errors
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -131,12 +132,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
         answer = item
     if not isinstance(answer, Answer):
         raise HTTPException(499, "the client went away before the answer was complete")
-    tokens = await run_in_threadpool(state.backend().count_tokens, answer.text)
+    tokens = await run_in_threadpool(_completion_tokens, state, answer)
     return ChatCompletion(
         id=ident, created=created, model=model, citations=citations(answer), kb_status=answer.status,
         choices=[Choice(message={"role": "assistant", "content": answer.text})],
         usage=Usage(prompt_tokens=answer.prompt_tokens, completion_tokens=tokens,
                     total_tokens=answer.prompt_tokens + tokens))
+
+
+def _completion_tokens(state: ServerState, answer: Answer) -> int:
+    """The answer's tokens in the model's vocabulary; none for a quoted answer (no model wrote it)."""
+    return 0 if answer.answer_mode == "extract" else state.backend().count_tokens(answer.text)
 
 
 def _sse(chunk: ChatCompletionChunk) -> str:
@@ -169,7 +175,7 @@ async def _events(items: AsyncIterator, first, ident: str, created: int, model: 
         return  # the client is gone
     yield _sse(chunk(Delta(), "stop", citations=citations(answer), kb_status=answer.status))
     if include_usage:
-        tokens = await run_in_threadpool(state.backend().count_tokens, answer.text)
+        tokens = await run_in_threadpool(_completion_tokens, state, answer)
         yield _sse(ChatCompletionChunk(id=ident, created=created, model=model, choices=[], usage=Usage(
             prompt_tokens=answer.prompt_tokens, completion_tokens=tokens,
             total_tokens=answer.prompt_tokens + tokens)))

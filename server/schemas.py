@@ -12,9 +12,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kb.config import AnswerModeSetting
+
 NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # kb.knowledge_base.check_name's rule
 NOT_BLANK = r"\S"  # at least one character that is not white space
+
+
+ANSWER_MODE_DOC = ("How the answer is written (default: answer.mode): generate (the chat model), extract (the "
+                   "passages' sentences that answer, quoted, no model call) or auto (extract when the model cannot "
+                   "write the question's language, or no chat model is installed).")
 
 
 class ErrorBody(BaseModel):
@@ -61,6 +68,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="Longest answer in tokens; at most answer.answer_tokens, "
                                    "the room the prompt leaves for the answer.")
     n: int | None = Field(None, ge=1, le=1, description="Only one choice is generated.")
+    answer_mode: AnswerModeSetting | None = Field(None, description="kb's extra field. " + ANSWER_MODE_DOC)
 
 
 class CitationOut(BaseModel):
@@ -232,6 +240,7 @@ class Turn(BaseModel):
 
 class AskRequest(Filters):
     question: str = Field(pattern=NOT_BLANK, description="The question (any language).")
+    answer_mode: AnswerModeSetting | None = Field(None, description=ANSWER_MODE_DOC)
     history: list[Turn] = Field(default_factory=list, description="Earlier turns, oldest first.")
 
 
@@ -252,3 +261,6 @@ class AnswerOut(BaseModel):
     backend: str
     prompt_tokens: int
     timings: dict[str, float | None]
+    answer_mode: Literal["generate", "extract"] = Field(
+        "generate", description="generate: written by the chat model; extract: quoted from the passages.")
+    repetition_stopped: bool = Field(False, description="The model began repeating itself and was stopped there.")

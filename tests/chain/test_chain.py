@@ -187,6 +187,25 @@ def test_eval_answer_metrics_on_known_outcomes(open_kb, tmp_path):
     assert data["refusal_rate_unanswerable"] == 1.0 and data["refusal_rate_answerable"] == 0.0
     assert data["status"] == {"answered": 1, "refused": 1, "not_found": 0, "general": 0}
     assert 0 < data["first_token_p50_s"] <= data["total_p50_s"]
+    assert data["evidence_cited"] == 1.0 and data["language_match"] == 1.0 and data["loop_rate"] == 0.0
+
+
+def test_eval_counts_loops_the_guard_stopped_and_answers_in_the_wrong_language(open_kb, tmp_path):
+    from kb.eval import answer_summary, load_questions, repeats_a_sentence, run_answers
+
+    assert repeats_a_sentence("Kept two days [1]. Kept two days [2].") and not repeats_a_sentence("Yes. Yes. Two days.")
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "en-1", "lang": "en", "question": Q, "evidence": ["keeps hourly snapshots for two days"]},
+        {"id": "zh-1", "lang": "zh", "question": "一线城市出差住宿每晚最多报销多少？", "evidence": ["600 元"]},
+    ]), encoding="utf-8")
+    looping = open_kb(["Snapshots are kept two days [1]. " * 5], languages=("en", "zh"), translate_query="off")
+    data = answer_summary(run_answers(looping, load_questions(qa), answer_mode="generate"))
+    assert data["overall"]["loop_rate"] == 0.0 and data["overall"]["guard_stop_rate"] == 1.0
+    assert data["groups"]["en"]["language_match"] == 1.0 and data["groups"]["zh"]["language_match"] == 0.0
+    quoted = answer_summary(run_answers(looping, load_questions(qa), answer_mode="extract"))
+    assert quoted["overall"]["extracted"] == 1.0 and quoted["overall"]["evidence_cited"] == 1.0
+    assert quoted["overall"]["language_match"] == 1.0 and quoted["overall"]["guard_stop_rate"] == 0.0
 
 
 def test_a_documents_chunks_in_reading_order(open_kb):

@@ -36,6 +36,13 @@ def test_round_trip_create_upload_search_ask_delete(client, sample_home):
     answer = r.json()
     assert r.status_code == 200 and answer["status"] == "answered"
     assert answer["citations"][0]["path"] == stored and answer["passages"]
+    quoted = client.post("/v1/kbs/trip/ask", json={"question": "When must the centrifuge be balanced?",
+                                                    "answer_mode": "extract"}).json()
+    assert quoted["answer_mode"] == "extract" and "balanced before every run" in quoted["text"]
+    r = client.post("/v1/chat/completions", json={"model": "kb:trip", "answer_mode": "extract", "messages": [
+        {"role": "user", "content": "When must the centrifuge be balanced?"}]})
+    assert "balanced before every run" in r.json()["choices"][0]["message"]["content"]
+    assert r.json()["usage"]["completion_tokens"] == 0  # no model wrote it
 
     doc = next(d for d in docs if d["path"] == stored)
     r = client.delete(f"/v1/kbs/trip/documents/{doc['doc_id']}")
