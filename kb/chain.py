@@ -30,7 +30,7 @@ from kb.errors import KBError, NoChatModelError
 from kb.extract import extract
 from kb.lang import language
 from kb.llm.langchain_adapter import as_chat_model
-from kb.loop_guard import LoopGuard
+from kb.loop_guard import LoopGuard, guarded
 from kb.rewrite import rewrite, translate_query, wants_translation
 from kb.types import Hit
 
@@ -271,25 +271,22 @@ def _generate(backend, settings: AnswerSettings, s: dict) -> Iterator[Any]:
         guard = LoopGuard()
         lc = [_LC[m.role](content=m.content) for m in s["messages"]]
         stream = as_chat_model(backend).stream(lc, max_new_tokens=answer_budget(backend, settings)[0])
-        try:
-            for chunk in stream:
-                piece = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
-                if prefill is None and piece:
-                    prefill = time.perf_counter() - start
-                shown = guard.feed(piece)
-                if shown:
-                    first = first if first is not None else time.perf_counter() - s["t0"]
-                    pieces.append(shown)
-                    yield shown
-                if guard.stopped:  # the model repeats itself: stop it, show nothing more
-                    break
-        finally:
-            stream.close()
-        tail = guard.flush()
-        if tail:
+
+        def text() -> Iterator[str]:
+            nonlocal prefill
+            try:
+                for chunk in stream:
+                    piece = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
+                    if prefill is None and piece:
+                        prefill = time.perf_counter() - start
+                    yield piece
+            finally:
+                stream.close()
+
+        for shown in guarded(text(), guard):  # stops the model where it starts repeating itself
             first = first if first is not None else time.perf_counter() - s["t0"]
-            pieces.append(tail)
-            yield tail
+            pieces.append(shown)
+            yield shown
         repeated = guard.stopped
     timings = {**s["timings"], "first_token": first, "prefill": prefill, "generate": time.perf_counter() - start}
     yield {**s, "text": "".join(pieces), "timings": timings, "repeated": repeated}

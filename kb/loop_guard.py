@@ -12,6 +12,7 @@ model-specific (sampling penalties live in the backends).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from kb.citations import MARKER
 from kb.lang import CJK
@@ -20,6 +21,8 @@ SENTENCE_WEIGHT = 8  # a sentence shorter than this (weighted characters) may re
 RUN_WEIGHT = 48  # a repeated run this long is a loop, even inside one sentence
 
 _END = re.compile(r"[。！？；!?;\n]|\.(?=\s)")
+_LIST_NUMBER = re.compile(r"\s*\d{1,2}[.)]\s*$")
+_LIST_LEAD = re.compile(r"\s*(?:\d{1,2}[.)]|[-*•])\s+")
 
 
 def _weight(text: str) -> int:
@@ -29,13 +32,16 @@ def _weight(text: str) -> int:
 def _words(text: str) -> tuple[str, list[int]]:
     """normalize(text), and where each of its characters is in `text`."""
     skip = {i for m in MARKER.finditer(text) for i in range(*m.span())}
+    lead = _LIST_LEAD.match(text)
+    skip.update(range(lead.end() if lead else 0))
     kept = [(ch.lower(), i) for i, ch in enumerate(text) if ch.isalnum() and i not in skip]
     return "".join(ch for ch, _ in kept), [i for _, i in kept]
 
 
 def normalize(sentence: str) -> str:
-    """What two sentences must share to count as the same: letters and digits, lower-cased, no markers."""
-    return "".join(ch for ch in MARKER.sub("", sentence) if ch.isalnum()).lower()
+    """What two sentences must share to count as the same: letters and digits, lower-cased, without [n]
+    markers and without a leading list number ("2. ", "- ")."""
+    return _words(sentence)[0]
 
 
 class LoopGuard:
@@ -78,6 +84,8 @@ class LoopGuard:
     def _sentence_end(self) -> int | None:
         """Index just past the first complete sentence in pending (with its trailing spaces), or None."""
         m = _END.search(self.pending)
+        while m is not None and _LIST_NUMBER.match(self.pending[:m.end()]):  # "2." starts a sentence
+            m = _END.search(self.pending, m.end())
         if m is None:
             return None
         end = m.end()
@@ -111,7 +119,7 @@ class LoopGuard:
         key, where = _words(self.pending)
         if self._run_start(key) is not None:  # the held part holds the repeat: drop it
             return self._stop(self.pending[self.released:])
-        if key and any(s.startswith(key) for s in self.said):
+        if not key or any(s.startswith(key) for s in self.said):  # ("2. " may start a repeated item)
             return ""
         # A repeat in the making is a run that occurred before: hold back the longest such end, no more.
         earlier = self.shown_words + key[:-1]
@@ -144,3 +152,23 @@ def _tail(text: str, weight: int) -> str:
         if total >= weight:
             return text[i:]
     return text
+
+
+def guarded(pieces: Iterator[str], guard: LoopGuard | None = None) -> Iterator[str]:
+    """`pieces` through a loop guard: what is safe to show, ending at the first repeat. The model's stream
+    is closed there (that stops the model), and at the end of this one in any case."""
+    guard = guard or LoopGuard()
+    try:
+        for piece in pieces:
+            shown = guard.feed(piece)
+            if shown:
+                yield shown
+            if guard.stopped:
+                return
+        tail = guard.flush()
+        if tail:
+            yield tail
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()

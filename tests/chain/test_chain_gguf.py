@@ -21,6 +21,18 @@ def test_embedded_model_answers_an_english_question_citing_the_right_file(open_k
     assert answer.timings.first_token is not None and answer.timings.first_token <= answer.timings.total
 
 
+def test_the_loop_guard_stops_the_real_embedded_model_where_it_starts_repeating(open_kb):
+    from kb.eval import repeats_a_sentence
+
+    # kb's budget before it was fit to small models: the whole window and 384 answer tokens, in which
+    # SmolLM2-135M (greedy) repeats its first sentence as the next item of a list
+    kb = open_kb(backend="gguf", n_ctx=2048, mode="generate", answer_tokens=384, max_context_tokens=0)
+    answer = kb.ask("How long are hourly snapshots kept?")
+    assert answer.repetition_stopped
+    assert answer.text.count("two days") == 1 and not repeats_a_sentence(answer.text)
+    assert answer.timings.generate < 30  # stopped early, not at the 384-token limit
+
+
 def test_packing_counts_what_llama_cpp_feeds_the_model(open_kb):
     from kb.prompts import answer_messages
 

@@ -92,3 +92,8 @@ def test_a_marker_after_the_end_mark_stays_with_its_sentence():
     shown, guard, _ = run(tokens("Kept for two days. [1] Kept for two days. [2] Done."))
     assert shown == "Kept for two days. [1]"
     assert guard.stopped
+
+
+def test_a_list_number_is_not_shown_before_a_repeated_item():
+    shown, guard, _ = run(tokens("1. Snapshots are kept for two days.\n2. Snapshots are kept for two days.\n3."))
+    assert shown == "1. Snapshots are kept for two days.\n" and guard.stopped
