@@ -12,7 +12,9 @@ units.
 
 from __future__ import annotations
 
+import copy
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,18 +33,25 @@ SMALL_BATCH = 8
 # multilingual-e5-small, on the dev set (tests/bench/bench_refusal.py): English 0.835 refuses 2/5
 # unanswerable questions and 0/28 answerable ones whose answer was retrieved; Chinese 0.875: 3/5 and 1/28.
 REFUSAL_SIMILARITY = {DEFAULT_EMBEDDER: {"en": 0.835, "zh": 0.875}, MINILM_EMBEDDER: {"en": 0.4, "zh": 0.4}}
-_cache: dict[tuple, Embedder] = {}
+_loaded: dict[tuple, Embedder] = {}  # one loaded model per (model, backend, device, folder)
+_cache: dict[tuple, Embedder] = {}  # ... and one Embedder per prefixes on top of it
 _cache_lock = threading.Lock()
 
 
 def get_embedder(settings: EmbeddingSettings, models_dir: Path | None = None) -> Embedder:
-    """One embedder per (model, prefixes, backend, device) per process: loading takes seconds, so share it."""
+    """One embedder per (model, prefixes, backend, device) per process: loading takes seconds, so share it.
+
+    Embedders that differ only in their prefixes share one loaded model: `kb serve` builds the configured
+    embedder before it listens, and a KB then asks for it with the prefixes its manifest names."""
     models_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else (models_dir or default_models_dir())
-    key = (settings.model, settings.query_prefix, settings.passage_prefix, settings.backend, settings.device,
-           str(models_dir))
+    model_key = (settings.model, settings.backend, settings.device, str(models_dir))
+    key = (*model_key, settings.query_prefix, settings.passage_prefix)
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = Embedder(settings, models_dir)
+            if model_key not in _loaded:
+                _loaded[model_key] = Embedder(settings.model_copy(update={"query_prefix": None, "passage_prefix": None}),
+                                              models_dir)
+            _cache[key] = _loaded[model_key].with_prefixes(settings)
         return _cache[key]
 
 
@@ -109,6 +118,7 @@ class Embedder:
     def __init__(self, settings: EmbeddingSettings, models_dir: Path | None = None) -> None:
         from kb.ingest.onnx_embed import has_onnx
 
+        started = time.perf_counter()
         self.settings = settings
         self.model_id = settings.model
         path = resolve_model_path(settings.model, models_dir)
@@ -129,10 +139,23 @@ class Embedder:
             ) from e
         self.backend = "onnx" if use_onnx else "torch"
         prompts = _folder_prompts(Path(path)) if use_onnx else dict(getattr(self._model, "prompts", {}) or {})
-        query, passage = default_prefixes(settings.model, prompts)
-        self.query_prefix = query if settings.query_prefix is None else settings.query_prefix
-        self.passage_prefix = passage if settings.passage_prefix is None else settings.passage_prefix
+        self._default_prefixes = default_prefixes(settings.model, prompts)
+        self.query_prefix, self.passage_prefix = self._prefixes(settings)
         self._lock = threading.Lock()
+        # When it was loaded (time.perf_counter() at the start and the end), for a call's load timings.
+        self.loaded = (started, time.perf_counter())
+
+    def _prefixes(self, settings: EmbeddingSettings) -> tuple[str, str]:
+        query, passage = self._default_prefixes
+        return (query if settings.query_prefix is None else settings.query_prefix,
+                passage if settings.passage_prefix is None else settings.passage_prefix)
+
+    def with_prefixes(self, settings: EmbeddingSettings) -> Embedder:
+        """This loaded model with the prefixes (and batch size) of `settings`; shares the model and its lock."""
+        twin = copy.copy(self)
+        twin.settings = settings
+        twin.query_prefix, twin.passage_prefix = self._prefixes(settings)
+        return twin
 
     def _load_onnx(self, path: str):
         from kb.ingest.onnx_embed import OnnxSentenceModel

@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from kb.config import DEFAULT_EMBEDDER, Settings, load_settings
 from kb.errors import ConfigError, EmbedderMismatchError, KBError, KBNotFoundError, LockedError, ModelError
+from kb.loading import Loader, answer_stream
 from kb.store import MANIFEST_FORMAT, MANIFEST_VERSION, Store, read_manifest, write_json_atomic
 from kb.types import DocumentInfo, Hit
 
@@ -47,6 +48,7 @@ class KnowledgeBase:
         self.folder = folder
         self.settings = settings
         self._lock = threading.RLock()  # one SQLite connection, shared by this object's callers
+        self._model = Loader(self._load_backend)  # the chat model, loaded on first use (in the background)
         self._open_store()
 
     def _open_store(self) -> None:
@@ -302,11 +304,12 @@ class KnowledgeBase:
     # -- answering (the chain lives in kb/chain.py) ---------------------------------------------
     def backend(self):
         """The chat model of settings.llm (loaded on first use, then kept by this object)."""
-        if getattr(self, "_backend", None) is None:
-            from kb.llm import load_backend
+        return self._model.get()
 
-            self._backend = load_backend(self.settings.llm)
-        return self._backend
+    def _load_backend(self):
+        from kb.llm import load_backend
+
+        return load_backend(self.settings.llm)
 
     def ask(self, question: str, *, history: list[tuple[str, str]] | None = None, backend=None,
             **search: Any):
@@ -324,10 +327,11 @@ class KnowledgeBase:
 
     def stream(self, question: str, *, history: list[tuple[str, str]] | None = None, backend=None,
                **search: Any):
-        """Like ask(), streamed: yields the answer's text pieces, then the final Answer."""
-        from kb.chain import stream_answer
+        """Like ask(), streamed: yields the answer's text pieces, then the final Answer.
 
-        return stream_answer(self, backend or self.backend(), self.settings.answer, question, history, search)
+        Without `backend`, the KB's own model (settings.llm) loads in the background while the embedder
+        loads and the question is retrieved."""
+        return answer_stream(self, self._model, backend, question, history, search)
 
     def chat(self, session=None):
         """A ChatSession bound to this KB (a new one, or `session` to continue it); `.ask(q)` keeps history."""

@@ -73,6 +73,12 @@ class ChatBackend(ABC):
         """Tokens of the full rendered prompt; backends with a chat template override this."""
         return sum(self.count_tokens(m.content) + 4 for m in messages) + 2
 
+    def warm(self, messages: list[Message]) -> None:
+        """Read the start of a prompt ahead of time: the part before the last message's text. A backend that
+        keeps what it read (llama.cpp's cache) then only reads the rest when `stream` gets the whole prompt.
+        Nothing by default."""
+        return None
+
 
 def check_messages(messages: list[Message]) -> None:
     """Raise ModelError unless `messages` is a non-empty list ending with a user turn."""

