@@ -14,6 +14,7 @@ from kb import Answer, ChatSession
 from kb.app import state
 from kb.app.sources import render_sources
 from kb.chat import Turn
+from kb.loading import LazyBackend
 
 _STATUS_NOTE = {
     "refused": "Nothing in this knowledge base is relevant enough, so no answer was made up.",
@@ -64,7 +65,8 @@ def _ask(name: str, s, question: str) -> None:
         result: list[Answer] = []
         box = st.empty()
         with box:
-            st.write_stream(_text_only(kb.stream(question, history=history, backend=state.backend(s)), result))
+            model = LazyBackend(lambda: state.backend(s))  # loaded only if the answer needs the model
+            st.write_stream(_text_only(kb.stream(question, history=history, backend=model), result))
         answer = result[0]
         box.markdown(answer.text)  # the verified text: markers that pointed nowhere are gone
         _footer(answer, f"t{len(state.turns())}")

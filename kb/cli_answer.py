@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from kb.config import LLMSettings, Settings, load_settings
+from kb.config import ANSWER_MODES, LLMSettings, Settings, load_settings
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -34,8 +34,20 @@ GeneralOpt = Annotated[bool, typer.Option(
     "--general", help="With no relevant passage, let the model answer from general knowledge (labelled).")]
 
 
-def _settings(model: str | None, backend: str | None, quantize: str | None, general: bool) -> Settings:
+AnswerModeOpt = Annotated[str | None, typer.Option(
+    "--answer-mode", help="Override answer.mode: generate (the chat model writes the answer), extract (quote the "
+    "passages' sentences that answer; no model, instant) or auto (extract when the model cannot write the "
+    "question's language, e.g. the embedded SmolLM2 and a Chinese question, or no chat model is installed).")]
+
+
+def _settings(model: str | None, backend: str | None, quantize: str | None, general: bool,
+              answer_mode: str | None = None) -> Settings:
     settings = load_settings()
+    if answer_mode is not None:
+        if answer_mode not in ANSWER_MODES:
+            raise typer.BadParameter(f"{answer_mode!r} is not one of {', '.join(ANSWER_MODES)}",
+                                     param_hint="--answer-mode")
+        settings.answer = settings.answer.model_copy(update={"mode": answer_mode})
     llm = settings.llm.model_dump()
     llm.update({k: v for k, v in (("model", model), ("backend", backend), ("quantize", quantize)) if v is not None})
     settings.llm = LLMSettings(**llm)
@@ -86,9 +98,13 @@ def _report(answer, imports: float | None = None) -> None:
         err.print(f"{len(answer.unsupported)} sentence(s) cite no passage: "
                   + " | ".join(s[:80] for s in answer.unsupported), markup=False)
     if answer.left_out:
-        err.print(f"{len(answer.left_out)} retrieved passage(s) left out for lack of room in the model's window")
-    err.print(f"[dim]{_timing_line(answer.timings, imports)}, {answer.prompt_tokens} prompt tokens, "
-              f"{answer.backend}[/dim]")
+        err.print(f"{len(answer.left_out)} retrieved passage(s) left out (no room in the model's window, or in a "
+                  "language the model does not read)")
+    how = (f"{answer.prompt_tokens} prompt tokens, {answer.backend}" if answer.answer_mode == "generate"
+           else "quoted from the documents, no model (answer.mode; --answer-mode generate to have the model write it)")
+    if answer.repetition_stopped:
+        how += ", stopped where the model began to repeat itself"
+    err.print(f"[dim]{_timing_line(answer.timings, imports)}, {how}[/dim]")
 
 
 def _timing_line(t, imports: float | None) -> str:
@@ -123,12 +139,13 @@ def ask_command(
     path: PathOpt = None,
     file_type: TypeOpt = None,
     general: GeneralOpt = False,
+    answer_mode: AnswerModeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the Answer as JSON (no streaming); its timings "
                                           "also hold imports: seconds from the command's start to the question.")] = False,
 ) -> None:
     """Answer a question from a knowledge base, citing the passages [n] it comes from."""
     imports = since_process_start()
-    base = _open(kb, _settings(model, backend, quantize, general))
+    base = _open(kb, _settings(model, backend, quantize, general, answer_mode))
     search = {"paths": path, "file_types": file_type}
     if as_json:
         data = base.ask(question, **search).to_dict()
@@ -150,11 +167,12 @@ def chat_command(
     path: PathOpt = None,
     file_type: TypeOpt = None,
     general: GeneralOpt = False,
+    answer_mode: AnswerModeOpt = None,
 ) -> None:
     """Multi-turn chat with a knowledge base; follow-up questions see the conversation.
 
     Type /clear to forget the conversation, /exit (or Ctrl-D) to leave; Ctrl-C stops an answer."""
-    base = _open(kb, _settings(model, backend, quantize, general))
+    base = _open(kb, _settings(model, backend, quantize, general, answer_mode))
     session = base.chat()
     session.search = {"paths": path, "file_types": file_type}
     err.print(f"kb chat on '{base.name}' ({base.settings.llm.model or 'embedded SmolLM2'}); /exit to leave")

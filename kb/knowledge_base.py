@@ -16,10 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from filelock import FileLock, Timeout
 
-from kb.config import DEFAULT_EMBEDDER, Settings, load_settings
+from kb.config import ANSWER_MODES, DEFAULT_EMBEDDER, Settings, load_settings
 from kb.errors import ConfigError, EmbedderMismatchError, KBError, KBNotFoundError, LockedError, ModelError
+from kb.lang import language
 from kb.loading import Loader, answer_stream
 from kb.store import MANIFEST_FORMAT, MANIFEST_VERSION, Store, read_manifest, write_json_atomic
 from kb.types import DocumentInfo, Hit
@@ -312,26 +314,31 @@ class KnowledgeBase:
         return load_backend(self.settings.llm)
 
     def ask(self, question: str, *, history: list[tuple[str, str]] | None = None, backend=None,
-            **search: Any):
+            answer_mode: str | None = None, **search: Any):
         """Answer from the documents: an Answer with text, verified citations, passages, timings.
 
-        `history` is [(question, answer), ...] of earlier turns; `search` takes search()'s filters
-        (paths, file_types, doc_ids, mode, rerank)."""
+        `history` is [(question, answer), ...] of earlier turns; `answer_mode` overrides answer.mode
+        (generate, extract, auto); `search` takes search()'s filters (paths, file_types, doc_ids, mode, rerank)."""
         from kb.answer import Answer
 
         answer = None
-        for item in self.stream(question, history=history, backend=backend, **search):
+        for item in self.stream(question, history=history, backend=backend, answer_mode=answer_mode, **search):
             if isinstance(item, Answer):
                 answer = item
         return answer
 
     def stream(self, question: str, *, history: list[tuple[str, str]] | None = None, backend=None,
-               **search: Any):
+               answer_mode: str | None = None, **search: Any):
         """Like ask(), streamed: yields the answer's text pieces, then the final Answer.
 
         Without `backend`, the KB's own model (settings.llm) loads in the background while the embedder
         loads and the question is retrieved."""
-        return answer_stream(self, self._model, backend, question, history, search)
+        settings = self.settings.answer
+        if answer_mode is not None and answer_mode != settings.mode:
+            if answer_mode not in ANSWER_MODES:
+                raise ConfigError(f"answer mode {answer_mode!r} is not one of {', '.join(ANSWER_MODES)}")
+            settings = settings.model_copy(update={"mode": answer_mode})
+        return answer_stream(self, self._model, backend, question, history, search, settings)
 
     def chat(self, session=None):
         """A ChatSession bound to this KB (a new one, or `session` to continue it); `.ask(q)` keeps history."""
@@ -357,6 +364,15 @@ class KnowledgeBase:
         with self._lock:
             vectors = self._store.vectors_of(chunk_ids)
         return {cid: float(vector @ v) for cid, v in vectors.items()}
+
+    def similarity(self, query: str, texts: list[str]) -> np.ndarray:
+        """Cosine similarity of the query to each text, in the KB's language-centred space (so a question
+        and a sentence in different languages compare by meaning)."""
+        embedder = self.embedder()
+        with self._lock:
+            centering = self._store.dense_index().centering
+        vectors = centering.vectors(embedder.encode(texts), [language(t) for t in texts])
+        return vectors @ centering.query(embedder.encode([query], query=True)[0], language(query))
 
     def span_text(self, doc_id: str, start: int, end: int) -> str | None:
         """The document's text between two character offsets (None if the document is gone)."""

@@ -8,12 +8,13 @@ It leaves out GPU offload settings and grammar-constrained sampling.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from kb.errors import ModelError
+from kb.errors import ModelError, NoChatModelError
 from kb.llm.base import ChatBackend, Message, check_messages, require
 from kb.llm.cpu import FreeCores
 
@@ -34,6 +35,14 @@ def packaged_model() -> Path:
         if f.name == name:
             return Path(str(f.locate()))
     raise ModelError(f"the package '{dist}' has no {name}; reinstall it with: pip install --force-reinstall {dist}")
+
+
+def _distribution(name: str) -> bool:
+    try:
+        importlib.metadata.distribution(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
 
 
 def _is_packaged(path: Path) -> bool:
@@ -156,6 +165,16 @@ def _lora_file(adapter: str) -> Path:
 
 def from_settings(settings) -> GGUFBackend:
     """llm.model: a .gguf path, or empty for the packaged SmolLM2; llm.adapter: a GGUF LoRA."""
-    path = Path(settings.model).expanduser() if settings.model else packaged_model()
+    if settings.model:
+        path = Path(settings.model).expanduser()
+    else:
+        missing = [name for name, found in (("llama-cpp-python", importlib.util.find_spec("llama_cpp")),
+                                            (PACKAGED[0], _distribution(PACKAGED[0]))) if not found]
+        if missing:
+            raise NoChatModelError(
+                f"no chat model is installed: the embedded SmolLM2 needs {' and '.join(missing)} (pip install "
+                "'kb[local]'); or set llm.model / llm.base_url to another model. With answer.mode auto, "
+                "kb quotes the passages instead of writing an answer.")
+        path = packaged_model()
     return GGUFBackend(path, n_ctx=settings.n_ctx, max_new_tokens=settings.max_new_tokens,
                        temperature=settings.temperature, top_p=settings.top_p, adapter=settings.adapter)

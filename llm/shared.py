@@ -26,6 +26,7 @@ class SharedBackend(ChatBackend):
         self.name = inner.name
         self.context_window = inner.context_window
         self.languages = inner.languages
+        self.parameters = inner.parameters
         self._lock = None if parallel else threading.Lock()
         self._tokens_lock = threading.Lock()
 
