@@ -22,6 +22,7 @@ RUN_WEIGHT = 48  # a repeated run this long is a loop, even inside one sentence
 
 _END = re.compile(r"[。！？；!?;\n]|\.(?=\s)")
 _LIST_NUMBER = re.compile(r"\s*\d{1,2}[.)]\s*$")
+_LIST_START = re.compile(r"\s*(?:\d{1,2}[.)]?|[-*•])\s*$")  # a list item's number, nothing after it yet
 _LIST_LEAD = re.compile(r"\s*(?:\d{1,2}[.)]|[-*•])\s+")
 
 
@@ -119,8 +120,8 @@ class LoopGuard:
         key, where = _words(self.pending)
         if self._run_start(key) is not None:  # the held part holds the repeat: drop it
             return self._stop(self.pending[self.released:])
-        if not key or any(s.startswith(key) for s in self.said):  # ("2. " may start a repeated item)
-            return ""
+        if not key or _LIST_START.match(self.pending) or any(s.startswith(key) for s in self.said):
+            return ""  # ("2." may start a repeated item)
         # A repeat in the making is a run that occurred before: hold back the longest such end, no more.
         earlier = self.shown_words + key[:-1]
         size = 0

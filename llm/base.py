@@ -80,6 +80,17 @@ class ChatBackend(ABC):
         return None
 
 
+# Under this many parameters a model (e.g. the embedded SmolLM2-135M) copies and loops more than it answers:
+# kb quotes the passages for it in answer.mode auto, and gives it a short prompt and answer when asked to write.
+SMALL_MODEL = 1_000_000_000
+
+
+def is_small(backend: ChatBackend) -> bool:
+    """Whether the backend declares a model under SMALL_MODEL parameters (unknown size: no)."""
+    parameters = getattr(backend, "parameters", None)
+    return parameters is not None and parameters < SMALL_MODEL
+
+
 def check_messages(messages: list[Message]) -> None:
     """Raise ModelError unless `messages` is a non-empty list ending with a user turn."""
     if not messages:

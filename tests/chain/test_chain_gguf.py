@@ -8,7 +8,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip 
 
 
 def test_embedded_model_answers_an_english_question_citing_the_right_file(open_kb):
-    kb = open_kb(backend="gguf", n_ctx=2048, answer_tokens=96)
+    kb = open_kb(backend="gguf", n_ctx=2048, answer_tokens=96, mode="generate")  # auto quotes for SmolLM2
     items = list(kb.stream("How long are hourly snapshots kept?"))
     answer = items[-1]
     assert answer.status == "answered" and answer.backend == "gguf"
@@ -24,13 +24,20 @@ def test_embedded_model_answers_an_english_question_citing_the_right_file(open_k
 def test_the_loop_guard_stops_the_real_embedded_model_where_it_starts_repeating(open_kb):
     from kb.eval import repeats_a_sentence
 
-    # kb's budget before it was fit to small models: the whole window and 384 answer tokens, in which
-    # SmolLM2-135M (greedy) repeats its first sentence as the next item of a list
-    kb = open_kb(backend="gguf", n_ctx=2048, mode="generate", answer_tokens=384, max_context_tokens=0)
-    answer = kb.ask("How long are hourly snapshots kept?")
-    assert answer.repetition_stopped
-    assert answer.text.count("two days") == 1 and not repeats_a_sentence(answer.text)
+    # greedy SmolLM2-135M writes a list whose items repeat on this question (as it did on 0.85 of the dev
+    # set's English questions)
+    kb = open_kb(backend="gguf", n_ctx=2048, mode="generate")
+    answer = kb.ask("How do remote staff connect to the office network?")
+    assert answer.repetition_stopped and not repeats_a_sentence(answer.text)
+    assert not answer.text.rstrip().endswith(".") or not answer.text.rstrip()[-2].isdigit()  # no dangling "4."
     assert answer.timings.generate < 30  # stopped early, not at the 384-token limit
+
+
+def test_auto_quotes_for_the_small_embedded_model_without_calling_it(open_kb):
+    kb = open_kb(backend="gguf", n_ctx=2048)
+    answer = kb.ask("How long are hourly snapshots kept?")
+    assert answer.answer_mode == "extract" and answer.backend == "" and "two days" in answer.text.splitlines()[1]
+    assert kb.backend().parameters < 200e6  # it was loaded (to learn its size), not asked
 
 
 def test_packing_counts_what_llama_cpp_feeds_the_model(open_kb):
@@ -58,7 +65,7 @@ def test_ctrl_c_stops_kb_ask_cleanly(sample_home, settings):
     import time
 
     env = {**os.environ, "KB_HOME": str(sample_home), "KB_LLM__N_CTX": "2048", "PYTHONUNBUFFERED": "1",
-           "KB_ANSWER__ANSWER_TOKENS": "400"}
+           "KB_ANSWER__ANSWER_TOKENS": "400", "KB_ANSWER__MODE": "generate"}
     proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "ask", "Summarize the backup policy in detail.",
                              "--kb", "samples"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.read(1)  # the answer has started streaming

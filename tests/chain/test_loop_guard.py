@@ -97,3 +97,5 @@ def test_a_marker_after_the_end_mark_stays_with_its_sentence():
 def test_a_list_number_is_not_shown_before_a_repeated_item():
     shown, guard, _ = run(tokens("1. Snapshots are kept for two days.\n2. Snapshots are kept for two days.\n3."))
     assert shown == "1. Snapshots are kept for two days.\n" and guard.stopped
+    shown, guard, _ = run(["1. About the VPN.", "\n", "2.", " About the", " VPN.", "\n3."])
+    assert shown == "1. About the VPN.\n" and guard.stopped

@@ -87,8 +87,9 @@ def test_healthy_kb_is_all_ok_and_exits_0(home, built_home):
     chat = finding(report, "chat model")["facts"]  # read from the GGUF's metadata, not by loading it
     assert chat["packaged"] and chat["languages"] == ["en"] and chat["context_window"] == 8192
     assert 130e6 < chat["parameters"] < 140e6  # SmolLM2-135M
-    answers = finding(report, "answers")["facts"]
-    assert answers["en"] == "generate" and answers["zh"] == "extract"
+    answers = finding(report, "answers")
+    assert answers["facts"]["en"] == "extract" and answers["facts"]["zh"] == "extract"  # a small model: quoted
+    assert "small model" in answers["summary"] and "--answer-mode generate" in answers["summary"]
 
 
 def test_damaged_faiss_file_says_it_is_rebuilt_and_names_the_command(home, built_home):
