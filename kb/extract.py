@@ -30,7 +30,7 @@ from kb.lang import CJK, has_cjk
 LABEL = {"en": "Quoted from your documents:", "zh": "以下摘自文档原文："}
 MAX_QUOTES = 3
 MAX_CHARS = 600  # quotes after the first stop once the answer is this long
-CLOSE = 0.8  # a further quote must score at least this share of the best one
+CLOSE = 0.8  # a further quote must score at least this share of the best one (0.9: evidence cited 0.318 vs 0.325)
 W_TERMS, W_MEANING, W_RANK = 0.5, 0.5, 0.1
 HEADING_WEIGHT = 30  # a line this short without an end mark is a heading (a Chinese character weighs two)
 MAX_UNIT = 400  # a "sentence" longer than this (a paragraph without end marks) is cut at commas

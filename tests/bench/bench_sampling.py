@@ -18,35 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from kb import KnowledgeBase
 from kb.chain import answer_budget, answer_mode, fit, merge_hits
+from kb.llm.no_repeat import NoRepeatNGram
 from kb.loop_guard import LoopGuard
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class NoRepeatNGram:
-    """A llama.cpp logits processor: forbid the token that would repeat an n-gram of the answer so far."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.start = n, None
-
-    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        if self.start is None:
-            self.start = len(input_ids)
-        made = input_ids[self.start:].tolist()
-        if len(made) >= self.n - 1:
-            tail = made[len(made) - self.n + 1:]
-            for i in range(len(made) - self.n + 1):
-                if made[i:i + self.n - 1] == tail:
-                    scores[made[i + self.n - 1]] = -np.inf
-        return scores
-
-
 VARIANTS = {
-    "none (baseline)": {},
+    "none (baseline)": {"repeat_penalty": 1.0},
     "repeat_penalty 1.1": {"repeat_penalty": 1.1},
     "repeat_penalty 1.3": {"repeat_penalty": 1.3},
     "frequency 0.5": {"frequency_penalty": 0.5},

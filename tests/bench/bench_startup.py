@@ -68,6 +68,8 @@ def bench_env(home: Path) -> dict[str, str]:
     models = os.environ.get("KB_EMBEDDING__CACHE_DIR") or str(load_settings().models_dir)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KB_") and k != "PYTHONUNBUFFERED"}
     env.update({"KB_HOME": str(home), "KB_CONFIG": str(home / "none.yaml"), "KB_EMBEDDING__CACHE_DIR": models})
+    if os.environ.get("KB_ANSWER__MODE"):  # --answer-mode: how this checkout answers (a baseline ignores it)
+        env["KB_ANSWER__MODE"] = os.environ["KB_ANSWER__MODE"]
     return env
 
 
@@ -183,10 +185,15 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=6, help="warm questions in one process (0: skip)")
     parser.add_argument("--baseline", help="git revision to compare with (default: before kb/loading.py); "
                         "'none' to skip")
+    parser.add_argument("--answer-mode", choices=["auto", "generate", "extract"],
+                        help="answer.mode for this checkout's runs (default: kb's default, auto, which quotes for "
+                        "the embedded SmolLM2; generate measures the model writing)")
     parser.add_argument("--serial-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--warm-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.answer_mode:
+        os.environ["KB_ANSWER__MODE"] = args.answer_mode  # children inherit it through bench_env
     if args.serial_child:
         return serial_child(args.json)
     if args.warm_child:

@@ -24,6 +24,25 @@ def test_default_is_the_packaged_smollm2(smol):
     assert smol.path == packaged_model() and smol.context_window == 2048
 
 
+def test_sampling_is_fit_to_the_small_model(smol):
+    assert 130e6 < smol.parameters < 140e6 and smol.languages == ("en",)
+    assert smol.no_repeat_ngram == 4 and smol.repeat_penalty == 1.0  # the measured defaults for a small model
+    off = load_backend(LLMSettings(backend="gguf", n_ctx=512, no_repeat_ngram=0, repeat_penalty=1.1))
+    assert off.no_repeat_ngram == 0 and off.repeat_penalty == 1.1
+
+
+def test_no_repeat_ngram_forbids_only_the_answers_own_repeats():
+    import numpy as np
+
+    from kb.llm.no_repeat import NoRepeatNGram
+
+    ban = NoRepeatNGram(3)
+    prompt = [7, 8, 9, 7, 8]  # the prompt's own repeats do not count
+    assert np.isfinite(ban(np.array(prompt), np.zeros(12))).all()
+    scores = ban(np.array(prompt + [1, 2, 3, 1, 2]), np.zeros(12))  # the answer so far: 1 2 3 1 2
+    assert scores[3] == -np.inf and np.isfinite(np.delete(scores, 3)).all()  # "1 2 3" again is banned
+
+
 def test_answers_a_real_question(smol):
     answer = smol.generate(QUESTION, max_new_tokens=24)
     assert "Paris" in answer
