@@ -192,7 +192,7 @@ def evaluate(
     qs = load_questions(questions)
     base = _open(kb)
     if answers:
-        from kb.cli_progress import answer_table
+        from kb.cli_progress import answer_tables
         from kb.eval import answer_summary, run_answers
 
         answer_modes = [m.strip() for m in (answer_mode or base.settings.answer.mode).split(",")]
@@ -204,7 +204,8 @@ def evaluate(
         if as_json:
             out.print_json(data=data)
         else:
-            out.print(answer_table(data))
+            for table in answer_tables(data):
+                out.print(table)
         return
     modes = [m.strip() for m in compare.split(",")] if compare else [mode or base.settings.retrieval.mode]
     results = {m: summarize(run_retrieval(base, qs, m, k)) for m in modes}

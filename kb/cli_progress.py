@@ -60,21 +60,29 @@ def eval_table(results: dict, total_questions: int) -> Table:
     return table
 
 
-ANSWER_COLUMNS = (("evidence", "evidence_cited"), ("cit.prec", "citation_precision"), ("kw recall", "keyword_recall"),
-                  ("loops", "loop_rate"), ("guard", "guard_stop_rate"), ("lang ok", "language_match"),
-                  ("quoted", "extracted"), ("refuse no", "refusal_rate_unanswerable"),
-                  ("refuse yes", "refusal_rate_answerable"), ("1st tok p50", "first_token_p50_s"),
-                  ("total p50", "total_p50_s"))
+ANSWER_ROWS = (("questions", None), ("cite evidence", "evidence_cited"), ("citation precision", "citation_precision"),
+               ("keyword recall", "keyword_recall"), ("loop rate", "loop_rate"), ("guard stops", "guard_stop_rate"),
+               ("language match", "language_match"), ("quoted", "extracted"),
+               ("refused: unanswerable", "refusal_rate_unanswerable"),
+               ("refused: answerable", "refusal_rate_answerable"), ("first token p50 s", "first_token_p50_s"),
+               ("total p50 s", "total_p50_s"))
 
 
-def answer_table(results: dict) -> Table:
-    """One row per (answer mode, group) of `kb eval --answers` (kb.eval.answer_summary per mode)."""
-    table = Table(title="Answers (shares of the group's questions; times in seconds)")
-    for col in ("mode", "group", "n", *(name for name, _ in ANSWER_COLUMNS)):
-        table.add_column(col, justify="left" if col in ("mode", "group") else "right")
+def answer_tables(results: dict) -> list[Table]:
+    """One table per answer mode of `kb eval --answers` (kb.eval.answer_summary): a row per figure, a column
+    per group (shares of the group's questions)."""
+    tables = []
     for mode, summary in results.items():
-        for group, m in [("all", summary["overall"])] + list(summary["groups"].items()):
-            cells = ["-" if m[key] is None else f"{m[key]:.3f}" if isinstance(m[key], float) else str(m[key])
-                     for _, key in ANSWER_COLUMNS]
-            table.add_row(mode, group, str(m["answerable"] + m["unanswerable"]), *cells)
-    return table
+        groups = [("all", summary["overall"])] + list(summary["groups"].items())
+        table = Table(title=f"Answers, answer.mode {mode}")
+        table.add_column("")
+        for name, _ in groups:
+            table.add_column(name, justify="right")
+        for label, key in ANSWER_ROWS:
+            cells = []
+            for _, m in groups:
+                value = m["answerable"] + m["unanswerable"] if key is None else m[key]
+                cells.append("-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
+            table.add_row(label, *cells)
+        tables.append(table)
+    return tables

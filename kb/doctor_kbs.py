@@ -152,7 +152,7 @@ def _index_problem(name: str, stats: dict, data: bytes | None, dim: int, docs: s
         return Problem("warn", f"vector index file {path.name} is missing or out of date: {rebuilt}", "index",
                 f"kb ingest {docs} --kb {name} (re-embeds nothing, saves the index)")
     return Problem("warn", f"vector index file {path.name} is damaged (not the file kb wrote): {rebuilt}", "index",
-            f"rm {shlex.quote(str(path))} && kb ingest {docs} --kb {name} (re-embeds nothing, saves the index)")
+            f"kb ingest {docs} --kb {name} (re-embeds nothing, saves the index again)")
 
 
 def _lock_problem(name: str, folder: Path) -> Problem | None:

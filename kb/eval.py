@@ -163,13 +163,14 @@ class AnswerOutcome:
     language_match: bool | None = None  # the answer is written in the question's language (None: no answer)
 
 
-def repeats_a_sentence(text: str) -> bool:
-    """Whether any sentence of `text` (markers, case and punctuation aside) occurs twice."""
+def repeats_a_sentence(text: str, quoted: bool = False) -> bool:
+    """Whether any sentence of `text` (markers, case and punctuation aside) occurs twice; for a `quoted`
+    (extracted) answer, any of its quoted lines (a table row's cells may hold sentence marks)."""
     from kb.citations import split_sentences
     from kb.loop_guard import SENTENCE_WEIGHT, normalize
 
     seen: set[str] = set()
-    for sentence in split_sentences(text):
+    for sentence in (text.splitlines() if quoted else split_sentences(text)):
         key = normalize(sentence)
         if len(key) + len(CJK.findall(key)) < SENTENCE_WEIGHT:
             continue
@@ -208,7 +209,7 @@ def run_answers(base, questions: list[Question], limit: int | None = None,
         body = answer_body(a)
         matched = None if a.refused or not body.strip() else language(body) == language(q.question)
         outcomes.append(AnswerOutcome(q, a.status, len(cited), with_evidence, recall, a.timings.first_token,
-                                      a.timings.total, a.answer_mode, repeats_a_sentence(a.text),
+                                      a.timings.total, a.answer_mode, repeats_a_sentence(a.text, a.answer_mode == "extract"),
                                       a.repetition_stopped, matched))
     return outcomes
 

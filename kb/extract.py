@@ -26,6 +26,7 @@ import numpy as np
 from kb.answer import Citation, Passage
 from kb.citations import key_terms
 from kb.lang import CJK, has_cjk
+from kb.loop_guard import normalize
 
 LABEL = {"en": "Quoted from your documents:", "zh": "以下摘自文档原文："}
 MAX_QUOTES = 3
@@ -82,9 +83,9 @@ def _is_heading(line: str) -> bool:
 
 
 def _row(header: list[str], cells: list[str]) -> str:
-    """'城市类别：一线城市；每晚住宿上限：600 元' / 'Data: Hourly snapshots; Kept for: 2 days'."""
-    zh = any(has_cjk(h) for h in header)
-    pair, sep = ("：", "；") if zh else (": ", "; ")
+    """'城市类别：一线城市 | 每晚住宿上限：600 元' / 'Data: Hourly snapshots | Kept for: 2 days' (no sentence
+    mark between cells: a row is one quote)."""
+    pair, sep = ("：" if any(has_cjk(h) for h in header) else ": "), " | "
     return sep.join(f"{h}{pair}{c}" if h else c for h, c in zip(header, cells, strict=True) if c)
 
 
@@ -136,10 +137,11 @@ def choose(found: list[Unit], scores: list[float]) -> list[Unit]:
         if chosen and (scores[i] < CLOSE * scores[order[0]] or len(chosen) >= MAX_QUOTES
                        or length + len(u.text) > MAX_CHARS):
             break
-        if u.text in seen:
+        key = normalize(u.text)  # the same sentence in two passages (or documents) is quoted once
+        if key in seen:
             continue
         chosen.append(u)
-        seen.add(u.text)
+        seen.add(key)
         length += len(u.text)
     return chosen
 

@@ -381,11 +381,9 @@ class Store:
         return data if row[0] == f"{gen}:{_digest(data)}" else None
 
     def dense_index_saved(self) -> bool:
-        """Whether the current generation's index file and centring are on disk (else a reader rebuilds them)."""
-        gen = self.generation
-        row = self._db.execute("SELECT value FROM meta WHERE key=?", (_FAISS_DIGEST,)).fetchone()
-        return (row is not None and row[0].startswith(f"{gen}:") and self._recorded_centering(gen) is not None
-                and (self.folder / f"vectors-{gen}.faiss").is_file())
+        """Whether the current generation's index file (the very bytes kb wrote) and centring are on disk (else a
+        reader rebuilds them, and the next ingest saves them again)."""
+        return saved_index_state(self._db, self.folder)[0] == "saved"
 
     def save_dense_index(self) -> Path:
         """Write the FAISS file for the current generation (atomically) and drop older ones."""
