@@ -33,9 +33,12 @@ def write_docs(folder: Path) -> tuple[Path, Path]:
 def app_env(home: Path, replies: Path) -> dict[str, str]:
     """KB_* variables for the app: private home and config file, scripted model with canned replies."""
     return {"KB_HOME": str(home), "KB_CONFIG": str(home / "config.yaml"), "KB_LLM__BACKEND": "scripted",
-            "KB_LLM__MODEL": str(replies)}
+            "KB_LLM__MODEL": str(replies), "KB_ANSWER__TRANSLATE_QUERY": "off"}  # replies answer, not translate
 
 
 def write_replies(path: Path, replies: list[str]) -> Path:
-    path.write_text(json.dumps(replies, ensure_ascii=False), encoding="utf-8")
+    """A replies file for a scripted model that writes Chinese and English (like ChatGLM2), so that the app
+    shows its replies to questions in both languages rather than quotes (answer.mode auto)."""
+    path.write_text(json.dumps({"replies": replies, "languages": ["en", "zh"]}, ensure_ascii=False),
+                    encoding="utf-8")
     return path

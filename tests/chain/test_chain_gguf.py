@@ -37,7 +37,8 @@ def test_the_loop_guard_stops_the_real_embedded_model_where_it_starts_repeating(
 def test_auto_quotes_for_the_small_embedded_model_without_calling_it(open_kb):
     kb = open_kb(backend="gguf", n_ctx=2048)
     answer = kb.ask("How long are hourly snapshots kept?")
-    assert answer.answer_mode == "extract" and answer.backend == "" and "two days" in answer.text.splitlines()[1]
+    assert answer.answer_mode == "extract" and answer.backend == ""
+    assert "two days" in answer.text or "2 days" in answer.text
     assert kb.backend().parameters < 200e6  # it was loaded (to learn its size), not asked
 
 
