@@ -9,6 +9,7 @@ everything about how the answer is made (kb/chain.py).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -121,13 +122,19 @@ def _timing_line(t, imports: float | None) -> str:
 def since_process_start() -> float | None:
     """Seconds since this process started (the interpreter, imports, settings), or None where unknown.
 
-    Linux only: /proc says when the process started, in clock ticks since boot."""
+    Linux: /proc says when the process started, in clock ticks since boot. A shell may exec the last
+    command of a line in its own process (`... && kb ask ...`), which then started with the shell: past
+    about a second more than the time since kb itself began importing, that time is used instead."""
+    import kb
+
+    imported = time.perf_counter() - kb.IMPORTED_AT
     try:
         started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
+        since = max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
-        return None
+        return imported
+    return since if since <= imported + 1.0 else imported
 
 
 def ask_command(
