@@ -37,14 +37,19 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def test_first_start_has_no_prompt_and_opens_the_browser(settings, tmp_path):
-    home = tmp_path / "home"  # a user who never ran Streamlit: no ~/.streamlit
+def _fresh_user(tmp_path):
+    """An empty HOME and a $BROWSER that records the URLs it is asked to open: (home, record file, env)."""
+    home = tmp_path / "home"
     home.mkdir()
     opened = tmp_path / "opened.txt"
     browser = tmp_path / "browser.sh"
     browser.write_text(f'#!/bin/sh\necho "$1" >> "{opened}"\n')
     browser.chmod(0o755)
-    env = dict(os.environ, HOME=str(home), BROWSER=str(browser))
+    return home, opened, dict(os.environ, HOME=str(home), BROWSER=str(browser))
+
+
+def test_first_start_has_no_prompt_and_opens_the_browser(settings, tmp_path):
+    home, opened, env = _fresh_user(tmp_path)  # a user who never ran Streamlit: no ~/.streamlit
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "STREAMLIT_SERVER_HEADLESS", "STREAMLIT_BROWSER_GATHER_USAGE_STATS"):
         env.pop(name, None)
     port = _free_port()
@@ -74,13 +79,7 @@ def test_first_start_has_no_prompt_and_opens_the_browser(settings, tmp_path):
 
 def test_no_browser_opens_no_tab(settings, tmp_path):
     """--no-browser: the app serves, and no tab is opened."""
-    home = tmp_path / "home"
-    home.mkdir()
-    opened = tmp_path / "opened.txt"
-    browser = tmp_path / "browser.sh"
-    browser.write_text(f'#!/bin/sh\necho "$1" >> "{opened}"\n')
-    browser.chmod(0o755)
-    env = dict(os.environ, HOME=str(home), BROWSER=str(browser))
+    home, opened, env = _fresh_user(tmp_path)  # a user who never ran Streamlit: no ~/.streamlit
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "app", "--no-browser", "--port", str(port)],
