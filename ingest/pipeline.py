@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kb.errors import KBError, ParseError
-from kb.store import Store
+from kb.keywords import index_text
+from kb.stores import Record, Store
 from kb.types import Chunk, DocumentInfo
 
 from .embed import Embedder
@@ -178,8 +179,8 @@ def run_ingest(
             _done(report, notify, FileResult(path, "removed"))
     else:
         report.missing = gone
-    if report.changed or not store.dense_index_saved():
-        store.save_dense_index()
+    if report.changed or not store.finished():
+        store.finish()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -277,11 +278,12 @@ def _write(store: Store, model: Embedder, pending: list[_Parsed], report: Ingest
     texts = [t for p in pending for t in p.keyword_texts]
     vectors = model.encode(texts)
     notify(Progress("embedded", chunks=len(texts)))
-    offset = 0
+    records, offset = [], 0
     for p in pending:
         n = len(p.chunks)
-        report.chunks_removed += store.put_document(p.info, p.text, p.chunks, vectors[offset:offset + n],
-                                                    p.keyword_texts)
+        records.append(Record(p.info, p.text, p.chunks, vectors[offset:offset + n], [index_text(t) for t in p.keyword_texts]))
         offset += n
-        report.chunks_added += n
-        _done(report, notify, FileResult(str(p.path), "updated" if p.previous else "added", n))
+    report.chunks_removed += store.put_documents(records)
+    for p in pending:
+        report.chunks_added += len(p.chunks)
+        _done(report, notify, FileResult(str(p.path), "updated" if p.previous else "added", len(p.chunks)))

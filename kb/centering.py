@@ -8,8 +8,8 @@ of its language, and from a question the mean of its language, then renormalisin
 the same questions found their answer in the top 5 for 0.31 (zh→en) and 0.44 (en→zh) by dense search
 alone, while same-language questions moved by at most 0.06 either way (within the set's noise).
 
-The means belong to one knowledge base and one commit: kb.store fits them when it builds the dense
-index and records them next to it. A language with fewer than MIN_CHUNKS chunks has no reliable mean
+The means belong to one knowledge base and one commit: the local store (kb/stores/local.py) fits them when it
+builds the dense index and records them next to it; the Milvus store refits them from running sums. A language with fewer than MIN_CHUNKS chunks has no reliable mean
 of its own: it gets the KB's overall mean (or, in a KB too small for that, the prior's average) moved
 by the language's offset in the *prior*: the embedder's mean vectors of 160 generic sentences in each
 language (kb/data/lang_reference.jsonl, embedded once per KB when it is first ingested). Without a prior
@@ -68,24 +68,49 @@ def fit(vectors: np.ndarray, langs: list[str], prior: dict[str, np.ndarray] | No
     (or the prior's) overall mean moved by the prior's language offset. `prior`: language -> mean vector
     of the embedder over generic text (see reference_means)."""
     labels = np.asarray(langs)
+    dim = vectors.shape[1] if vectors.ndim == 2 else 0
+    sums = {lang: vectors[labels == lang].sum(axis=0, dtype=np.float64) if len(vectors) else np.zeros(dim)
+            for lang in LANGUAGES}
     counts = {lang: int((labels == lang).sum()) for lang in LANGUAGES}
+    return fit_sums(sums, counts, prior)
+
+
+def fit_sums(sums: dict[str, np.ndarray], counts: dict[str, int],
+             prior: dict[str, np.ndarray] | None = None) -> Centering:
+    """fit() from each language's sum of vectors and count: a store that keeps running sums (the Milvus
+    store keeps them per document) refits without reading every vector."""
+    counts = {lang: int(counts.get(lang, 0)) for lang in LANGUAGES}
+    total = sum(counts.values())
+    overall = (sum(np.asarray(sums[lang], dtype=np.float64) for lang in LANGUAGES if counts[lang]) / total
+               if total else None)
+
+    def own(lang: str) -> np.ndarray:
+        return np.asarray(sums[lang], dtype=np.float64) / counts[lang]
+
     prior = {k: v for k, v in (prior or {}).items() if k in LANGUAGES}
     if len(prior) == len(LANGUAGES):
         prior_avg = np.mean([prior[lang] for lang in LANGUAGES], axis=0)
-        base = vectors.mean(axis=0) if len(vectors) >= MIN_CHUNKS else prior_avg
+        base = overall if total >= MIN_CHUNKS else prior_avg
         means = {"all": base.astype(np.float32)}
         for lang in LANGUAGES:
-            own = counts[lang] >= MIN_CHUNKS
-            means[lang] = (vectors[labels == lang].mean(axis=0) if own else base + prior[lang] - prior_avg
-                           ).astype(np.float32)
+            mean = own(lang) if counts[lang] >= MIN_CHUNKS else base + prior[lang] - prior_avg
+            means[lang] = mean.astype(np.float32)
         return Centering(means, counts)
-    if len(vectors) < MIN_CHUNKS:
+    if total < MIN_CHUNKS:
         return Centering({}, counts)
-    means = {"all": vectors.mean(axis=0).astype(np.float32)}
+    means = {"all": overall.astype(np.float32)}
     for lang in LANGUAGES:
         if counts[lang] >= MIN_CHUNKS:
-            means[lang] = vectors[labels == lang].mean(axis=0).astype(np.float32)
+            means[lang] = own(lang).astype(np.float32)
     return Centering(means, counts)
+
+
+def distance(a: Centering, b: Centering) -> float:
+    """How far apart two centrings are: the largest move of any mean (inf when they centre different
+    languages, or one does not centre at all)."""
+    if set(a.means) != set(b.means):
+        return float("inf")
+    return max((float(np.linalg.norm(a.means[k] - b.means[k])) for k in a.means), default=0.0)
 
 
 def reference_means(encode) -> dict[str, np.ndarray]:

@@ -160,10 +160,58 @@ def kbs(as_json: JsonOpt = False) -> None:
         out.print_json(data=stats)
         return
     if not stats:
-        out.print(f"No knowledge bases in {settings.home_dir / 'kbs'} yet; create one with `kb ingest PATH`.")
+        from kb.stores import catalog
+
+        out.print(f"No knowledge bases in {catalog(settings).where} yet; create one with `kb ingest PATH`.")
     for s in stats:
-        out.print(f"{s['name']:20s} {s['documents']:6d} documents {s['chunks']:8d} chunks  "
-                  f"{s['bytes_on_disk'] / 1e6:8.1f} MB  ({s['embedder']})", highlight=False)
+        size = f"{s['bytes_on_disk'] / 1e6:8.1f} MB" if s["bytes_on_disk"] is not None else "  (in Milvus)"
+        out.print(f"{s['name']:20s} {s['documents']:6d} documents {s['chunks']:8d} chunks  {size}  ({s['embedder']})",
+                  highlight=False)
+
+
+@app.command()
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="Where to copy the KB: 'local' ($KB_HOME/kbs), a Milvus Lite file "
+                                    "(./kb.db) or a Milvus server (http://host:19530).")],
+    kb: KbOpt = None,
+    token: Annotated[str | None, typer.Option(help="Milvus credentials of the target (default: store.token).")] = None,
+    db_name: Annotated[str | None, typer.Option(help="Milvus database of the target (default: store.db_name).")] = None,
+    replace: Annotated[bool, typer.Option(help="Overwrite a KB of the same name at the target.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a knowledge base to another store (local <-> Milvus) with its vectors, without re-embedding.
+
+    The source (store.backend / store.uri of your settings) is only read. The copy replaces the target's KB
+    only after its counts and a sample of searches match the source. Afterwards point your settings at the
+    target, e.g. KB_STORE__BACKEND=milvus KB_STORE__URI=./m.db."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from kb.knowledge_base import check_name
+    from kb.migrate import migrate as run
+    from kb.migrate import target_settings
+
+    settings = _settings()
+    name = check_name(kb or settings.kb)
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), "chunks",
+                   TimeRemainingColumn(), console=err, disable=as_json, transient=True)
+    with bar:
+        task = bar.add_task(f"copying '{name}'", total=None)
+        report = run(name, settings, target_settings(settings, to, token, db_name), replace=replace,
+                     progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        out.print_json(data={**report.__dict__, "chunks_per_second": round(report.chunks_per_second, 1)})
+        return
+    c = report.checks
+    out.print(f"copied KB '{name}' from {report.source} to {report.target}: {report.documents} documents, "
+              f"{report.chunks} chunks in {report.seconds:.1f}s ({report.chunks_per_second:.0f} chunks/s)",
+              highlight=False)
+    if c.get("sampled"):
+        out.print(f"verified: same documents and chunks; {c['sampled']} sampled chunks: dense top hit the same "
+                  f"{c['dense_top1_same']:.0%}, top-5 overlap {c['dense_top5_overlap']:.0%}, keyword search finds "
+                  f"the chunk {c['keyword_finds_itself']:.0%}", highlight=False)
+    backend = "local" if to == "local" else "milvus"
+    out.print(f"use it with: KB_STORE__BACKEND={backend}" + ("" if to == "local" else f" KB_STORE__URI={to}"),
+              highlight=False)
 
 
 @app.command("eval")

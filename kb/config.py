@@ -241,6 +241,24 @@ class ServerSettings(BaseModel):
     )
 
 
+class StoreSettings(BaseModel):
+    backend: Literal["local", "milvus"] = Field(
+        "local", description="local: one folder per KB under $KB_HOME/kbs (SQLite + FAISS). milvus: KBs live in "
+        "Milvus, shared by every machine and `kb serve` replica that points at it (pip install 'kb[milvus]')."
+    )
+    uri: str = Field(
+        "", description="Milvus for store.backend=milvus: a path ending in .db runs Milvus Lite inside the "
+        "process (a relative path is taken from the current folder); http://host:19530 is a Milvus server or "
+        "cluster. Empty = $KB_HOME/milvus.db."
+    )
+    token: str = Field("", description="Milvus credentials: 'user:password' or an API key (KB_STORE__TOKEN).")
+    db_name: str = Field("", description="Milvus database that holds kb's collections; empty = Milvus's default.")
+    lease_seconds: float = Field(
+        60, ge=5, description="A Milvus KB's writer lease: a writer renews it every third of this; a writer "
+        "that died stops holding its KB this long after its last renewal."
+    )
+
+
 class Settings(BaseSettings):
     """Everything kb can be told. `kb config` prints the effective values."""
 
@@ -257,6 +275,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @classmethod
     def settings_customise_sources(

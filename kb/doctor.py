@@ -49,7 +49,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "hf": (("transformers", "accelerate"), "Hugging Face and ChatGLM2 chat models (llm.backend hf / chatglm2)"),
     "gpu": (("transformers", "bitsandbytes"), "4-/8-bit quantization on a CUDA GPU (llm.quantize)"),
     "openai": (("langchain_openai",), "OpenAI-compatible servers: vLLM, Ollama, Xinference (llm.base_url)"),
-    "milvus": (("langchain_milvus",), "a Milvus vector store for LangChain"),
+    "milvus": (("pymilvus", "milvus_lite"), "knowledge bases in Milvus (store.backend: milvus; Milvus Lite)"),
     "finetune": (("transformers", "peft"), "`kb finetune` and fine-tuned adapters (llm.adapter)"),
     "app": (("streamlit",), "the web app (`kb app`)"),
     "bench": (("rank_bm25",), "the benchmarks' baseline (tests/bench)"),

@@ -1,7 +1,7 @@
 """`kb doctor`'s checks of $KB_HOME and each knowledge base in it (kb/doctor.py has the levels).
 
 A KB is read, never changed: its manifest as JSON, meta.sqlite through a read-only connection (no schema
-set-up, no lock), the FAISS file by the digest kb recorded for it (kb.store.saved_index_state) and, when
+set-up, no lock), the FAISS file by the digest kb recorded for it (kb.stores.local.saved_index_state) and, when
 that matches, by FAISS itself. The embedder is not loaded, and the write lock is looked up in /proc/locks
 (elsewhere: tried without waiting and let go at once). It leaves out the documents' files on disk.
 """
@@ -20,7 +20,8 @@ from kb.doctor_models import TorchInfo, embedder_finding
 from kb.errors import IndexFormatError
 from kb.findings import LEVELS, Finding, Level
 from kb.knowledge_base import KnowledgeBase
-from kb.store import read_manifest, saved_index_state
+from kb.stores.local import saved_index_state
+from kb.stores.manifest import read as read_manifest
 
 SECTION = "knowledge bases"
 
@@ -35,7 +36,9 @@ class Problem(NamedTuple):
 
 
 def kb_findings(settings: Settings, t: TorchInfo) -> list[Finding]:
-    """$KB_HOME, then one finding per knowledge base in it."""
+    """$KB_HOME, then one finding per knowledge base in it (or in Milvus, with store.backend: milvus)."""
+    if settings.store.backend == "milvus":
+        return milvus_findings(settings)
     home = settings.home_dir
     names = KnowledgeBase.names(settings)
     if not home.is_dir():
@@ -156,7 +159,7 @@ def _index_problem(name: str, stats: dict, data: bytes | None, dim: int, docs: s
 
 
 def _lock_problem(name: str, folder: Path) -> Problem | None:
-    # The lock file is the one kb.knowledge_base._write_lock takes: <kbs>/<name>.lock.
+    # The lock file is the one kb.stores.local.LocalCatalog.writer takes: <kbs>/<name>.lock.
     holder = lock_holder(folder.with_name(folder.name + ".lock"))
     if holder is None:
         return None
@@ -196,3 +199,33 @@ def _probe(path: Path) -> int | None:
         return 0
     lock.release()
     return None
+
+
+def milvus_findings(settings: Settings) -> list[Finding]:
+    """The Milvus at store.uri (reached or not) and each KB in it: manifest, counts, embedder. The writer lease
+    is read, not taken."""
+    from kb.errors import KBError
+    from kb.stores import catalog
+
+    try:
+        place = catalog(settings)
+        names = place.names()
+    except KBError as e:
+        return [Finding(SECTION, "store", "error", str(e), fix="fix store.uri / store.token / store.db_name",
+                        facts={"backend": "milvus", "uri": settings.store.uri})]
+    out = [Finding(SECTION, "store", "ok", f"{place.where}: {len(names)} knowledge base{'s' * (len(names) != 1)}",
+                   facts={"backend": "milvus", "where": place.where, "kbs": names})]
+    for name in names:
+        try:
+            with KnowledgeBase.open(name, settings=settings, create=False) as base:
+                stats = base.stats()
+                lease = place._get(f"lease:{name}")
+        except KBError as e:
+            out.append(Finding(SECTION, f"kb {name}", "error", f"unreadable: {e}",
+                               fix=f"kb ingest PATH --kb {name} --rebuild", facts={"kb": name}))
+            continue
+        text = f"{stats['documents']} documents, {stats['chunks']} chunks, embedder {stats['embedder']}"
+        if lease:
+            text += f"; being written by process {lease.get('pid')} on {lease.get('host')}"
+        out.append(Finding(SECTION, f"kb {name}", "ok", text, facts={"kb": name, **stats}))
+    return out

@@ -1,15 +1,15 @@
 """The public Python API: `KnowledgeBase.open(name)`, `.ingest(path)`, `.search(query)`.
 
-Knowledge bases live in `$KB_HOME/kbs/<name>/`. Writers (ingest, remove, rebuild) take a file lock
-next to that folder, so two processes never write one KB at once; readers need no lock and always see
-the last commit. A rebuild writes a fresh KB beside the old one and swaps the folders at the end, so
-the old index stays usable until the new one is complete.
+Knowledge bases live in a catalog (kb/stores): by default `$KB_HOME/kbs/<name>/`, or a Milvus database
+(store.backend: milvus). Writers (ingest, remove, rebuild) hold the catalog's writer lock, so two
+processes never write one KB at once; readers need no lock and always see the last commit. A rebuild
+writes a fresh KB beside the old one and swaps it in at the end, so the old index stays usable until the
+new one is complete.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -17,20 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from kb.config import ANSWER_MODES, DEFAULT_EMBEDDER, Settings, load_settings
-from kb.errors import ConfigError, EmbedderMismatchError, KBError, KBNotFoundError, LockedError, ModelError
+from kb.errors import ConfigError, EmbedderMismatchError, KBError, KBNotFoundError, ModelError
 from kb.lang import language
 from kb.loading import Loader, answer_stream
-from kb.store import MANIFEST_FORMAT, MANIFEST_VERSION, Store, read_manifest, write_json_atomic
+from kb.stores import Catalog, Store, catalog
+from kb.stores import manifest as manifests
 from kb.types import DocumentInfo, Hit
 
+STAMP_EVERY = 1.0  # seconds between checks that another process rebuilt or deleted the KB
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def _kbs_dir(settings: Settings) -> Path:
-    return settings.home_dir / "kbs"
 
 
 def check_name(name: str) -> str:
@@ -45,42 +43,42 @@ def check_name(name: str) -> str:
 class KnowledgeBase:
     """A named, persistent collection of documents you can search (and, with a model, ask)."""
 
-    def __init__(self, name: str, folder: Path, settings: Settings) -> None:
+    def __init__(self, name: str, place: Catalog, settings: Settings) -> None:
         self.name = name
-        self.folder = folder
+        self.catalog = place
         self.settings = settings
-        self._lock = threading.RLock()  # one SQLite connection, shared by this object's callers
+        location = place.location(name)
+        self.folder = Path(location) if settings.store.backend == "local" else None
+        self._lock = threading.RLock()  # one store connection, shared by this object's callers
         self._model = Loader(self._load_backend)  # the chat model, loaded on first use (in the background)
         self._open_store()
 
     def _open_store(self) -> None:
-        self.manifest = read_manifest(self.folder)
-        self._opened = Store(self.folder, self.manifest["embedder"]["dim"], self.settings.retrieval.hnsw_threshold)
-        self._opened_inode = self._db_inode()
-
-    def _db_inode(self) -> int | None:
-        try:
-            return (self.folder / "meta.sqlite").stat().st_ino
-        except FileNotFoundError:
-            return None
+        self.manifest = self.catalog.manifest(self.name)
+        self._opened = self.catalog.open(self.name, self.manifest)
+        self._opened_stamp = self.catalog.stamp(self.name)
+        self._stamped_at = time.monotonic()
 
     @property
     def _store(self) -> Store:
-        """The open store; reopened first when another process rebuilt (swapped) the KB folder, so a
-        long-running server or app never answers from the replaced index."""
+        """The open store; reopened first when another process rebuilt (swapped) the KB, so a long-running
+        server or app never answers from the replaced index."""
         with self._lock:
-            inode = self._db_inode()
-            for _ in range(20):  # another process may be between its two renames right now
-                if inode is not None:
-                    break
-                time.sleep(0.05)
-                inode = self._db_inode()
-            if inode is None:
-                raise KBNotFoundError(f"knowledge base '{self.name}' is gone ({self.folder} was deleted)")
-            if inode != self._opened_inode:
+            if time.monotonic() - self._stamped_at < STAMP_EVERY and self.settings.store.backend != "local":
+                return self._opened
+            stamp = self.catalog.stamp(self.name)
+            self._stamped_at = time.monotonic()
+            if stamp is None:
+                raise KBNotFoundError(f"knowledge base '{self.name}' is gone ({self.catalog.location(self.name)} "
+                                      "was deleted)")
+            if stamp != self._opened_stamp:
                 self._opened.close()
                 self._open_store()
             return self._opened
+
+    def exists(self) -> bool:
+        """Whether the KB is still there (another process may have deleted it)."""
+        return self.catalog.exists(self.name)
 
     # -- opening, listing, deleting -----------------------------------------------------------
     @classmethod
@@ -88,32 +86,24 @@ class KnowledgeBase:
         """Open the named KB (settings.kb if None); create it if missing and `create` is true."""
         settings = settings or load_settings()
         name = check_name(name or settings.kb)
-        folder = _kbs_dir(settings) / name
-        _recover_swap(folder)
-        if not (folder / "manifest.json").exists():
+        place = catalog(settings)
+        if not place.exists(name):
             if not create:
-                known = ", ".join(cls.names(settings)) or "none yet"
-                raise KBNotFoundError(f"no knowledge base named '{name}' (existing: {known}); "
+                known = ", ".join(place.names()) or "none yet"
+                raise KBNotFoundError(f"no knowledge base named '{name}' in {place.where} (existing: {known}); "
                                       f"create it with `kb ingest PATH --kb {name}`")
-            _create(folder, settings)
-        return cls(name, folder, settings)
+            place.create(name, _new_manifest(settings))
+        return cls(name, place, settings)
 
     @classmethod
     def names(cls, settings: Settings | None = None) -> list[str]:
         settings = settings or load_settings()
-        root = _kbs_dir(settings)
-        if not root.is_dir():
-            return []
-        return sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists() and _NAME.match(p.name))
+        return [n for n in catalog(settings).names() if _NAME.match(n)]
 
     @classmethod
     def delete(cls, name: str, settings: Settings | None = None) -> None:
         settings = settings or load_settings()
-        folder = _kbs_dir(settings) / check_name(name)
-        if not folder.exists():
-            raise KBNotFoundError(f"no knowledge base named '{name}'")
-        with _write_lock(folder, 0):
-            shutil.rmtree(folder)
+        catalog(settings).delete(check_name(name))
 
     def close(self) -> None:
         self._opened.close()
@@ -170,7 +160,7 @@ class KnowledgeBase:
         roots = [Path(p).expanduser() for p in paths]
         if not roots:
             raise KBError("nothing to ingest: give at least one file or folder")
-        with self._lock, _write_lock(self.folder, wait):
+        with self._lock, self.catalog.writer(self.name, wait):
             if rebuild:
                 return self._rebuild(roots, prune, progress)
             self._check_chunking()
@@ -192,25 +182,20 @@ class KnowledgeBase:
     def _rebuild(self, roots: list[Path], prune: bool, progress):
         from kb.ingest.pipeline import run_ingest
 
-        fresh = self.folder.with_name(f".{self.name}.rebuild")
-        shutil.rmtree(fresh, ignore_errors=True)
-        _create(fresh, self.settings)
         keep = [Path(d.path) for d in self._store.documents() if Path(d.path).exists()]
-        store = Store(fresh, read_manifest(fresh)["embedder"]["dim"])
+        fresh = self.catalog.replacement(self.name, _new_manifest(self.settings))
         try:
-            _record_language_prior(store, self._fresh_embedder)
-            report = run_ingest(store, lambda: self._fresh_embedder(), roots + ([] if prune else keep),
+            _record_language_prior(fresh.store, self._fresh_embedder)
+            report = run_ingest(fresh.store, lambda: self._fresh_embedder(), roots + ([] if prune else keep),
                                 max_tokens=self.settings.chunking.max_tokens,
                                 overlap_tokens=self.settings.chunking.overlap_tokens, prune=False,
                                 progress=progress, limits=self._limits())
-            store.save_dense_index()
-        finally:
-            store.close()
+            fresh.store.finish()
+        except BaseException:
+            fresh.abort()
+            raise
         self._opened.close()
-        old = self.folder.with_name(f".{self.name}.old")
-        self.folder.rename(old)
-        fresh.rename(self.folder)
-        shutil.rmtree(old, ignore_errors=True)
+        fresh.commit()
         self._open_store()
         return report
 
@@ -228,14 +213,14 @@ class KnowledgeBase:
         """Remove a document by path or id, or every document under a folder. Returns what was removed."""
         key = str(target)
         resolved = str(Path(key).expanduser().resolve())
-        with self._lock, _write_lock(self.folder, wait):
+        with self._lock, self.catalog.writer(self.name, wait):
             docs = self._store.documents()
             chosen = [d for d in docs if d.doc_id == key or d.path == resolved
                       or d.path.startswith(resolved.rstrip("/") + "/")]
             if not chosen:
                 raise KBError(f"'{key}' is not a document in KB '{self.name}' (see `kb list --kb {self.name}`)")
             self._store.remove_documents(d.doc_id for d in chosen)
-            self._store.save_dense_index()
+            self._store.finish()
         return chosen
 
     # -- reading ---------------------------------------------------------------------------------
@@ -277,7 +262,7 @@ class KnowledgeBase:
     def languages(self) -> dict[str, int]:
         """How many chunks of each language ('en', 'zh') the KB holds."""
         with self._lock:
-            return dict(self._store.dense_index().centering.counts)
+            return dict(self._store.centering().counts)
 
     def documents(self) -> list[DocumentInfo]:
         with self._lock:
@@ -298,7 +283,7 @@ class KnowledgeBase:
         with self._lock:
             docs = self._store.documents()
             return {
-                "name": self.name, "path": str(self.folder), "documents": len(docs),
+                "name": self.name, "path": self.catalog.location(self.name), "documents": len(docs),
                 "chunks": self._store.chunk_count(), "bytes_on_disk": self._store.disk_bytes(),
                 "embedder": self.manifest["embedder"]["model"], "created_at": self.manifest.get("created_at"),
             }
@@ -370,7 +355,7 @@ class KnowledgeBase:
         and a sentence in different languages compare by meaning)."""
         embedder = self.embedder()
         with self._lock:
-            centering = self._store.dense_index().centering
+            centering = self._store.centering()
         vectors = centering.vectors(embedder.encode(texts), [language(t) for t in texts])
         return vectors @ centering.query(embedder.encode([query], query=True)[0], language(query))
 
@@ -381,8 +366,8 @@ class KnowledgeBase:
         return None if text is None else text[start:end]
 
 
-def _create(folder: Path, settings: Settings) -> None:
-    """Make an empty KB: folder + manifest naming the embedder (loaded once to learn its size)."""
+def _new_manifest(settings: Settings) -> dict[str, Any]:
+    """The manifest of a new KB: the configured embedder (loaded once to learn its size) and chunking."""
     from kb.ingest.embed import get_embedder
 
     embedder = get_embedder(settings.embedding, settings.models_dir)
@@ -390,16 +375,7 @@ def _create(folder: Path, settings: Settings) -> None:
     if settings.chunking.max_tokens > limit:
         raise ConfigError(f"chunking.max_tokens={settings.chunking.max_tokens} exceeds what embedding model "
                           f"'{embedder.model_id}' reads ({embedder.max_seq_length} tokens); use at most {limit}")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / "manifest.json", {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        "embedder": {"model": embedder.model_id, "dim": embedder.dim, "max_seq_length": embedder.max_seq_length,
-                     "query_prefix": embedder.query_prefix, "passage_prefix": embedder.passage_prefix,
-                     "backend": embedder.backend, "normalized": True},
-        "chunking": settings.chunking.model_dump(),
-        "created_at": time.time(),
-    })
+    return manifests.new(embedder, settings.chunking.model_dump())
 
 
 def _record_language_prior(store: Store, embedder) -> None:
@@ -408,35 +384,3 @@ def _record_language_prior(store: Store, embedder) -> None:
         from kb.centering import reference_means
 
         store.set_language_prior(reference_means(embedder().encode))  # the ingest saves the refitted index
-
-
-def _recover_swap(folder: Path) -> None:
-    """Finish or undo a rebuild's folder swap that a crash interrupted."""
-    old = folder.with_name(f".{folder.name}.old")
-    if old.exists():
-        if not folder.exists():
-            old.rename(folder)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-class _write_lock:
-    """The KB's writer lock; `wait` seconds before giving up with a clear message."""
-
-    def __init__(self, folder: Path, wait: float) -> None:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(folder.with_name(folder.name + ".lock")))
-        self._folder = folder
-        self._wait = wait
-
-    def __enter__(self) -> None:
-        try:
-            self._lock.acquire(timeout=self._wait)
-        except Timeout as e:
-            raise LockedError(
-                f"knowledge base '{self._folder.name}' is being written by another process (lock "
-                f"{self._lock.lock_file}); wait for it to finish, or pass --wait SECONDS"
-            ) from e
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()

@@ -20,7 +20,7 @@ import numpy as np
 
 from kb.config import RetrievalSettings
 from kb.lang import language
-from kb.store import Store
+from kb.stores import Store
 from kb.types import Hit
 
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kb-dense")
@@ -111,19 +111,18 @@ def _best_of(scores: list[dict[int, float]]) -> list[tuple[int, float]]:
 def _rank(store, embed_query, query, mode, n, doc_ids):
     """Each retriever's ranking (chunk ids, best first), its raw scores, and the query's readable share.
 
-    In hybrid mode the query embedding and FAISS search run in a worker thread while SQLite runs the
-    keyword search here: all three release the GIL, so the two retrievers overlap on two cores."""
+    In hybrid mode the query embedding and the dense search run in a worker thread while the store runs the
+    keyword search here: all of them release the GIL, so the two retrievers overlap on two cores."""
     rankings: dict[str, list[int]] = {}
     raw: dict[str, dict[int, float]] = {}
     readable = 1.0
     dense_job = None
     if mode in ("hybrid", "dense"):
-        allowed = None if doc_ids is None else store.chunk_ids_of(doc_ids)
-        index = store.dense_index()  # here: it reads the SQLite connection, which stays on this thread
+        dense_query = store.dense_query(doc_ids)  # prepared here, on the thread that owns the store
 
         def dense_part():
             vector, share = embed_query(query)
-            return store.dense_search(vector, n, allowed, index=index, lang=language(query)), share
+            return dense_query(vector, n, language(query)), share
 
         dense_job = _pool.submit(dense_part) if mode == "hybrid" else None
         if dense_job is None:

@@ -39,7 +39,7 @@ class ServerState:
         check_name(name)
         with self._lock:
             kb = self._kbs.get(name)
-            if kb is not None and not (kb.folder / "manifest.json").exists():  # deleted by another process
+            if kb is not None and not kb.exists():  # deleted by another process
                 self._kbs.pop(name).close()
                 kb = None
             if kb is None:

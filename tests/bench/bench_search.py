@@ -94,6 +94,8 @@ def _timed(fn, items) -> list[float]:
 def _grow(base, src: Path, target: int) -> None:
     """Write rotated copies of the source KB's documents until the store holds `target` chunks."""
     from kb.ingest.pipeline import chunk_id_for, doc_id_for
+    from kb.keywords import index_text
+    from kb.stores import Record
     from kb.types import Chunk, DocumentInfo
 
     db = sqlite3.connect(src)
@@ -114,12 +116,12 @@ def _grow(base, src: Path, target: int) -> None:
                 v = np.frombuffer(blob, dtype=np.float32) + rng.normal(0, 0.02, len(blob) // 4)
                 vectors.append(v / np.linalg.norm(v))
             info = DocumentInfo(new_id, new_path, title, f"copy{copy}", len(text), 0.0, len(chunks), 0.0, file_type)
-            base._store.put_document(info, text, chunks, np.asarray(vectors, dtype=np.float32),
-                                     [c.embedding_text(title) for c in chunks])
+            base._store.put_documents([Record(info, text, chunks, np.asarray(vectors, dtype=np.float32),
+                                              [index_text(c.embedding_text(title)) for c in chunks])])
             total += len(chunks)
         copy += 1
     db.close()
-    base._store.save_dense_index()
+    base._store.finish()
 
 
 def _rotate(text: str, n: int) -> str:

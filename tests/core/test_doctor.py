@@ -20,7 +20,7 @@ from kb.config import load_settings
 from kb.doctor import EXTRAS
 from kb.doctor_chat import folder_window
 from kb.errors import EmbedderMismatchError, ModelError
-from kb.knowledge_base import _write_lock
+from kb.stores.local import _WriteLock as _write_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

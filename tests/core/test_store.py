@@ -9,7 +9,7 @@ import pytest
 from kb import KnowledgeBase
 from kb.config import Settings
 from kb.errors import EmbedderMismatchError, IndexFormatError, KBNotFoundError, LockedError
-from kb.knowledge_base import _write_lock
+from kb.stores.local import _WriteLock as _write_lock
 
 
 def _kb(settings, tmp_path, name="s"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from kb import KnowledgeBase
-from kb.store import Store
+from kb.stores.local import LocalStore as Store
 
 
 def _docs(folder, names):

@@ -1,4 +1,5 @@
-"""A knowledge base on disk: SQLite for documents, chunks, vectors and the keyword index; FAISS for search.
+"""The local store: a knowledge base in one folder, SQLite for documents, chunks, vectors and the keyword
+index, FAISS for dense search. The default; kb/stores/base.py says what every store provides.
 
 Layout of one KB folder:
     manifest.json         format version, embedder and chunking settings (written once, at creation)
@@ -17,26 +18,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import shutil
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from kb import dense
 from kb.centering import Centering
 from kb.centering import fit as fit_centering
-from kb.errors import IndexFormatError, StorageError
-from kb.keywords import fts_query, index_text
+from kb.errors import IndexFormatError, KBNotFoundError, LockedError, StorageError
+from kb.keywords import fts_query
 from kb.lang import language
+from kb.stores import manifest as manifests
+from kb.stores.base import CHUNK_FIELDS, DenseQuery, Record, filter_documents
 from kb.types import Chunk, DocumentInfo
 
 SCHEMA_VERSION = 1
-MANIFEST_FORMAT = "kb-index"
-MANIFEST_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,55 +63,16 @@ _PRIOR = "language_prior"  # meta key: JSON of the embedder's per-language means
 _CENTERING = "centering"  # meta key: "<generation>:<JSON of the per-language means the FAISS file holds>"
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write, fsync, rename, fsync the folder: the file is either the old one or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / "manifest.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise IndexFormatError(f"{path} is missing; this folder is not a kb knowledge base") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IndexFormatError(f"{path} is not valid JSON ({e}); restore it or rebuild the KB") from e
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        raise IndexFormatError(f"{path} is not a kb manifest (no \"format\": \"{MANIFEST_FORMAT}\")")
-    if data.get("version") != MANIFEST_VERSION:
-        raise IndexFormatError(
-            f"{path} has format version {data.get('version')!r}; this kb reads version {MANIFEST_VERSION}. "
-            "Upgrade kb, or rebuild the KB with `kb ingest --rebuild`."
-        )
-    emb = data.get("embedder")
-    if not isinstance(emb, dict) or not isinstance(emb.get("model"), str) or not isinstance(emb.get("dim"), int):
-        raise IndexFormatError(f"{path} has no valid \"embedder\" entry (model, dim)")
-    return data
-
-
-class Store:
-    """One KB folder. Writers must hold the KB's lock (see kb.knowledge_base); readers need none."""
+class LocalStore:
+    """One KB folder. Writers must hold the KB's lock (LocalCatalog.writer); readers need none."""
 
     def __init__(self, folder: Path, dim: int, hnsw_threshold: int = 200_000) -> None:
         self.folder = folder
+        self.where = str(folder)
         self.dim = dim
         self.hnsw_threshold = hnsw_threshold
         self.db_path = folder / "meta.sqlite"
@@ -184,12 +148,11 @@ class Store:
         row = self._db.execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
         return row[0] if row else None
 
-    def put_document(
-        self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray, keyword_texts: list[str]
-    ) -> int:
-        """Replace a document and all its chunks in one transaction. Returns chunks removed."""
-        if len(chunks) != len(vectors) or len(chunks) != len(keyword_texts):
-            raise ValueError("chunks, vectors and keyword texts must line up")
+    def put_documents(self, records: list[Record]) -> int:
+        """Replace each document and all its chunks, one transaction per document. Returns chunks removed."""
+        return sum(self._put(r.info, r.text, r.chunks, r.vectors, r.terms) for r in records)
+
+    def _put(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray, terms: list[str]) -> int:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with self.transaction() as db:
             removed = self._delete_doc(db, info.doc_id, info.path)
@@ -205,7 +168,7 @@ class Store:
             )
             db.executemany(
                 "INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)",
-                [(c.chunk_id, index_text(t)) for c, t in zip(chunks, keyword_texts)],
+                [(c.chunk_id, t) for c, t in zip(chunks, terms)],
             )
         return removed
 
@@ -248,9 +211,7 @@ class Store:
                 part,
             )
             for r in rows:
-                out[r[0]] = dict(zip(
-                    ("chunk_id", "doc_id", "path", "title", "section", "page", "text", "char_start",
-                     "char_end", "ordinal"), r))
+                out[r[0]] = dict(zip(CHUNK_FIELDS, r))
         return out
 
     def keyword_search(self, query: str, limit: int, doc_ids: list[str] | None = None) -> list[tuple[int, float]]:
@@ -269,20 +230,8 @@ class Store:
     def matching_documents(self, paths: list[str] | None, file_types: list[str] | None,
                            doc_ids: list[str] | None) -> list[str]:
         """Ids of the documents that pass a filter: path globs (fnmatch), file types, document ids."""
-        from fnmatch import fnmatch
-
-        types = {t.lower().lstrip(".") for t in file_types or []}
-        out = []
-        for doc_id, path, file_type in self._db.execute("SELECT doc_id, path, file_type FROM documents"):
-            if doc_ids is not None and doc_id not in doc_ids:
-                continue
-            if types and file_type not in types:
-                continue
-            if paths and not any(fnmatch(path, g) or fnmatch(path, f"*/{g}") or path.startswith(g.rstrip("/") + "/")
-                                 for g in paths):
-                continue
-            out.append(doc_id)
-        return out
+        rows = self._db.execute("SELECT doc_id, path, file_type FROM documents")
+        return filter_documents(rows, paths, file_types, doc_ids)
 
     def chunk_ids_of(self, doc_ids: list[str]) -> np.ndarray:
         ids: list[int] = []
@@ -393,7 +342,7 @@ class Store:
         if self._trusted_faiss_bytes(path, gen) is None:
             try:
                 data = dense.write_index(index.faiss, path)
-                _fsync_dir(self.folder)
+                manifests.fsync_dir(self.folder)
                 # one transaction, and not self.transaction(): a derived cache does not bump the generation
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_FAISS_DIGEST, f"{gen}:{_digest(data)}"))
@@ -412,14 +361,48 @@ class Store:
         return path
 
     def dense_search(self, query_vector: np.ndarray, limit: int, chunk_ids: np.ndarray | None = None,
-                     index: dense.DenseIndex | None = None, lang: str = "en") -> list[tuple[int, float]]:
+                     lang: str = "en") -> list[tuple[int, float]]:
         """(chunk_id, cosine similarity in the centred space) best first, optionally only among some chunk
-        ids; `lang` is the question's language. Pass `index` (from dense_index()) to search from another
-        thread without touching the SQLite connection."""
-        return (index or self.dense_index()).search(query_vector, limit, chunk_ids, lang)
+        ids; `lang` is the question's language."""
+        return self.dense_index().search(query_vector, limit, chunk_ids, lang)
+
+    def dense_query(self, doc_ids: list[str] | None = None) -> DenseQuery:
+        """A dense search over the current generation that another thread may run: the index and the allowed
+        chunk ids are read here, on the thread that owns the SQLite connection."""
+        index = self.dense_index()
+        allowed = None if doc_ids is None else self.chunk_ids_of(doc_ids)
+        return lambda vector, limit, lang: index.search(vector, limit, allowed, lang)
+
+    def centering(self) -> Centering:
+        return self.dense_index().centering
+
+    def finished(self) -> bool:
+        return self.dense_index_saved()
+
+    def finish(self) -> None:
+        self.save_dense_index()
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
+    def export(self, batch: int = 256) -> Iterator[Record]:
+        """Every document with its chunks, raw vectors and terms, from one read snapshot."""
+        reader = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        try:
+            reader.execute("BEGIN")
+            docs = reader.execute("SELECT doc_id, path, title, content_hash, size, mtime, ingested_at, file_type, "
+                                  "text FROM documents ORDER BY path")
+            for doc_id, path, title, digest, size, mtime, at, file_type, text in docs.fetchall():
+                rows = reader.execute(
+                    "SELECT c.chunk_id, c.ordinal, c.text, c.section, c.page, c.char_start, c.char_end, c.vector, "
+                    "f.terms FROM chunks c JOIN chunks_fts f ON f.rowid = c.chunk_id WHERE c.doc_id=? "
+                    "ORDER BY c.ordinal", (doc_id,)).fetchall()
+                chunks = [Chunk(r[0], doc_id, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+                vectors = np.frombuffer(b"".join(r[7] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+                info = DocumentInfo(doc_id, path, title, digest, size, mtime, len(rows), at, file_type)
+                yield Record(info, text, chunks, vectors, [r[8] for r in rows])
+        finally:
+            reader.close()
 
 
 def saved_index_state(db: sqlite3.Connection, folder: Path) -> tuple[str, Path, bytes | None]:
@@ -438,3 +421,124 @@ def saved_index_state(db: sqlite3.Connection, folder: Path) -> tuple[str, Path, 
         return "missing", path, None
     data = path.read_bytes()
     return ("saved", path, data) if recorded[0] == f"{gen}:{_digest(data)}" else ("damaged", path, None)
+
+
+class LocalCatalog:
+    """Knowledge bases as folders under $KB_HOME/kbs, each with a writer lock file beside it.
+
+    A replacement (rebuild, migrate) is written into a hidden folder beside the KB and swapped in by two
+    renames at the end; a crash between them is finished or undone the next time the KB is opened."""
+
+    def __init__(self, root: Path, hnsw_threshold: int = 200_000) -> None:
+        self.root = root
+        self.where = str(root)
+        self.hnsw_threshold = hnsw_threshold
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").exists() and not p.name.startswith("."))
+
+    def exists(self, name: str) -> bool:
+        _recover_swap(self.folder(name))
+        return (self.folder(name) / "manifest.json").exists()
+
+    def manifest(self, name: str) -> dict[str, Any]:
+        if not self.exists(name):
+            raise KBNotFoundError(f"no knowledge base named '{name}' in {self.root}")
+        return manifests.read(self.folder(name))
+
+    def create(self, name: str, manifest: dict[str, Any]) -> None:
+        folder = self.folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        manifests.write_json_atomic(folder / "manifest.json", manifest)
+
+    def open(self, name: str, manifest: dict[str, Any]) -> LocalStore:
+        return LocalStore(self.folder(name), manifest["embedder"]["dim"], self.hnsw_threshold)
+
+    def delete(self, name: str) -> None:
+        folder = self.folder(name)
+        if not folder.exists():
+            raise KBNotFoundError(f"no knowledge base named '{name}'")
+        with self.writer(name, 0):
+            shutil.rmtree(folder)
+
+    def writer(self, name: str, wait: float) -> _WriteLock:
+        return _WriteLock(self.folder(name), wait)
+
+    def stamp(self, name: str) -> int | None:
+        """The inode of the KB's database: a rebuild swaps folders, so it changes."""
+        for _ in range(20):  # another process may be between its two renames right now
+            try:
+                return (self.folder(name) / "meta.sqlite").stat().st_ino
+            except FileNotFoundError:
+                time.sleep(0.05)
+        return None
+
+    def replacement(self, name: str, manifest: dict[str, Any]) -> _FolderSwap:
+        return _FolderSwap(self, name, manifest)
+
+    def location(self, name: str) -> str:
+        return str(self.folder(name))
+
+    def close(self) -> None:
+        pass
+
+
+class _FolderSwap:
+    """A fresh KB folder beside the old one, swapped in by commit()."""
+
+    def __init__(self, catalog: LocalCatalog, name: str, manifest: dict[str, Any]) -> None:
+        self.target = catalog.folder(name)
+        self.fresh = self.target.with_name(f".{name}.rebuild")
+        shutil.rmtree(self.fresh, ignore_errors=True)
+        self.fresh.mkdir(parents=True)
+        manifests.write_json_atomic(self.fresh / "manifest.json", manifest)
+        self.store = LocalStore(self.fresh, manifest["embedder"]["dim"], catalog.hnsw_threshold)
+
+    def commit(self) -> None:
+        self.store.close()
+        old = self.target.with_name(f".{self.target.name}.old")
+        if self.target.exists():
+            self.target.rename(old)
+        self.fresh.rename(self.target)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.fresh, ignore_errors=True)
+
+
+def _recover_swap(folder: Path) -> None:
+    """Finish or undo a replacement's folder swap that a crash interrupted."""
+    old = folder.with_name(f".{folder.name}.old")
+    if old.exists():
+        if not folder.exists():
+            old.rename(folder)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class _WriteLock:
+    """A KB folder's writer lock; `wait` seconds before giving up with a clear message."""
+
+    def __init__(self, folder: Path, wait: float) -> None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(folder.with_name(folder.name + ".lock")))
+        self._folder = folder
+        self._wait = wait
+
+    def __enter__(self) -> None:
+        try:
+            self._lock.acquire(timeout=self._wait)
+        except Timeout as e:
+            raise LockedError(
+                f"knowledge base '{self._folder.name}' is being written by another process (lock "
+                f"{self._lock.lock_file}); wait for it to finish, or pass --wait SECONDS"
+            ) from e
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()

@@ -1,0 +1,86 @@
+"""A knowledge base's manifest: the format version, the embedder and the chunking it was built with.
+
+Every store keeps one (the local store as manifest.json in the KB folder, the Milvus store in its
+registry) and checks it on open with `check`, so that a KB is never searched with another embedder's
+vectors or read by a kb that does not know its format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from kb.errors import IndexFormatError
+
+FORMAT = "kb-index"
+VERSION = 1
+
+
+def new(embedder, chunking: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a new KB built with this embedder (a loaded Embedder) and chunking settings."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "embedder": {"model": embedder.model_id, "dim": embedder.dim, "max_seq_length": embedder.max_seq_length,
+                     "query_prefix": embedder.query_prefix, "passage_prefix": embedder.passage_prefix,
+                     "backend": embedder.backend, "normalized": True},
+        "chunking": chunking,
+        "created_at": time.time(),
+    }
+
+
+def check(data: Any, where: str) -> dict[str, Any]:
+    """`data` if it is a manifest this kb reads, else IndexFormatError naming `where` and the fix."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise IndexFormatError(f"{where} is not a kb manifest (no \"format\": \"{FORMAT}\")")
+    if data.get("version") != VERSION:
+        raise IndexFormatError(
+            f"{where} has format version {data.get('version')!r}; this kb reads version {VERSION}. "
+            "Upgrade kb, or rebuild the KB with `kb ingest --rebuild`."
+        )
+    emb = data.get("embedder")
+    if not isinstance(emb, dict) or not isinstance(emb.get("model"), str) or not isinstance(emb.get("dim"), int):
+        raise IndexFormatError(f"{where} has no valid \"embedder\" entry (model, dim)")
+    return data
+
+
+def parse(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexFormatError(f"{where} is not valid JSON ({e}); restore it or rebuild the KB") from e
+    return check(data, where)
+
+
+def read(folder: Path) -> dict[str, Any]:
+    """The manifest.json of a local KB folder."""
+    path = folder / "manifest.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise IndexFormatError(f"{path} is missing; this folder is not a kb knowledge base") from e
+    except UnicodeDecodeError as e:
+        raise IndexFormatError(f"{path} is not valid JSON ({e}); restore it or rebuild the KB") from e
+    return parse(text, str(path))
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write, fsync, rename, fsync the folder: the file is either the old one or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
