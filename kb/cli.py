@@ -204,14 +204,14 @@ def migrate(
     c = report.checks
     out.print(f"copied KB '{name}' from {report.source} to {report.target}: {report.documents} documents, "
               f"{report.chunks} chunks in {report.seconds:.1f}s ({report.chunks_per_second:.0f} chunks/s)",
-              highlight=False)
+              highlight=False, soft_wrap=True)
     if c.get("sampled"):
         out.print(f"verified: same documents and chunks; {c['sampled']} sampled chunks: dense top hit the same "
                   f"{c['dense_top1_same']:.0%}, top-5 overlap {c['dense_top5_overlap']:.0%}, keyword search finds "
-                  f"the chunk {c['keyword_finds_itself']:.0%}", highlight=False)
+                  f"the chunk {c['keyword_finds_itself']:.0%}", highlight=False, soft_wrap=True)
     backend = "local" if to == "local" else "milvus"
     out.print(f"use it with: KB_STORE__BACKEND={backend}" + ("" if to == "local" else f" KB_STORE__URI={to}"),
-              highlight=False)
+              highlight=False, soft_wrap=True)
 
 
 @app.command("eval")

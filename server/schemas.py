@@ -159,7 +159,7 @@ class KBInfo(BaseModel):
     name: str
     documents: int
     chunks: int
-    bytes_on_disk: int
+    bytes_on_disk: int | None = Field(description="Size of the KB's folder; null for a KB kept in Milvus.")
     embedder: str
     created_at: float | None
 

@@ -7,7 +7,8 @@ is lives there, so a second machine sees the same KB:
     kb_registry                  key -> value: "kb:<name>" -> {build, manifest}; "lease:<name>" -> the writer
     kb_<name>_<hash>_<build>_chunks   one row per chunk version: kb's chunk id, document id and version,
                                  text, place, language, the centred vector (+ its norm before centring),
-                                 kb's keyword terms and Milvus's BM25 sparse vector made from them
+                                 kb's keyword terms, and Milvus's BM25 sparse vector made from them (split
+                                 and Porter-stemmed as SQLite FTS5 does for the local store)
     ..._docs                     one row per document: path, content hash, size, mtime, its current version,
                                  and the sum of its chunks' raw vectors per language (for centring)
     ..._texts                    each document's full text in parts (for neighbour expansion and citations)
@@ -69,6 +70,9 @@ BATCH = 1000  # rows per insert/upsert/query call
 TEXT_PART = 16_000  # characters per stored part of a document's text (at most 48 KB of UTF-8)
 VARCHAR_MAX = 65_535
 _ANALYZER = {"tokenizer": {"type": "jieba", "mode": "exact"}}  # kb's terms are jieba-segmented already
+_WORDS = re.compile(r"\w+")
+_ASCII_WORD = re.compile(r"^[a-z]+$")
+_stemmers = threading.local()
 _CHUNK_OUT = ["chunk_id", "doc_id", "version", "ordinal", "text", "section", "page", "char_start", "char_end"]
 
 _clients: dict[tuple[str, str, str], Any] = {}
@@ -207,6 +211,19 @@ def _q(values: Iterable[Any]) -> str:
 def _pk(*parts: Any) -> int:
     digest = hashlib.blake2b(":".join(str(p) for p in parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & ((1 << 63) - 1)
+
+
+def bm25_text(terms: str) -> str:
+    """kb's keyword terms as the local store's FTS5 index sees them: split at punctuation (unicode61) and English
+    words Porter-stemmed (snowball's original Porter algorithm, as FTS5's porter tokenizer), so that both stores
+    rank by the same terms. Milvus's BM25 function reads this text."""
+    stemmer = getattr(_stemmers, "porter", None)
+    if stemmer is None:
+        import snowballstemmer
+
+        stemmer = _stemmers.porter = snowballstemmer.stemmer("porter")  # not thread-safe: one per thread
+    words = _WORDS.findall(terms)
+    return " ".join(stemmer.stemWord(w) if _ASCII_WORD.match(w) else w for w in words)
 
 
 def _cut(text: str, limit: int = VARCHAR_MAX) -> str:
@@ -371,10 +388,12 @@ def create_collections(catalog: MilvusCatalog, prefix: str, dim: int) -> None:
     chunks.add_field("lang", DataType.VARCHAR, max_length=8)
     chunks.add_field("centring", DataType.INT64)
     chunks.add_field("norm", DataType.FLOAT)
-    chunks.add_field("terms", DataType.VARCHAR, max_length=VARCHAR_MAX, enable_analyzer=True, analyzer_params=_ANALYZER)
+    chunks.add_field("terms", DataType.VARCHAR, max_length=VARCHAR_MAX)  # kb's, as given (export, migrate)
+    chunks.add_field("bm25_text", DataType.VARCHAR, max_length=VARCHAR_MAX, enable_analyzer=True,
+                     analyzer_params=_ANALYZER)
     chunks.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
     chunks.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-    chunks.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["terms"],
+    chunks.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["bm25_text"],
                                  output_field_names=["sparse"]))
     catalog._create(prefix + "_chunks", chunks, [("vector", "AUTOINDEX", "IP"),
                                                  ("sparse", "SPARSE_INVERTED_INDEX", "BM25")])
@@ -502,7 +521,7 @@ class MilvusStore:
         except Exception as e:
             raise IndexFormatError(f"{self.where}: collection {self.chunks} cannot be read ({_first_line(e)}); "
                                    "rebuild the KB with `kb ingest PATH --rebuild`") from e
-        missing = {"chunk_id", "doc_id", "version", "vector", "sparse", "terms", "norm", "centring"} - fields
+        missing = {"chunk_id", "doc_id", "version", "vector", "sparse", "terms", "bm25_text", "norm", "centring"} - fields
         if missing:
             raise IndexFormatError(f"{self.where}: collection {self.chunks} is not in kb's format (no {sorted(missing)}); "
                                    "rebuild the KB with `kb ingest PATH --rebuild`")
@@ -636,7 +655,8 @@ class MilvusStore:
                     "pk": _pk(c.chunk_id, version), "chunk_id": c.chunk_id, "doc_id": c.doc_id, "version": version,
                     "ordinal": c.ordinal, "text": _cut(c.text), "section": _cut(c.section, 4096), "page": c.page,
                     "char_start": c.char_start, "char_end": c.char_end, "lang": lang, "centring": cid,
-                    "norm": float(norm), "terms": _cut(terms), "vector": vec.tolist()})
+                    "norm": float(norm), "terms": _cut(terms), "bm25_text": _cut(bm25_text(terms)),
+                    "vector": vec.tolist()})
             parts = [r.text[i:i + TEXT_PART] for i in range(0, len(r.text), TEXT_PART)] or [""]
             text_rows.extend({"pk": _pk(r.info.doc_id, version, i), "doc_id": r.info.doc_id, "version": version,
                               "part": i, "text": part, "_v": [0.0, 0.0]} for i, part in enumerate(parts))
@@ -778,7 +798,7 @@ class MilvusStore:
 
     def keyword_search(self, query: str, limit: int, doc_ids: list[str] | None = None) -> list[tuple[int, float]]:
         """Milvus's BM25 over kb's terms (the same jieba segmentation as the local store's FTS5 index)."""
-        terms = " ".join(query_terms(query))
+        terms = bm25_text(" ".join(query_terms(query)))
         if not terms:
             return []
         hits = self._search(terms, "sparse", limit, doc_ids, {"metric_type": "BM25"})
@@ -831,10 +851,16 @@ class MilvusStore:
         return value is None or distance(self._fitted(), self._centring(int(value))) <= RECENTRE_AT
 
     def finish(self) -> None:
-        """Refit the centring; rewrite the stored vectors into it when a mean moved more than RECENTRE_AT."""
+        """Refit the centring and rewrite the stored vectors into it when a mean moved more than RECENTRE_AT;
+        then flush, so that the session's rows are in sealed, indexed segments (Milvus Lite otherwise rebuilds
+        a BM25 index of its unflushed rows for every search)."""
         self._recover()
-        if self._meta("applied") is None:
-            return  # nothing written yet
+        if self._meta("applied") is not None:
+            self._recentre()
+        for collection in (self.chunks, self.docs, self.texts, self.meta):
+            self.client.flush(collection)
+
+    def _recentre(self) -> None:
         cid, applied = self._applied()
         fitted = self._fitted()
         if distance(fitted, applied) <= RECENTRE_AT:
@@ -844,7 +870,7 @@ class MilvusStore:
         new = max(ids + [cid]) + 1
         self._set_meta({f"centring:{new}": fitted.to_json()})
         self._centrings[new] = fitted
-        fields = _CHUNK_OUT + ["pk", "lang", "centring", "norm", "terms", "vector"]
+        fields = _CHUNK_OUT + ["pk", "lang", "centring", "norm", "terms", "bm25_text", "vector"]
         try:
             while True:
                 rows = self.client.query(self.chunks, filter=f"centring != {new}", output_fields=fields, limit=BATCH)

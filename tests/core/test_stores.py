@@ -341,3 +341,31 @@ def test_migrate_round_trip_keeps_the_kb(settings, tmp_path):
     assert _state(again) == before
     assert {q: [h.chunk_id for h in again.search(q, k=3, mode="dense")] for q in queries} == top
     disconnect(uri)
+
+
+def test_cli_milvus_ingest_ask_and_migrate(settings, tmp_path):
+    """The commands a user types: ingest and ask on Milvus Lite; migrate a local KB there and search it."""
+    samples = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "samples"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KB_STORE__")}
+    env.update(KB_HOME=str(settings.home), KB_CONFIG=str(tmp_path / "none.yaml"))
+    milvus = {**env, "KB_STORE__BACKEND": "milvus", "KB_STORE__URI": "./kb.db"}
+
+    def kb(*args, environ=env):
+        done = subprocess.run([sys.executable, "-m", "kb.cli", *args], env=environ, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "4 added" in kb("ingest", str(samples), environ=milvus)
+    answer = kb("ask", "How do remote staff connect to the office network?", environ=milvus)
+    assert "WireGuard" in answer and "network-setup.md" in answer
+
+    kb("ingest", str(samples), "--kb", "handbook")
+    moved = kb("migrate", "--kb", "handbook", "--to", "./m.db")
+    assert "verified" in moved and "dense top hit the same 100%" in moved
+    query = "How long are VPN keys valid?"
+    local_hits = kb("search", query, "--kb", "handbook", "--json")
+    there = {**env, "KB_STORE__BACKEND": "milvus", "KB_STORE__URI": "./m.db"}
+    milvus_hits = kb("search", query, "--kb", "handbook", "--json", environ=there)
+    assert [h["chunk_id"] for h in json.loads(local_hits)][:3] == [h["chunk_id"] for h in json.loads(milvus_hits)][:3]
+    assert (tmp_path / "m.db").is_dir() and (tmp_path / "kb.db").is_dir()
