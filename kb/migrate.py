@@ -74,6 +74,7 @@ def migrate(name: str, source: Settings, target: Settings, *, replace: bool = Fa
             prior = reader.language_prior()
             if prior is not None:
                 fresh.store.set_language_prior(prior)
+            fresh.store.preset_centering(reader.centering())
             batch: list[Record] = []
             for record in reader.export():
                 batch.append(record)

@@ -376,6 +376,9 @@ class LocalStore:
     def centering(self) -> Centering:
         return self.dense_index().centering
 
+    def preset_centering(self, centering: Centering) -> None:
+        """Nothing to do: the local store fits its centring from all vectors whenever it builds the index."""
+
     def finished(self) -> bool:
         return self.dense_index_saved()
 

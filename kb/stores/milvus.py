@@ -621,6 +621,13 @@ class MilvusStore:
             return 1, centring
         return int(value), self._centring(int(value))
 
+    def preset_centering(self, centering: Centering) -> None:
+        """Store vectors in this centring from the first write on (a copy whose final centring is known: then
+        finish() has nothing to rewrite). Only before anything is written."""
+        if self._meta("applied") is None and centering.means:
+            self._set_meta({"centring:1": centering.to_json(), "applied": "1"})
+            self._centrings[1] = centering
+
     def _centring(self, cid: int) -> Centering:
         if cid not in self._centrings:
             value = self._meta(f"centring:{cid}")

@@ -369,3 +369,24 @@ def test_cli_milvus_ingest_ask_and_migrate(settings, tmp_path):
     milvus_hits = kb("search", query, "--kb", "handbook", "--json", environ=there)
     assert [h["chunk_id"] for h in json.loads(local_hits)][:3] == [h["chunk_id"] for h in json.loads(milvus_hits)][:3]
     assert (tmp_path / "m.db").is_dir() and (tmp_path / "kb.db").is_dir()
+
+
+def test_doctor_reads_a_milvus_store(settings, tmp_path):
+    from kb.doctor_kbs import milvus_findings
+    from kb.stores.milvus import disconnect
+
+    uri = str(tmp_path / "d.db")
+    there = Settings(home=settings.home, store={"backend": "milvus", "uri": uri})
+    KnowledgeBase.open("notes", settings=there).ingest(_folder(tmp_path))
+    findings = milvus_findings(there)
+    assert findings[0].level == "ok" and f"Milvus {uri}: 1 knowledge base" in findings[0].summary
+    assert findings[1].name == "kb notes" and "4 documents" in findings[1].summary
+    disconnect(uri)
+    broken = milvus_findings(Settings(home=settings.home, store={"backend": "milvus", "uri": "http://127.0.0.1:9"}))
+    assert broken[0].level == "error" and "store.uri" in broken[0].summary
+
+
+def test_bm25_text_splits_and_stems_like_fts5():
+    from kb.stores.milvus import bm25_text
+
+    assert bm25_text("connecting apt-get 数据库 keys") == "connect apt get 数据库 kei"
