@@ -156,8 +156,32 @@ def connect(uri: str, token: str = "", db_name: str = "", timeout: float = 10.0)
         except Exception as e:  # grpc and pymilvus raise a few other kinds on a bad address
             raise StorageError(f"cannot reach Milvus at {uri} (store.uri): {_first_line(e)}; check the address, "
                                "that Milvus is running, and the network") from e
-        _clients[key] = client
-        return client
+        _clients[key] = _Guarded(client, uri)
+        return _clients[key]
+
+
+class _Guarded:
+    """A MilvusClient whose failures are kb's StorageError, naming the Milvus and the setting to check, so that a
+    Milvus that goes away mid-session gives the CLI, the app and the HTTP API a one-line message."""
+
+    def __init__(self, client, uri: str) -> None:
+        self._client = client
+        self._uri = uri
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except Exception as e:
+                if type(e).__module__.split(".")[0] not in ("pymilvus", "grpc"):
+                    raise
+                raise StorageError(f"Milvus at {self._uri} (store.uri) failed in {name}: {_first_line(e)}") from e
+
+        return call
 
 
 def disconnect(uri: str) -> None:
@@ -299,6 +323,7 @@ class MilvusCatalog:
         return manifests.check(self._entry(name).get("manifest"), f"the manifest of KB '{name}' in {self.where}")
 
     def create(self, name: str, manifest: dict[str, Any]) -> None:
+        self._drop_builds(name, keep=None)  # collections of a creation that was killed before registering
         build = self._new_build(name, manifest["embedder"]["dim"])
         self._put(f"kb:{name}", {"build": build, "manifest": manifest})
 
