@@ -70,6 +70,7 @@ BATCH = 1000  # rows per insert/upsert/query call
 TEXT_PART = 16_000  # characters per stored part of a document's text (at most 48 KB of UTF-8)
 VARCHAR_MAX = 65_535
 _ANALYZER = {"tokenizer": {"type": "jieba", "mode": "exact"}}  # kb's terms are jieba-segmented already
+_BM25 = {"bm25_k1": 1.2, "bm25_b": 0.75}  # SQLite FTS5's bm25() constants, so that both stores rank alike
 _WORDS = re.compile(r"\w+")
 _ASCII_WORD = re.compile(r"^[a-z]+$")
 _stemmers = threading.local()
@@ -289,10 +290,11 @@ class MilvusCatalog:
         schema.add_field("_v", pymilvus.DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector in every collection
         self._create(REGISTRY, schema, [("_v", "FLAT", "L2")])
 
-    def _create(self, name: str, schema, indexes: list[tuple[str, str, str]]) -> None:
+    def _create(self, name: str, schema, indexes: list[tuple]) -> None:
+        """A collection with (field, index type, metric[, index params]) indexes, loaded, strongly consistent."""
         params = self.client.prepare_index_params()
-        for field, kind, metric in indexes:
-            params.add_index(field_name=field, index_type=kind, metric_type=metric)
+        for field, kind, metric, *extra in indexes:
+            params.add_index(field_name=field, index_type=kind, metric_type=metric, params=extra[0] if extra else {})
         self.client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
 
     def _get(self, key: str) -> dict[str, Any] | None:
@@ -421,7 +423,7 @@ def create_collections(catalog: MilvusCatalog, prefix: str, dim: int) -> None:
     chunks.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["bm25_text"],
                                  output_field_names=["sparse"]))
     catalog._create(prefix + "_chunks", chunks, [("vector", "AUTOINDEX", "IP"),
-                                                 ("sparse", "SPARSE_INVERTED_INDEX", "BM25")])
+                                                 ("sparse", "SPARSE_INVERTED_INDEX", "BM25", _BM25)])
 
     docs = schema(auto_id=False, enable_dynamic_field=False)
     docs.add_field("doc_id", DataType.VARCHAR, max_length=64, is_primary=True)
