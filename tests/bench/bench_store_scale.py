@@ -212,6 +212,11 @@ def _child(args) -> None:
         finally:
             writer.__exit__(None, None, None)
             store.close()
+            if kind == "milvus":  # stop Milvus Lite's in-process server before its folder is removed
+                from kb.stores import milvus
+
+                if hasattr(milvus, "disconnect"):
+                    milvus.disconnect(str(Path(tmp) / "milvus.db"))
 
 
 def _open_store(kind: str, tmp: Path, n: int, manifest: dict):
