@@ -280,9 +280,14 @@ class LocalStore:
 
     def _build_dense_index(self):
         """A FAISS index of the centred vectors in SQLite, and the centring (per-language means) it used."""
-        rows = self._db.execute("SELECT chunk_id, vector, text FROM chunks").fetchall()
-        ids, vectors = dense.vectors_from_rows(((r[0], r[1]) for r in rows), self.dim, self.db_path)
-        langs = [language(r[2]) for r in rows]
+        langs: list[str] = []
+
+        def rows():  # streamed: only the vectors and each chunk's language are kept
+            for chunk_id, blob, text in self._db.execute("SELECT chunk_id, vector, text FROM chunks"):
+                langs.append(language(text))
+                yield chunk_id, blob
+
+        ids, vectors = dense.vectors_from_rows(rows(), self.dim, self.db_path, self.chunk_count())
         centering = fit_centering(vectors, langs, self.language_prior())
         hnsw = len(ids) > self.hnsw_threshold
         return dense.build_index(ids, centering.vectors(vectors, langs), hnsw), centering

@@ -569,9 +569,20 @@ class MilvusStore:
         value = self._meta("generation")
         return int(value) if value else 0
 
-    def _bump(self) -> None:
-        self._set_meta({"generation": str(self._generation() + 1)})
-        self._docs = None
+    def _bump(self, changed: dict[str, dict[str, Any] | None]) -> None:
+        """Count a commit; this writer's own changes (doc_id -> new row, None: removed) update its document list
+        in place instead of it being read again (the lease makes this process the only writer)."""
+        generation = self._generation() + 1
+        self._set_meta({"generation": str(generation)})
+        if self._docs is not None and self._docs_generation == generation - 1:
+            for doc_id, row in changed.items():
+                if row is None:
+                    self._docs.pop(doc_id, None)
+                else:
+                    self._docs[doc_id] = {k: v for k, v in row.items() if k in _DOC_LIST}
+            self._docs_generation = generation
+        else:
+            self._docs = None
 
     # -- the committed documents ------------------------------------------------------------------
     def _doc_rows(self) -> dict[str, dict[str, Any]]:
@@ -582,9 +593,7 @@ class MilvusStore:
         generation = self._generation()
         self._checked_at = now
         if self._docs is None or generation != self._docs_generation:
-            fields = ["doc_id", "path", "title", "file_type", "content_hash", "size", "mtime", "ingested_at",
-                      "version", "chunks", "parts"] + [f"n_{lang}" for lang in LANGUAGES]
-            self._docs = {r["doc_id"]: r for r in self._scan(self.docs, "", fields)}
+            self._docs = {r["doc_id"]: r for r in self._scan(self.docs, "", _DOC_LIST)}
             self._docs_generation = generation
         return self._docs
 
@@ -675,7 +684,9 @@ class MilvusStore:
         first = max(time.time_ns(), self._last_version + 1)
         versions = {r.info.doc_id: first + i for i, r in enumerate(records)}
         self._last_version = first + len(records)
-        old = {r.info.doc_id: self._doc_rows().get(r.info.doc_id) for r in records}
+        found = {r["doc_id"]: r for r in self.client.query(self.docs, filter=f"doc_id in {_q(versions)}",
+                                                           output_fields=_DOC_LIST)}
+        old = {d: found.get(d) for d in versions}
         pending = [f"pending:{d}:{v}" for d, v in versions.items()]
         self._set_meta(dict.fromkeys(pending, ""))
         chunk_rows, text_rows, doc_rows = [], [], []
@@ -709,8 +720,9 @@ class MilvusStore:
             for start in range(0, len(text_rows), 64):
                 self.client.insert(self.texts, text_rows[start:start + 64])
             # a path re-used under another id (should not happen, but never list one file twice)
-            stale = [d for d, row in self._doc_rows().items()
-                     if row["path"] in {r.info.path for r in records} and d not in old]
+            paths = _q(r.info.path for r in records)
+            stale = [row["doc_id"] for row in self.client.query(self.docs, filter=f"path in {paths}",
+                                                                output_fields=["doc_id"]) if row["doc_id"] not in old]
             self.client.upsert(self.docs, doc_rows)  # the commit point of each document
             gone = [row["version"] for row in old.values() if row is not None]
             if gone:
@@ -719,7 +731,7 @@ class MilvusStore:
             if stale:
                 self.remove_documents(stale)
             self.client.delete(self.meta, filter=f"key in {_q(pending)}")
-            self._bump()
+            self._bump({row["doc_id"]: row for row in doc_rows})
         except Exception as e:
             raise StorageError(f"cannot write to {self.where} ({_first_line(e)}); the documents written so far are "
                                "kept, and the next `kb ingest` finishes the rest") from e
@@ -734,7 +746,7 @@ class MilvusStore:
             row = {k: v for k, v in full[0].items() if k in _DOC_FIELDS}
             row["mtime"] = mtime
             self.client.upsert(self.docs, [row])
-            self._bump()
+            self._bump({row["doc_id"]: row})
 
     def remove_documents(self, doc_ids: Iterable[str]) -> int:
         """The document rows first (the commit), then their chunks and text parts."""
@@ -742,16 +754,17 @@ class MilvusStore:
         if not ids:
             return 0
         self._recover()
-        docs = self._doc_rows()
-        removed = sum(docs[d]["chunks"] for d in ids if d in docs)
+        removed = 0
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
+            removed += sum(r["chunks"] for r in self.client.query(self.docs, filter=f"doc_id in {_q(part)}",
+                                                                  output_fields=["chunks"]))
             self._set_meta({f"pending:{d}:0": "" for d in part})
             self.client.delete(self.docs, filter=f"doc_id in {_q(part)}")
             self.client.delete(self.chunks, filter=f"doc_id in {_q(part)}")
             self.client.delete(self.texts, filter=f"doc_id in {_q(part)}")
             self.client.delete(self.meta, filter=f"key in {_q(f'pending:{d}:0' for d in part)}")
-        self._bump()
+        self._bump(dict.fromkeys(ids))
         return removed
 
     # -- chunks -----------------------------------------------------------------------------------
@@ -906,10 +919,12 @@ class MilvusStore:
         self._centrings[new] = fitted
         fields = _CHUNK_OUT + ["pk", "lang", "centring", "norm", "terms", "bm25_text", "vector"]
         try:
-            while True:
-                rows = self.client.query(self.chunks, filter=f"centring != {new}", output_fields=fields, limit=BATCH)
+            todo = [r["pk"] for r in self._scan(self.chunks, f"centring != {new}", ["pk"])]
+            for start in range(0, len(todo), BATCH):
+                rows = self.client.query(self.chunks, filter=f"pk in {_q(todo[start:start + BATCH])}",
+                                         output_fields=fields)
                 if not rows:
-                    break
+                    continue
                 raw = np.stack(self._raw(rows))
                 centred, norms = _centre(fitted, raw, [r["lang"] for r in rows])
                 for r, vec, norm in zip(rows, centred, norms):
@@ -918,7 +933,7 @@ class MilvusStore:
             self._set_meta({"applied": str(new)})
             self.client.delete(self.meta, filter=f"key like \"centring:%\" and key != \"centring:{new}\"")
             self._centrings = {new: fitted}
-            self._bump()
+            self._bump({})
         except Exception as e:
             raise StorageError(f"cannot rewrite the vectors of {self.where} ({_first_line(e)}); searches still work "
                                "and the next `kb ingest` finishes it") from e
@@ -949,6 +964,8 @@ class MilvusStore:
             group = []
 
 
+_DOC_LIST = ["doc_id", "path", "title", "file_type", "content_hash", "size", "mtime", "ingested_at", "version", "chunks",
+             "parts"] + [f"n_{lang}" for lang in LANGUAGES]  # a document row without its vector sums
 _DOC_FIELDS = {"doc_id", "path", "title", "file_type", "content_hash", "size", "version", "chunks", "parts", "mtime",
                "ingested_at"} | {f"{k}_{lang}" for k in ("n", "sum") for lang in LANGUAGES}
 
