@@ -64,6 +64,7 @@ from kb.types import Chunk, DocumentInfo
 
 REGISTRY = "kb_registry"
 RECENTRE_AT = 0.02  # rewrite the stored vectors when a language mean moved this far (unit vectors)
+REFIT_FROM = 256  # chunks in a KB before a writer refits its centring early (then at every doubling)
 LEASE_SETTLE = 0.3  # seconds between writing the lease and reading it back
 EXTRA = 16  # more hits asked of Milvus than needed, for versions that are not (or no longer) committed
 BATCH = 1000  # rows per insert/upsert/query call
@@ -679,6 +680,7 @@ class MilvusStore:
         if not records:
             return 0
         self._recover()
+        self._refit_early()
         cid, centring = self._applied()
         # every document version is a number no other version of any document has: old ones are deleted by it
         first = max(time.time_ns(), self._last_version + 1)
@@ -906,6 +908,18 @@ class MilvusStore:
             self._recentre()
         for collection in (self.chunks, self.docs, self.texts, self.meta):
             self.client.flush(collection)
+
+    def _refit_early(self) -> None:
+        """Refit the centring each time the KB has doubled since the last fit (from REFIT_FROM chunks on), so
+        that a first big ingest writes most of its vectors already in the final centring: the means settle
+        long before the end, and finish() then has little or nothing to rewrite."""
+        if self._meta("applied") is None:
+            return
+        count = self.chunk_count()
+        fitted_at = int(self._meta("fitted_at") or 0)
+        if count >= max(2 * fitted_at, REFIT_FROM):
+            self._recentre()
+            self._set_meta({"fitted_at": str(count)})
 
     def _recentre(self) -> None:
         cid, applied = self._applied()
