@@ -102,7 +102,7 @@ class Store(Protocol):
     def finish(self) -> None: ...
 
     def disk_bytes(self) -> int | None: ...
-    def export(self, batch: int = 256) -> Iterator[Record]:
+    def export(self) -> Iterator[Record]:
         """Every document with its chunks, raw vectors and terms (for `kb migrate`)."""
 
 

@@ -365,12 +365,6 @@ class LocalStore:
                 old.unlink(missing_ok=True)
         return path
 
-    def dense_search(self, query_vector: np.ndarray, limit: int, chunk_ids: np.ndarray | None = None,
-                     lang: str = "en") -> list[tuple[int, float]]:
-        """(chunk_id, cosine similarity in the centred space) best first, optionally only among some chunk
-        ids; `lang` is the question's language."""
-        return self.dense_index().search(query_vector, limit, chunk_ids, lang)
-
     def dense_query(self, doc_ids: list[str] | None = None) -> DenseQuery:
         """A dense search over the current generation that another thread may run: the index and the allowed
         chunk ids are read here, on the thread that owns the SQLite connection."""
@@ -393,7 +387,7 @@ class LocalStore:
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
 
-    def export(self, batch: int = 256) -> Iterator[Record]:
+    def export(self) -> Iterator[Record]:
         """Every document with its chunks, raw vectors and terms, from one read snapshot."""
         reader = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
         try:

@@ -955,7 +955,7 @@ class MilvusStore:
     def disk_bytes(self) -> int | None:
         return None  # Milvus keeps its own storage
 
-    def export(self, batch: int = 256) -> Iterator[Record]:
+    def export(self) -> Iterator[Record]:
         docs = sorted(self._doc_rows().values(), key=lambda r: r["path"])
         fields = _CHUNK_OUT + ["lang", "centring", "norm", "terms", "vector"]
         group: list[dict[str, Any]] = []
