@@ -1,8 +1,10 @@
 """Turn a file into a list of Elements, choosing the parser by file extension.
 
 unstructured parses the office, web, mail and markup formats; kb's own code handles PDF (pypdfium2,
-page by page), plain text (encoding detection first), CSV and JSON (structure kept as a table or as
-key paths). A file that cannot be parsed raises ParseError with the reason; callers report it and go on.
+page by page, scanned pages through OCR), images (OCR), old binary Office files (converted by
+LibreOffice, then parsed as their modern format), plain text (encoding detection first), CSV and JSON
+(structure kept as a table or as key paths). A file that cannot be parsed raises ParseError with the
+reason; callers report it and go on.
 """
 
 from __future__ import annotations
@@ -10,15 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kb.errors import ParseError
 from kb.types import Element
 
+from .ocr import IMAGE_SUFFIXES, OcrRun, load_image
 from .pdf import load_pdf
 from .textfile import decode_bytes
 
@@ -43,8 +44,15 @@ class Limits:
                    int(settings.max_unzipped_mb * (1 << 20)))
 
 
-# The limits of the load() running in this thread (loaders read them when they decode text).
-_limits: ContextVar[Limits] = ContextVar("kb_ingest_limits", default=Limits())  # noqa: B039 - frozen
+@dataclass
+class _Job:
+    """What a loader is given besides the path: the file's limits, and its OCR run (options, progress,
+    pages read)."""
+
+    limits: Limits = field(default_factory=Limits)
+    ocr: OcrRun = field(default_factory=OcrRun)
+
+
 _ZIPPED = {".docx", ".pptx", ".xlsx", ".xlsm", ".odt", ".epub"}
 
 
@@ -52,9 +60,11 @@ def supported_suffixes() -> set[str]:
     return set(_LOADERS)
 
 
-def load(path: Path, limits: Limits | None = None) -> list[Element]:
-    """Parse one file. Raises ParseError (path + reason) for anything that cannot be read."""
+def load(path: Path, limits: Limits | None = None, ocr: OcrRun | None = None) -> list[Element]:
+    """Parse one file. Raises ParseError (path + reason) for anything that cannot be read. `ocr` carries the
+    OCR settings and progress callback in, and the number of pages OCR read out."""
     limits = limits or Limits()
+    job = _Job(limits, ocr if ocr is not None else OcrRun())
     loader = _LOADERS.get(path.suffix.lower())
     if loader is None:
         raise ParseError(str(path), f"unsupported file type '{path.suffix or '(none)'}'")
@@ -63,19 +73,16 @@ def load(path: Path, limits: Limits | None = None) -> list[Element]:
         raise ParseError(str(path), f"file too large ({size / 2**20:,.1f} MB; kb reads files up to "
                                     f"{limits.file_bytes / 2**20:g} MB, ingest.max_file_mb): split it into "
                                     "smaller files or raise the limit")
-    token = _limits.set(limits)
     try:
         if path.suffix.lower() in _ZIPPED:
             _check_unzipped_size(path, limits)
-        elements = loader(path)
+        elements = loader(path, job)
     except ParseError:
         raise
     except (OSError, UnicodeError) as e:
         raise ParseError(str(path), f"cannot read: {e}") from e
     except Exception as e:  # parsers raise anything on damaged files; report and go on
         raise ParseError(str(path), f"{type(e).__name__}: {e}".strip()) from e
-    finally:
-        _limits.reset(token)
     elements = [e for e in elements if e.text.strip() or e.rows]
     if not elements:
         raise ParseError(str(path), "no text found (empty file, or only images)")
@@ -105,10 +112,10 @@ def _check_unzipped_size(path: Path, limits: Limits) -> None:
                                     "MB, ingest.max_unzipped_mb): a zip bomb or a damaged file")
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, job: _Job) -> str:
     """The decoded text of a text-like file, refused before any parsing if it is too long."""
     text, _ = decode_bytes(path.read_bytes())
-    _check_text_size(path, len(text), _limits.get())
+    _check_text_size(path, len(text), job.limits)
     return text
 
 
@@ -164,33 +171,36 @@ def _table_rows(html: str | None) -> tuple[tuple[str, ...], ...] | None:
     return tuple(rows) or None
 
 
-def _partitioner(module: str, func: str, reads_text: bool = False) -> Callable[[Path], list[Element]]:
-    def load_with(path: Path) -> list[Element]:
+Loader = Callable[[Path, _Job], list[Element]]
+
+
+def _partitioner(module: str, func: str, reads_text: bool = False) -> Loader:
+    def load_with(path: Path, job: _Job) -> list[Element]:
         from .offline import prepare_unstructured
 
         prepare_unstructured()
         mod = __import__(f"unstructured.partition.{module}", fromlist=[func])
         partition = getattr(mod, func)
         if reads_text:  # kb decodes, so GBK / Big5 / UTF-16 files come out right
-            text = _read_text(path)
+            text = _read_text(path, job)
             return _from_unstructured(partition(text=text))
         return _from_unstructured(partition(filename=str(path)))
 
     return load_with
 
 
-def _legacy_office(module: str, func: str, modern: str) -> Callable[[Path], list[Element]]:
-    inner = _partitioner(module, func)
+def _legacy_office(modern: str) -> Loader:
+    """.doc/.wps/.rtf/.xls/.ppt: LibreOffice converts, then the modern format's loader reads the copy."""
 
-    def load_with(path: Path) -> list[Element]:
-        if shutil.which("soffice") is None:
-            raise ParseError(str(path), f"old binary format; install LibreOffice (soffice) or save it as {modern}")
-        return inner(path)
+    def load_with(path: Path, job: _Job) -> list[Element]:
+        from .office import load_legacy
+
+        return load_legacy(path, lambda converted: _LOADERS[modern](converted, job))
 
     return load_with
 
 
-def _load_email(path: Path) -> list[Element]:
+def _load_email(path: Path, job: _Job) -> list[Element]:
     from .offline import prepare_unstructured
 
     prepare_unstructured()
@@ -209,13 +219,13 @@ def _load_email(path: Path) -> list[Element]:
     return head + _from_unstructured(items)
 
 
-def _load_html(path: Path) -> list[Element]:
+def _load_html(path: Path, job: _Job) -> list[Element]:
     """unstructured's HTML partitioner; lxml gives up past 255 nested tags and returns nothing, so a
     page with text but no elements is read again with the standard library's parser (no depth limit)."""
-    elements = _partitioner("html", "partition_html", reads_text=True)(path)
+    elements = _partitioner("html", "partition_html", reads_text=True)(path, job)
     if any(e.text.strip() for e in elements):
         return elements
-    return [Element(p) for p in _html_paragraphs(_read_text(path))]
+    return [Element(p) for p in _html_paragraphs(_read_text(path, job))]
 
 
 def _html_paragraphs(html: str) -> list[str]:
@@ -244,12 +254,11 @@ def _html_paragraphs(html: str) -> list[str]:
 
 
 # -- kb's own -------------------------------------------------------------------------------------
-def _load_text(path: Path) -> list[Element]:
-    return _partitioner("text", "partition_text", reads_text=True)(path)
+_load_text = _partitioner("text", "partition_text", reads_text=True)
 
 
-def _load_csv(path: Path) -> list[Element]:
-    text = _read_text(path)
+def _load_csv(path: Path, job: _Job) -> list[Element]:
+    text = _read_text(path, job)
     sample = text[:8192]
     try:
         dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
@@ -263,8 +272,8 @@ def _load_csv(path: Path) -> list[Element]:
     return [Element("", "table", rows=rows)]
 
 
-def _load_json(path: Path) -> list[Element]:
-    text = _read_text(path)
+def _load_json(path: Path, job: _Job) -> list[Element]:
+    text = _read_text(path, job)
     if path.suffix.lower() == ".jsonl":
         values = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
@@ -288,8 +297,16 @@ def _flatten(value, prefix: str):
         yield f"{prefix}: {value}" if prefix else str(value)
 
 
-_LOADERS: dict[str, Callable[[Path], list[Element]]] = {
-    ".pdf": load_pdf,
+def _load_pdf(path: Path, job: _Job) -> list[Element]:
+    return load_pdf(path, job.ocr)
+
+
+def _load_image(path: Path, job: _Job) -> list[Element]:
+    return load_image(path, job.ocr)
+
+
+_LOADERS: dict[str, Loader] = {
+    ".pdf": _load_pdf,
     ".html": _load_html,
     ".htm": _load_html,
     ".xhtml": _load_html,
@@ -303,14 +320,17 @@ _LOADERS: dict[str, Callable[[Path], list[Element]]] = {
     ".epub": _partitioner("epub", "partition_epub"),
     ".rst": _partitioner("rst", "partition_rst"),
     ".org": _partitioner("org", "partition_org"),
-    ".rtf": _partitioner("rtf", "partition_rtf"),
     ".msg": _partitioner("msg", "partition_msg"),
     ".eml": _load_email,
-    ".doc": _legacy_office("doc", "partition_doc", ".docx"),
-    ".ppt": _legacy_office("ppt", "partition_ppt", ".pptx"),
+    ".doc": _legacy_office(".docx"),
+    ".wps": _legacy_office(".docx"),  # WPS Office's writer files
+    ".rtf": _legacy_office(".docx"),
+    ".xls": _legacy_office(".xlsx"),
+    ".ppt": _legacy_office(".pptx"),
     ".csv": _load_csv,
     ".tsv": _load_csv,
     ".json": _load_json,
     ".jsonl": _load_json,
     **{s: _load_text for s in _TEXT_SUFFIXES},
+    **{s: _load_image for s in IMAGE_SUFFIXES},
 }

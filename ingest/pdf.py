@@ -2,8 +2,10 @@
 
 unstructured's "fast" PDF strategy (pdfminer) needs two minutes for a 250-page Chinese manual;
 pdfium reads the same text layer in half a second. Sections come from the PDF's bookmarks (its
-outline) when it has them: every page knows the heading path it falls under. Scanned PDFs without a
-text layer are reported, not silently indexed as empty (kb does no OCR).
+outline) when it has them: every page knows the heading path it falls under. A page with (almost) no
+text layer but an image on it is a scan: it is rendered and read by OCR (ingest/ocr.py), page by page,
+so a PDF whose middle pages were scanned keeps every page's number. With OCR off or not installed, a
+PDF with no text at all is reported, not silently indexed as empty.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from pathlib import Path
 from kb.errors import ParseError
 from kb.types import Element
 
+from .ocr import OcrRun, available, join_lines, render_scale
+
 _SENTENCE_END = re.compile(r"[。！？；.!?;:：]$")
-_CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
+SCAN_MAX_CHARS = 20  # a page with fewer characters of text layer than this, and an image, is OCR'd
 
 
-def load_pdf(path: Path) -> list[Element]:
+def load_pdf(path: Path, run: OcrRun | None = None) -> list[Element]:
     import pypdfium2 as pdfium
 
     try:
@@ -28,24 +32,55 @@ def load_pdf(path: Path) -> list[Element]:
         if "password" in reason.lower():
             reason = "the PDF is encrypted (password protected); decrypt it first, e.g. with qpdf --decrypt"
         raise ParseError(str(path), f"not a readable PDF ({reason})") from e
+    ocr = run if run is not None and available(run.options)[0] else None
+    scans = 0
     try:
         outline = _outline(pdf)
         elements: list[Element] = []
-        for index in range(len(pdf)):
+        pages = len(pdf)
+        for index in range(pages):
             page = pdf[index]
             textpage = page.get_textpage()
             text = textpage.get_text_range()
             textpage.close()
-            page.close()
             for title, depth in outline.get(index, []):
                 elements.append(Element(title, kind="title", page=index + 1, depth=depth))
+            if len("".join(text.split())) < SCAN_MAX_CHARS and _has_image(page):
+                scans += 1
+                if ocr is not None:
+                    elements.extend(_ocr_page(page, index + 1, pages, ocr, path))
+                    page.close()
+                    continue
+                if run is not None:
+                    run.unread += 1
+            page.close()
             for para in _paragraphs(text):
                 elements.append(Element(para, page=index + 1))
     finally:
         pdf.close()
     if not any(e.kind != "title" for e in elements):
-        raise ParseError(str(path), "the PDF has no text layer (a scan?); kb does not run OCR")
+        if scans and ocr is None:
+            why = available(run.options)[1] if run is not None else "OCR is off"
+            raise ParseError(str(path), f"the PDF has no text layer ({scans} scanned pages) and {why}")
+        raise ParseError(str(path), "no text found (the PDF's pages are blank or hold only pictures without text)")
     return elements
+
+
+def _has_image(page) -> bool:
+    import pypdfium2.raw as raw
+
+    return any(obj.type == raw.FPDF_PAGEOBJ_IMAGE for obj in page.get_objects(max_depth=2))
+
+
+def _ocr_page(page, number: int, pages: int, run: OcrRun, path: Path) -> list[Element]:
+    """Render one page (about 2,000 pixels on its long side for RapidOCR, 300 dpi for tesseract) and OCR it."""
+    width, height = page.get_size()
+    bitmap = page.render(scale=render_scale(width, height, run), grayscale=True)
+    try:
+        image = bitmap.to_pil()
+        return run.read(image, number, path, pages)
+    finally:
+        bitmap.close()
 
 
 def _outline(pdf) -> dict[int, list[tuple[str, int]]]:
@@ -83,15 +118,6 @@ def _paragraphs(page_text: str) -> list[str]:
 
 
 def _flush(lines: list[str], out: list[str]) -> None:
-    if not lines:
-        return
-    text = lines[0]
-    for line in lines[1:]:
-        if text.endswith("-") and not text.endswith(" -") and line[:1].islower():
-            text = text[:-1] + line  # re-join a hyphenated English word
-        elif _CJK.search(text[-1:]) and _CJK.search(line[:1]):
-            text += line  # Chinese lines join without a space
-        else:
-            text += " " + line
-    out.append(text)
-    lines.clear()
+    if lines:
+        out.append(join_lines(lines))
+        lines.clear()

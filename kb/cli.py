@@ -67,6 +67,8 @@ def ingest(
         out.print_json(data={
             "kb": base.name, "seconds": round(report.seconds, 3), "chunks_added": report.chunks_added,
             "chunks_removed": report.chunks_removed, "missing": report.missing,
+            "ocr": {"pages": report.ocr_pages, "seconds": round(report.ocr_seconds, 3), "engine": report.ocr_engine,
+                    "unread_pages": report.unread_pages, "unread_because": report.ocr_missing},
             "counts": {s: report.count(s) for s in ("added", "updated", "unchanged", "removed", "failed",
                                                       "unsupported")},
             "files": [f.__dict__ for f in report.files if f.status != "unchanged"],
@@ -89,6 +91,15 @@ def _print_ingest_summary(name: str, report, quiet: bool) -> None:
     if unsupported:
         line += f"; {unsupported} files of unsupported types skipped"
     out.print(line, highlight=False)
+    if report.ocr_pages:
+        files = sum(1 for f in report.files if f.ocr_pages)
+        rate = report.ocr_pages / report.ocr_seconds if report.ocr_seconds else 0
+        out.print(f"OCR ({report.ocr_engine}) read {report.ocr_pages} scanned pages or images in {files} files "
+                  f"({rate:.2f} pages/s)", highlight=False)
+    if report.unread_pages:
+        files = [f for f in report.files if f.unread_pages]
+        err.print(f"[yellow]{report.unread_pages} scanned pages[/yellow] in {len(files)} files were not read: "
+                  f"{escape(report.ocr_missing)} (e.g. {escape(files[0].path)})", highlight=False, soft_wrap=True)
     if report.missing:
         out.print(f"{len(report.missing)} documents in the KB are gone from disk; "
                   "run again with --prune to remove them.", highlight=False)

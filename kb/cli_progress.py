@@ -19,6 +19,7 @@ class IngestDisplay:
             console=console, transient=True,
         )
         self._task = None
+        self._pages: tuple | None = None  # (task id, path) of the OCR bar of the file being read
         self._chunks = 0
 
     def __enter__(self) -> IngestDisplay:
@@ -35,14 +36,36 @@ class IngestDisplay:
             return
         if event.kind == "start":
             self._task = self._progress.add_task("files", total=event.total, chunks=0)
+        elif event.kind == "page":
+            self._page(event)
         elif event.kind == "embedded":
             self._chunks += event.chunks
             self._progress.update(self._task, chunks=self._chunks)
         elif event.kind == "file" and event.result.status not in ("unsupported", "removed"):
             self._progress.advance(self._task)
+            if self._pages is not None and self._pages[1] == event.result.path:
+                self._progress.remove_task(self._pages[0])
+                self._pages = None
             if event.result.status == "failed":
                 self._progress.console.print(f"[red]failed[/red] {event.result.path}: {event.result.reason}",
                                              highlight=False)
+
+
+    def _page(self, event) -> None:
+        """A bar per scanned file of more than one page: OCR reads a page every second or two."""
+        if event.total <= 1:
+            return
+        if self._pages is None or self._pages[1] != event.path:
+            if self._pages is not None:
+                self._progress.remove_task(self._pages[0])
+            task = self._progress.add_task(f"OCR {_short(event.path)}", total=event.total, chunks="-")
+            self._pages = (task, event.path)
+        self._progress.update(self._pages[0], completed=event.page)
+
+
+def _short(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return name if len(name) <= 40 else name[:18] + "…" + name[-20:]
 
 
 def eval_table(results: dict, total_questions: int) -> Table:

@@ -71,6 +71,22 @@ class IngestSettings(BaseModel):
     max_unzipped_mb: float = Field(
         256, gt=0, description="Most XML an office or EPUB file (a zip) may unpack to, in MB: refuses zip bombs."
     )
+    ocr: Literal["auto", "rapidocr", "tesseract", "off"] = Field(
+        "auto", description="OCR for scanned PDF pages and images: rapidocr (PP-OCRv4 Chinese + English, the "
+        "`ocr` extra), tesseract (apt install tesseract-ocr tesseract-ocr-chi-sim), auto (rapidocr, else "
+        "tesseract), off (scans are reported, not read)."
+    )
+    ocr_min_confidence: float = Field(
+        0.5, ge=0, le=1, description="OCR lines the engine is less sure of than this (0..1) are dropped."
+    )
+    ocr_languages: str = Field(
+        "", description="tesseract's languages, e.g. chi_sim+chi_tra+eng; empty = chi_sim+eng, or what of "
+        "them is installed. (rapidocr reads Chinese and English always.)"
+    )
+    max_image_megapixels: float = Field(
+        100, gt=0, description="Largest image (or image-only page) OCR reads, in megapixels; bigger ones are "
+        "reported and skipped (a 100-megapixel picture takes 300 MB to decode)."
+    )
 
 
 class RetrievalSettings(BaseModel):

@@ -40,7 +40,7 @@ from kb.findings import LEVELS, Finding, installed
 from kb.llm.base import resolve_backend_name
 
 __all__ = ["Finding", "run_checks", "exit_code", "to_json"]
-SECTIONS = ("system", "embedder", "chat model", "extras", "knowledge bases")
+SECTIONS = ("system", "embedder", "chat model", "documents", "extras", "knowledge bases")
 
 # pyproject.toml's optional dependencies: extra -> (modules that show it is installed, what it is for).
 # tests/core/test_doctor.py checks that every extra in pyproject.toml is here.
@@ -49,6 +49,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "hf": (("transformers", "accelerate"), "Hugging Face and ChatGLM2 chat models (llm.backend hf / chatglm2)"),
     "gpu": (("transformers", "bitsandbytes"), "4-/8-bit quantization on a CUDA GPU (llm.quantize)"),
     "openai": (("langchain_openai",), "OpenAI-compatible servers: vLLM, Ollama, Xinference (llm.base_url)"),
+    "ocr": (("rapidocr_onnxruntime", "wordninja"), "OCR of scanned PDF pages and images (ingest.ocr)"),
     "milvus": (("pymilvus", "milvus_lite"), "knowledge bases in Milvus (store.backend: milvus; Milvus Lite)"),
     "finetune": (("transformers", "peft"), "`kb finetune` and fine-tuned adapters (llm.adapter)"),
     "app": (("streamlit",), "the web app (`kb app`)"),
@@ -66,6 +67,7 @@ def run_checks(settings: Settings) -> list[Finding]:
                 settings_finding(),
                 embedder_finding(settings.embedding, settings.models_dir, torch),
                 chat, answer_finding(settings.answer.mode, model)]
+    findings += document_findings(settings)
     findings += extras_findings()
     findings += kb_findings(settings, torch)
     return findings
@@ -107,6 +109,36 @@ def bitsandbytes_finding(settings: Settings, cuda: bool) -> Finding:
                        facts=facts)
     return Finding("system", "bitsandbytes", "ok",
                    f"{why} (only llm.quantize 4/8 on a CUDA GPU needs it: pip install 'kb[gpu]')", facts=facts)
+
+
+def document_findings(settings: Settings) -> list[Finding]:
+    """What reads scans and images (the OCR engine ingest.ocr gives), and what converts old Office files."""
+    from kb.ingest.ocr import OcrOptions, available
+    from kb.ingest.office import LEGACY, soffice_path
+
+    options = OcrOptions.from_settings(settings.ingest)
+    engine, why = available(options)
+    facts = {"setting": options.engine, "engine": engine}
+    if engine:
+        ocr = Finding("documents", "ocr", "ok", f"{engine}: scanned PDF pages and images are read (Chinese and "
+                      "English)", facts=facts)
+    elif options.engine == "off":
+        ocr = Finding("documents", "ocr", "ok", "off (ingest.ocr): scans and images are reported, not read",
+                      facts=facts)
+    else:
+        ocr = Finding("documents", "ocr", "warn", f"no OCR engine: {why}", facts=facts,
+                      fix="pip install 'kb[ocr]' (Python < 3.13), or apt install tesseract-ocr tesseract-ocr-chi-sim")
+    office = soffice_path()
+    old = " ".join(sorted(LEGACY))
+    if office:
+        converter = Finding("documents", "libreoffice", "ok", f"{office}: old Office files ({old}) are converted",
+                            facts={"soffice": office})
+    else:
+        converter = Finding("documents", "libreoffice", "warn", f"not installed: old Office files ({old}) are "
+                            "reported, not read", facts={"soffice": None},
+                            fix="apt install libreoffice-writer libreoffice-calc libreoffice-impress (or save the "
+                            "files as .docx/.xlsx/.pptx)")
+    return [ocr, converter]
 
 
 def extras_findings() -> list[Finding]:

@@ -168,7 +168,7 @@ class KnowledgeBase:
             _record_language_prior(self._store, self.embedder)
             return run_ingest(self._store, self.embedder, roots, max_tokens=chunking["max_tokens"],
                               overlap_tokens=chunking["overlap_tokens"], prune=prune, progress=progress,
-                              limits=self._limits())
+                              limits=self._limits(), ocr=self._ocr())
 
     def _check_chunking(self) -> None:
         built = self.manifest["chunking"]
@@ -189,7 +189,7 @@ class KnowledgeBase:
             report = run_ingest(fresh.store, lambda: self._fresh_embedder(), roots + ([] if prune else keep),
                                 max_tokens=self.settings.chunking.max_tokens,
                                 overlap_tokens=self.settings.chunking.overlap_tokens, prune=False,
-                                progress=progress, limits=self._limits())
+                                progress=progress, limits=self._limits(), ocr=self._ocr())
             fresh.store.finish()
         except BaseException:
             fresh.abort()
@@ -203,6 +203,11 @@ class KnowledgeBase:
         from kb.ingest.loaders import Limits
 
         return Limits.from_settings(self.settings.ingest)
+
+    def _ocr(self):
+        from kb.ingest.ocr import OcrOptions
+
+        return OcrOptions.from_settings(self.settings.ingest)
 
     def _fresh_embedder(self):
         from kb.ingest.embed import get_embedder
