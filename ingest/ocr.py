@@ -19,6 +19,7 @@ rows of aligned cells.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import shutil
@@ -38,7 +39,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 _SENTENCE_END = re.compile(r"[。！？；.!?;:：]$")
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
 _LATIN_RUN = re.compile(r"[A-Za-z]{4,}")
-_GLUED_PUNCT = re.compile(r"(?<=[A-Za-z])([,;])(?=[A-Za-z])")
+_GLUED_PUNCT = re.compile(r"(?<=[A-Za-z])([,;])(?=[A-Za-z])|(?<=[a-z]{2})(\.)(?=[A-Z])")
+_GLUED_NUMBER = re.compile(r"\b([A-Za-z]{2,})(?=\d)|(?<=\d)([A-Za-z]{3,})\b")
+_COMMON_WORDS = 3000  # a word glued to a number is split off only if it is this common ("from8:00", not "eth0")
 _TESSERACT_TIMEOUT = 300  # seconds per page: a 20000-pixel page takes about a minute
 
 
@@ -267,11 +270,23 @@ def restore_spaces(text: str) -> str:
     """Put back spaces PP-OCR's recogniser dropped between English words ("mustsignin" -> "must sign in"):
     a Latin run of 4+ letters that is no word itself is split by word frequency, if every piece is a word
     of two letters or more (or "a"/"I"); names and identifiers the dictionary cannot split stay whole.
-    A comma or semicolon between two words gets its space back too."""
+    A comma or semicolon between two words, a full stop before the next sentence, and a word glued to a
+    number ("from8:00 to14:00while") get their space back too."""
     model = _word_model()
-    if model is None or not _LATIN_RUN.search(text):
+    if model is None or not re.search(r"[A-Za-z]{3}", text):
         return text
-    text = _GLUED_PUNCT.sub(r"\1 ", text)
+    words = model.DEFAULT_LANGUAGE_MODEL._wordcost
+    text = _GLUED_PUNCT.sub(lambda m: (m.group(1) or m.group(2)) + " ", text)
+
+    common = math.log(_COMMON_WORDS * math.log(len(words)))  # wordninja's cost of the word of that rank
+
+    def unglue(match: re.Match) -> str:
+        word = match.group(1) or match.group(2)
+        if words.get(word.lower(), common + 1) > common:
+            return match.group(0)
+        return word + " " if match.group(1) else " " + word
+
+    text = _GLUED_NUMBER.sub(unglue, text)
     words = model.DEFAULT_LANGUAGE_MODEL._wordcost
 
     def split(match: re.Match) -> str:

@@ -57,13 +57,18 @@ def load_legacy(path: Path, load_modern: Callable[[Path], list], timeout: float 
         return load_modern(convert(path, target, Path(folder), timeout))
 
 
+def soffice_path() -> str | None:
+    """LibreOffice's command, if it is installed."""
+    return shutil.which("soffice") or shutil.which("libreoffice")
+
+
 def convert(path: Path, target_suffix: str, out_dir: Path, timeout: float = 120) -> Path:
     """Convert `path` with LibreOffice to `out_dir/<stem><target_suffix>` (replacing such a file); return it.
 
     Raises ParseError naming the fix when LibreOffice is missing, takes longer than `timeout` seconds
     (its processes are killed), or writes nothing (a damaged file)."""
     _check_looks_like_office(path)
-    soffice = shutil.which("soffice") or shutil.which("libreoffice")
+    soffice = soffice_path()
     if soffice is None:
         raise ParseError(str(path), _install_hint(path, target_suffix))
     fmt = target_suffix.lstrip(".").lower()

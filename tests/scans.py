@@ -49,7 +49,8 @@ def _wrap(text: str, font, width: int) -> list[str]:
 def render_page(paragraphs: list[str], *, size=A4_150DPI, font_size: int = 26, margin: int = 110,
                 title: str | None = None, table: list[list[str]] | None = None, seed: int = 0,
                 scanned: bool = True):
-    """A page image holding `title`, then `paragraphs` (a blank line between them), then `table`."""
+    """A page image holding `title`, then `paragraphs` (a blank line between them; one that starts with
+    "# " is a heading), then `table`."""
     from PIL import Image, ImageDraw, ImageFilter
 
     page = Image.new("L", size, 255)
@@ -62,7 +63,13 @@ def render_page(paragraphs: list[str], *, size=A4_150DPI, font_size: int = 26, m
         draw.text((margin, y), title, font=big, fill=20)
         y += int(line_height * 1.8)
     font = _font(font_size)
+    heading = _font(int(font_size * 1.3))
     for para in paragraphs:
+        if para.startswith("# "):  # a heading inside the page
+            y += line_height // 3
+            draw.text((margin, y), para[2:], font=heading, fill=20)
+            y += int(line_height * 1.4)
+            continue
         for line in _wrap(para, font, width):
             if y + line_height > size[1] - margin:
                 raise ValueError("the text does not fit on one page")
@@ -130,3 +137,48 @@ def char_accuracy(found: str, truth: str) -> float:
 
 def is_cjk(text: str) -> bool:
     return bool(_CJK.search(text))
+
+
+# -- docs/samples: a signed policy scanned back, and a phone photo of a notice ------------------------
+SAMPLE_POLICY = [
+    ("会议室与访客管理规定",
+     ["一、会议室须通过办公系统预约，每次预约最长四小时。预约后十五分钟内无人签到的，系统自动释放会议室。",
+      "二、访客须至少提前一个工作日由接待人在办公系统登记，到访当天凭身份证在前台领取访客卡，离开时交回。",
+      "三、访客在办公区内须由接待人全程陪同，不得进入机房和财务室。"]),
+    ("会议室一览",
+     ["各会议室的容量和设备如下表。视频会议须提前一天联系行政部调试设备。"],
+     [["会议室", "容纳人数", "设备"], ["长江厅", "20 人", "投影仪、视频会议"], ["黄河厅", "12 人", "电视屏幕"],
+      ["珠江厅", "6 人", "白板"]]),
+    ("Meeting Room and Visitor Rules (English summary)",
+     ["Book meeting rooms in the office system, for at most four hours at a time. A room nobody checks in to "
+      "within fifteen minutes is released automatically.",
+      "Register visitors in the office system at least one working day ahead. Visitors collect a visitor "
+      "card at reception with their ID and return it when they leave.",
+      "Approved by the Administration Department. Effective from 1 March 2026."]),
+]
+SAMPLE_NOTICE = ("停电通知",
+                 ["因配电房年度检修，本周六上午八点至下午两点，A座全楼停电，电梯停止运行。",
+                  "请在周五下班前保存工作、关闭电脑，并拔下个人电器的插头。",
+                  "# Power outage notice",
+                  "Building A has no power this Saturday from 8:00 to 14:00 while the substation is serviced. "
+                  "Save your work and switch off your computer before you leave on Friday.",
+                  "行政部 Administration Department"])
+
+
+def write_samples(folder: Path) -> list[Path]:
+    """The scanned samples of docs/samples (regenerate with `python tests/scans.py docs/samples`)."""
+    pages = []
+    for seed, (title, paragraphs, *table) in enumerate(SAMPLE_POLICY):
+        pages.append(render_page(paragraphs, title=title, table=table[0] if table else None, seed=seed + 40))
+    policy = image_pdf([p.convert("L") for p in pages], folder / "会议室与访客管理规定-扫描件.pdf", quality=60)
+    title, paragraphs = SAMPLE_NOTICE
+    notice = folder / "power-outage-notice.jpg"
+    photo_of(render_page(paragraphs, title=title, size=(1240, 1000), seed=50), seed=51).save(notice, quality=70)
+    return [policy, notice]
+
+
+if __name__ == "__main__":
+    import sys
+
+    for written in write_samples(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/samples")):
+        print(f"{written} ({written.stat().st_size / 1024:.0f} kB)")
