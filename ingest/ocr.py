@@ -169,8 +169,15 @@ def _engine(name: str, languages: str):
 
 
 class RapidOcrEngine:
+    """PP-OCRv4 without its line direction classifier: on the bench's 20 pages the classifier turned some
+    upright lines upside down (a line of English came out as "s o d"), costing 4 of 100 points of
+    character accuracy. A whole page upside down is caught instead: when most of a page reads badly, it
+    is read again turned by 180° and the better reading is kept."""
+
     name = "rapidocr"
-    long_side = 2000  # RapidOCR shrinks larger images to this before detection
+    # Pages are rendered to this long side (137 dpi for A4): detection time grows with the pixels, and
+    # 1,600 read the bench pages as well as 2,000 (RapidOCR's own cap) in 0.8 of the time.
+    long_side = 1600
 
     def __init__(self) -> None:
         try:
@@ -181,12 +188,20 @@ class RapidOcrEngine:
         import logging
 
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
-        self._ocr = RapidOCR(text_score=0.0)  # kb filters by ingest.ocr_min_confidence itself
+        self._ocr = RapidOCR(text_score=0.0, use_cls=False)  # kb filters by ingest.ocr_min_confidence itself
 
     def read(self, image) -> list[Line]:
+        lines = self._read(image)
+        if len(lines) >= 3 and median(x.confidence for x in lines) < 0.6:
+            turned = self._read(image.rotate(180))
+            if sum(x.confidence for x in turned) > sum(x.confidence for x in lines):
+                return turned
+        return lines
+
+    def _read(self, image) -> list[Line]:
         import numpy as np
 
-        result, _ = self._ocr(np.asarray(image.convert("RGB"))[:, :, ::-1])  # RapidOCR takes BGR
+        result, _ = self._ocr(np.asarray(image.convert("RGB"))[:, :, ::-1], use_cls=False)  # RapidOCR takes BGR
         lines = []
         for box, text, score in result or ():
             xs, ys = [p[0] for p in box], [p[1] for p in box]

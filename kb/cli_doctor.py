@@ -15,8 +15,8 @@ from kb.config import load_settings
 
 out = Console(highlight=False)
 _STYLE = {"ok": "green", "warn": "yellow", "error": "bold red"}
-_TITLES = {"system": "System", "embedder": "Embedder", "chat model": "Chat model", "extras": "Optional extras",
-           "knowledge bases": "Knowledge bases"}
+_TITLES = {"system": "System", "embedder": "Embedder", "chat model": "Chat model", "documents": "Documents",
+           "extras": "Optional extras", "knowledge bases": "Knowledge bases"}
 
 
 def doctor_command(

@@ -217,3 +217,22 @@ def test_a_cuda_gpu_is_reported_with_its_free_memory(monkeypatch):
     assert info.cuda and info.gpus == ({"index": 0, "name": "NVIDIA H200", "free_gib": 120.5, "total_gib": 139.8},)
     found = torch_finding(info)
     assert found.level == "ok" and found.summary.endswith("CUDA 12.4: GPU 0 NVIDIA H200, 120.5 of 139.8 GiB free")
+
+
+def test_documents_section_says_what_reads_scans_and_old_office_files(settings, monkeypatch):
+    from kb.doctor import document_findings
+    from kb.ingest import ocr, office
+
+    monkeypatch.setattr(ocr, "_rapidocr_missing", lambda: "rapidocr is not installed (pip install 'kb[ocr]')")
+    monkeypatch.setattr(ocr, "_tesseract_missing", lambda: "tesseract is not installed")
+    monkeypatch.setattr(office, "soffice_path", lambda: None)
+    scans, converter = document_findings(settings)
+    assert (scans.level, converter.level) == ("warn", "warn")
+    assert "rapidocr is not installed" in scans.summary and "kb[ocr]" in scans.fix and "tesseract-ocr" in scans.fix
+    assert ".doc" in converter.summary and "libreoffice-writer" in converter.fix
+    monkeypatch.setattr(ocr, "_tesseract_missing", lambda: "")
+    monkeypatch.setattr(office, "soffice_path", lambda: "/usr/bin/soffice")
+    scans, converter = document_findings(settings)
+    assert (scans.level, scans.facts["engine"], converter.level) == ("ok", "tesseract", "ok")
+    settings.ingest.ocr = "off"
+    assert document_findings(settings)[0].summary.startswith("off (ingest.ocr)")

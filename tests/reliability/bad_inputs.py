@@ -182,3 +182,37 @@ def tiny_files(folder: Path, count: int = 20_000) -> list[Expect]:
     for i in range(count):
         (sub / f"t{i:05d}.txt").write_text(f"tiny note {i} about item q{i}x", encoding="utf-8")
     return [Expect(sub / "t12345.txt", "q12345x")]
+
+
+def images(folder: Path) -> list[Expect]:
+    """Pictures a scanner or phone leaves behind: a 400-megapixel blank, damaged bytes, a cut-off JPEG, a
+    photo with no text, and one good scan."""
+    import scans
+    from PIL import Image
+
+    Image.new("1", (20000, 20000), 1).save(folder / "huge.png")  # 400 megapixels; small on disk
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(8000))
+    good = folder / "ferry.jpg"
+    scans.render_page(["The night ferry to the island leaves the north pier at eleven."], size=(1000, 300),
+                      margin=40, seed=7).save(good, quality=80)
+    (folder / "cut.jpg").write_bytes(good.read_bytes()[:2000])
+    scans.render_page([], size=(900, 700), seed=8).save(folder / "no-text.png")
+    return [
+        Expect(folder / "huge.png", None, "image too large"),
+        Expect(folder / "corrupt.png", None, "not a readable image"),
+        Expect(folder / "cut.jpg", None, "damaged image"),
+        Expect(folder / "no-text.png", None, "no text found"),
+        Expect(good, "night ferry island north pier"),
+    ]
+
+
+def long_scan(path: Path, pages: int = 300) -> list[tuple[int, str]]:
+    """An image-only PDF of `pages` pages, each a scanned line with its own code; [(page, code), ...]."""
+    import scans
+
+    lines = [(n, f"QX{n:04d}") for n in range(1, pages + 1)]
+    images = [scans.render_page([f"Ledger page {n}: crate {code} was delivered to dock {n % 9 + 1}."],
+                                size=(827, 1169), margin=70, font_size=18, seed=n).convert("L") for n, code in lines]
+    scans.image_pdf(images, path, dpi=100, quality=60)
+    return lines
+

@@ -1,4 +1,4 @@
-"""The reliability suite imports its helpers (bad_inputs, kbproc) from this folder."""
+"""The reliability suite imports its helpers (bad_inputs, kbproc) from this folder, and tests/scans.py."""
 
 from __future__ import annotations
 
