@@ -62,6 +62,10 @@ def _run(name: str, s: Settings, paths: list[Path], saved: list[Saved], prune: b
                 done["n"] += 1
                 bar.progress(min(done["n"] / done["total"], 1.0),
                              text=f"{done['n']} / {done['total']} files: {Path(event.result.path).name}")
+            elif event.kind == "page" and event.total > 1:  # OCR of a scan: a page every second or two
+                bar.progress(min(done["n"] / done["total"], 1.0),
+                             text=f"{done['n']} / {done['total']} files; reading {Path(event.path).name} by OCR: "
+                                  f"page {event.page} of {event.total}")
 
         try:
             with state.writer(name, s) as kb:
@@ -75,7 +79,8 @@ def _run(name: str, s: Settings, paths: list[Path], saved: list[Saved], prune: b
             if f.status == "unsupported":
                 lines.append(("failed", label, f.reason or "not a supported document type"))
             else:
-                lines.append((f.status, label, f"{f.chunks} chunks" if f.status in ("added", "updated") else f.reason))
+                ocr = f", {f.ocr_pages} pages by OCR" if f.ocr_pages else ""
+                lines.append((f.status, label, f"{f.chunks} chunks{ocr}" if f.status in ("added", "updated") else f.reason))
     st.session_state[RESULTS] = lines
 
 

@@ -116,7 +116,8 @@ def upload_documents(name: KBName, file: Annotated[list[UploadFile], File(descri
         status, chunks, reason = (r.status, r.chunks, r.reason) if r else ("failed", 0, "not ingested")
         if status == "failed" and str(p.resolve()) not in known:
             p.unlink(missing_ok=True)  # nothing of it is in the KB: keep no orphan file
-        out.append(FileResultOut(filename=n, path=str(p), status=status, chunks=chunks, reason=reason))
+        out.append(FileResultOut(filename=n, path=str(p), status=status, chunks=chunks, reason=reason,
+                                 ocr_pages=r.ocr_pages if r else 0))
     if all(r.status == "failed" for r in out):
         raise HTTPException(422, "; ".join(f"{r.filename}: {r.reason}" for r in out))
     return UploadReport(files=out, chunks_added=report.chunks_added, chunks_removed=report.chunks_removed,

@@ -194,6 +194,7 @@ class FileResultOut(BaseModel):
     status: str = Field(description="added, updated, unchanged or failed.")
     chunks: int
     reason: str = Field(description="Why it failed, if it did.")
+    ocr_pages: int = Field(0, description="Pages (or images) of it read by OCR: scans and pictures.")
 
 
 class UploadReport(BaseModel):

@@ -138,3 +138,25 @@ def test_oversize_upload_is_a_413_naming_the_limit(sample_home, tmp_path):
                    headers={"Content-Type": "multipart/form-data; boundary=b"})
         assert r.status_code == 413 and "max_upload_mb" in r.json()["error"]["message"]
         assert not (sample_home / "uploads" / "samples" / "big.txt").exists()
+
+
+def test_an_uploaded_photo_is_read_by_ocr_and_answers_with_its_source(client, tmp_path):
+    import scans
+
+    if scans.font_path() is None:
+        pytest.skip("needs Debian's fonts-wqy-zenhei to draw the photo")
+    photo = tmp_path / "notice.jpg"
+    scans.photo_of(scans.render_page(["本周五下午三点，三楼会议室举行消防演练，请全体员工参加。"], size=(1200, 500),
+                                     margin=60, seed=5), seed=6).save(photo, quality=75)
+    client.post("/v1/kbs", json={"name": "photos"})
+    try:
+        r = client.post("/v1/kbs/photos/documents", files={"file": ("notice.jpg", photo.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200, r.text
+        (result,) = r.json()["files"]
+        assert (result["status"], result["ocr_pages"]) == ("added", 1) and result["chunks"] >= 1
+        answer = client.post("/v1/kbs/photos/ask", json={"question": "消防演练在哪里举行？",
+                                                          "answer_mode": "extract"}).json()
+        assert answer["status"] == "answered" and "三楼会议室" in answer["text"]
+        assert answer["citations"][0]["path"] == result["path"]
+    finally:
+        client.delete("/v1/kbs/photos")
