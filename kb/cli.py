@@ -99,7 +99,8 @@ def _print_ingest_summary(name: str, report, quiet: bool) -> None:
     if report.unread_pages:
         files = [f for f in report.files if f.unread_pages]
         err.print(f"[yellow]{report.unread_pages} scanned pages[/yellow] in {len(files)} files were not read: "
-                  f"{escape(report.ocr_missing)} (e.g. {escape(files[0].path)})", highlight=False, soft_wrap=True)
+                  f"{escape(report.ocr_missing)} (e.g. {escape(files[0].path)}). Once OCR can run, `kb remove` "
+                  "such a file and ingest it again to read its scans.", highlight=False, soft_wrap=True)
     if report.missing:
         out.print(f"{len(report.missing)} documents in the KB are gone from disk; "
                   "run again with --prune to remove them.", highlight=False)

@@ -320,3 +320,28 @@ def test_tesseract_words_join_into_lines_and_cells():
     lines = tesseract_lines(tsv)
     assert [(x.text, x.x0) for x in lines] == [("出差标准", 100), ("600 元", 400), ("Hotel limit", 100)]
     assert lines[0].confidence == pytest.approx(0.93)
+
+
+def test_cli_reports_pages_read_and_scans_left_unread(scanned, settings, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    _, _, folder, _, _ = scanned
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(folder / "mixed.pdf", docs)
+
+    def ingest(*args, **env):
+        return subprocess.run([sys.executable, "-m", "kb.cli", "ingest", str(docs), *args],
+                              env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+
+    off = ingest("--kb", "off", KB_INGEST__OCR="off")
+    assert off.returncode == 0, off.stderr
+    assert "1 scanned pages in 1 files were not read: OCR is off (ingest.ocr: off)" in " ".join(off.stderr.split())
+    done = ingest("--kb", "on", "--json")
+    report = json.loads(done.stdout)
+    assert report["ocr"]["pages"] == 1 and report["ocr"]["unread_pages"] == 0 and report["ocr"]["engine"]
+    assert report["files"][0]["ocr_pages"] == 1
+    text = ingest("--kb", "on2")
+    assert "OCR (" in text.stdout and "read 1 scanned pages or images in 1 files" in text.stdout
