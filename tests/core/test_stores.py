@@ -356,7 +356,7 @@ def test_cli_milvus_ingest_ask_and_migrate(settings, tmp_path):
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    assert "4 added" in kb("ingest", str(samples), environ=milvus)
+    assert f"{len(list(samples.iterdir()))} added" in kb("ingest", str(samples), environ=milvus)
     answer = kb("ask", "How do remote staff connect to the office network?", environ=milvus)
     assert "WireGuard" in answer and "network-setup.md" in answer
 
