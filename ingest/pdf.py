@@ -19,7 +19,12 @@ from kb.types import Element
 from .ocr import OcrRun, available, join_lines, render_scale
 
 _SENTENCE_END = re.compile(r"[。！？；.!?;:：]$")
-SCAN_MAX_CHARS = 20  # a page with fewer characters of text layer than this, and an image, is OCR'd
+# A page is OCR'd when its text layer has fewer characters than SCAN_MAX_CHARS and it holds an image, or
+# when one image covers most of it and the text layer is short: a scan with a stamp or Bates number
+# added digitally ("Confidential · page 3 of 10") still has its picture read.
+SCAN_MAX_CHARS = 20
+STAMPED_SCAN_MAX_CHARS = 200
+STAMPED_SCAN_COVER = 0.7  # share of the page's area
 
 
 def load_pdf(path: Path, run: OcrRun | None = None) -> list[Element]:
@@ -45,7 +50,7 @@ def load_pdf(path: Path, run: OcrRun | None = None) -> list[Element]:
             textpage.close()
             for title, depth in outline.get(index, []):
                 elements.append(Element(title, kind="title", page=index + 1, depth=depth))
-            if len("".join(text.split())) < SCAN_MAX_CHARS and _has_image(page):
+            if _is_scan(page, len("".join(text.split()))):
                 scans += 1
                 if ocr is not None:
                     elements.extend(_ocr_page(page, index + 1, pages, ocr, path))
@@ -66,10 +71,20 @@ def load_pdf(path: Path, run: OcrRun | None = None) -> list[Element]:
     return elements
 
 
-def _has_image(page) -> bool:
+def _is_scan(page, chars: int) -> bool:
+    if chars >= STAMPED_SCAN_MAX_CHARS:
+        return False
     import pypdfium2.raw as raw
 
-    return any(obj.type == raw.FPDF_PAGEOBJ_IMAGE for obj in page.get_objects(max_depth=2))
+    width, height = page.get_size()
+    cover = 0.0
+    for obj in page.get_objects(max_depth=2):
+        if obj.type == raw.FPDF_PAGEOBJ_IMAGE:
+            left, bottom, right, top = obj.get_bounds()
+            cover = max(cover, (right - left) * (top - bottom) / max(1.0, width * height))
+            if chars < SCAN_MAX_CHARS or cover >= STAMPED_SCAN_COVER:
+                return True
+    return False
 
 
 def _ocr_page(page, number: int, pages: int, run: OcrRun, path: Path) -> list[Element]:

@@ -345,3 +345,34 @@ def test_cli_reports_pages_read_and_scans_left_unread(scanned, settings, tmp_pat
     assert report["files"][0]["ocr_pages"] == 1
     text = ingest("--kb", "on2")
     assert "OCR (" in text.stdout and "read 1 scanned pages or images in 1 files" in text.stdout
+
+
+def test_a_scan_with_a_digital_stamp_is_still_read_and_a_text_page_with_a_logo_is_not(tmp_path):
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    if not available(OcrOptions())[0]:
+        pytest.skip("no OCR engine installed")
+    scan = scans.render_page(["The night shift locks the loading bay at ten and hands the keys to security."],
+                             seed=31)
+    logo = scans.render_page(["LOGO"], size=(200, 80), margin=10, scanned=False)
+    path = tmp_path / "stamped.pdf"
+    c = canvas.Canvas(str(path))
+    c.drawImage(ImageReader(scan), 0, 0, width=595, height=842)
+    c.setFont("Helvetica", 9)
+    c.drawString(40, 820, "CONFIDENTIAL - Harbour Operations - scanned copy, page 1 of 2")  # 50+ characters
+    c.showPage()
+    c.drawImage(ImageReader(logo), 40, 760, width=100, height=40)
+    c.setFont("Helvetica", 11)
+    for i, line in enumerate(["The quarterly safety review found no open issues in the warehouse.",
+                              "Forklift licences were renewed for all twelve drivers in March.",
+                              "The next review is planned for the first week of July."]):
+        c.drawString(40, 700 - 16 * i, line)
+    c.showPage()
+    c.save()
+    run = OcrRun()
+    elements = load(path, ocr=run)
+    assert run.pages == 1  # only the stamped scan
+    first = " ".join(e.text for e in elements if e.page == 1)
+    assert "locks the loading bay" in first and "CONFIDENTIAL" in first
+    assert any("Forklift licences were renewed" in e.text for e in elements if e.page == 2)
