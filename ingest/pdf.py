@@ -16,7 +16,8 @@ from pathlib import Path
 from kb.errors import ParseError
 from kb.types import Element
 
-from .ocr import OcrRun, available, join_lines, render_scale
+from .ocr import OcrRun, available, render_scale
+from .ocr_layout import join_lines
 
 _SENTENCE_END = re.compile(r"[。！？；.!?;:：]$")
 # A page is OCR'd when its text layer has fewer characters than SCAN_MAX_CHARS and it holds an image, or

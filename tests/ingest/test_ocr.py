@@ -13,7 +13,9 @@ from kb import KnowledgeBase
 from kb.config import Settings
 from kb.errors import ParseError
 from kb.ingest.loaders import load
-from kb.ingest.ocr import Line, OcrOptions, OcrRun, available, page_elements, restore_spaces, tesseract_lines
+from kb.ingest.ocr import OcrOptions, OcrRun, available
+from kb.ingest.ocr_engines import restore_spaces, tesseract_lines
+from kb.ingest.ocr_layout import Line, page_elements
 
 pytestmark = pytest.mark.skipif(scans.font_path() is None, reason="needs Debian's fonts-wqy-zenhei")
 
