@@ -147,7 +147,8 @@ def _word_model():
 def restore_spaces(text: str) -> str:
     """Put back spaces PP-OCR's recogniser dropped between English words ("mustsignin" -> "must sign in"):
     a Latin run of 4+ letters that is no word itself is split by word frequency, if every piece is a word
-    of two letters or more (or "a"/"I"); names and identifiers the dictionary cannot split stay whole.
+    of two letters or more (or "a"/"I", or a capital letter at the end); names and identifiers the
+    dictionary cannot split stay whole.
     A comma or semicolon between two words, a full stop before the next sentence, and a word glued to a
     number ("from8:00 to14:00while") get their space back too."""
     model = _word_model()
@@ -172,7 +173,10 @@ def restore_spaces(text: str) -> str:
         if run.lower() in words:  # a long word, not a run of words
             return run
         pieces = model.split(run)
-        if len(pieces) < 2 or any(p.lower() not in words or (len(p) < 2 and p not in "aAI") for p in pieces):
+        last = len(pieces) - 1  # a capital letter may end a run: "buildingB" -> "building B"
+        if len(pieces) < 2 or any(p.lower() not in words or (len(p) < 2 and p not in "aAI"
+                                                             and not (i == last and p.isupper()))
+                                  for i, p in enumerate(pieces)):
             return run
         return " ".join(pieces)
 

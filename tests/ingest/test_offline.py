@@ -52,3 +52,20 @@ def test_whole_ingest_offline(no_network, settings, tmp_path):
     report = base.ingest(folder)
     assert report.count("added") == 1 and not report.failed
     assert base.search("who locks the dock", k=1)[0].path.endswith("n.md")
+
+
+def test_scans_are_read_offline(no_network, tmp_path):
+    """RapidOCR's models come from its wheel and wordninja's words from its package: OCR needs no network."""
+    import scans
+
+    from kb.ingest.loaders import load
+    from kb.ingest.ocr import OcrOptions, OcrRun, available
+
+    if scans.font_path() is None or available(OcrOptions())[0] != "rapidocr":
+        pytest.skip("needs fonts-wqy-zenhei and the ocr extra")
+    image = tmp_path / "sign.png"
+    scans.render_page(["Deliveries go to the loading dock behind building B."], size=(1000, 300), margin=40,
+                      seed=9).save(image)
+    run = OcrRun()
+    assert "loading dock behind building B" in " ".join(e.text for e in load(image, ocr=run))
+    assert run.engine == "rapidocr" and run.pages == 1
