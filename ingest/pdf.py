@@ -89,7 +89,7 @@ def _is_scan(page, chars: int) -> bool:
 
 
 def _ocr_page(page, number: int, pages: int, run: OcrRun, path: Path) -> list[Element]:
-    """Render one page (about 2,000 pixels on its long side for RapidOCR, 300 dpi for tesseract) and OCR it."""
+    """Render one page (1,600 pixels on its long side for RapidOCR, up to 300 dpi for tesseract) and OCR it."""
     width, height = page.get_size()
     bitmap = page.render(scale=render_scale(width, height, run), grayscale=True)
     try:
