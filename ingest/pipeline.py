@@ -10,123 +10,24 @@ up the rest. A file that fails to parse is reported and skipped; an older versio
 
 from __future__ import annotations
 
-import hashlib
-import multiprocessing
 import os
-import queue
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from kb.errors import KBError, ParseError
+from kb.errors import KBError
 from kb.keywords import index_text
 from kb.stores import Record, Store
-from kb.types import Chunk, DocumentInfo
 
 from .embed import Embedder
-from .loaders import Limits, document_title, load, supported_suffixes
-from .ocr import IMAGE_SUFFIXES, OcrOptions, OcrRun, available
-from .split import split_document
+from .loaders import Limits, supported_suffixes
+from .ocr import OcrOptions, available
+from .parse import Parsed, ParseSettings, parsed
+from .report import FileResult, IngestReport, Progress
+
+__all__ = ["run_ingest", "discover", "FileResult", "IngestReport", "Progress"]
 
 BATCH_CHUNKS = 512  # chunks per encode call across documents (sorted by length inside the call)
-PARSE_AHEAD = 3  # files parsed ahead of the embedder in the child process
-PROCESS_MIN_FILES = 20  # smaller jobs parse in-process: starting a child costs a few seconds
-PROCESS_MIN_BYTES = 2_000_000
-
-
-@dataclass
-class FileResult:
-    path: str
-    status: str  # added | updated | unchanged | failed | removed | unsupported
-    chunks: int = 0
-    reason: str = ""
-    ocr_pages: int = 0  # pages (or images) read by OCR
-    unread_pages: int = 0  # scanned pages left unread: OCR off or not installed
-
-
-@dataclass
-class IngestReport:
-    files: list[FileResult] = field(default_factory=list)
-    chunks_added: int = 0
-    chunks_removed: int = 0
-    seconds: float = 0.0
-    missing: list[str] = field(default_factory=list)  # in the KB, gone from disk, kept (no --prune)
-    ocr_seconds: float = 0.0  # time spent in OCR (in the parse worker, overlapping the embedder)
-    ocr_engine: str = ""
-    ocr_missing: str = ""  # why scanned pages went unread (OCR off or not installed), if any did
-
-    @property
-    def ocr_pages(self) -> int:
-        return sum(f.ocr_pages for f in self.files)
-
-    @property
-    def unread_pages(self) -> int:
-        return sum(f.unread_pages for f in self.files)
-
-    def count(self, status: str) -> int:
-        return sum(1 for f in self.files if f.status == status)
-
-    @property
-    def failed(self) -> list[FileResult]:
-        return [f for f in self.files if f.status == "failed"]
-
-    @property
-    def changed(self) -> bool:
-        return any(f.status in ("added", "updated", "removed") for f in self.files)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What a progress display is told: the run starts, a file is done, chunks were embedded, OCR read a
-    page (`page` of `total` in `path`)."""
-
-    kind: str  # "start" | "file" | "embedded" | "page"
-    total: int = 0
-    result: FileResult | None = None
-    chunks: int = 0
-    path: str = ""
-    page: int = 0
-
-
-@dataclass(frozen=True)
-class ParseSettings:
-    """How each file is parsed and split, the same in the main and the child process."""
-
-    max_tokens: int
-    overlap_tokens: int
-    limits: Limits = Limits()
-    ocr: OcrOptions = OcrOptions()
-
-
-@dataclass
-class _Parsed:
-    path: Path
-    info: DocumentInfo
-    text: str
-    chunks: list[Chunk]
-    keyword_texts: list[str]
-    previous: bool  # replaces an older version
-    ocr: OcrRun
-
-
-def doc_id_for(path: str) -> str:
-    return hashlib.blake2b(path.encode("utf-8"), digest_size=8).hexdigest()
-
-
-def chunk_id_for(doc_id: str, ordinal: int, text: str) -> int:
-    digest = hashlib.blake2b(f"{doc_id}:{ordinal}:{text}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & ((1 << 63) - 1)
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[OSError]]:
@@ -233,8 +134,8 @@ def _under(path: str, roots: list[Path]) -> bool:
 
 def _embed_and_write(store, embedder_factory, todo, known, report, notify, parse: ParseSettings) -> None:
     model = embedder_factory()
-    pending: list[_Parsed] = []
-    for item in _parsed(todo, known, model.token_counter, parse, notify):
+    pending: list[Parsed] = []
+    for item in parsed(todo, known, model.token_counter, parse, notify):
         if isinstance(item, FileResult):
             if item.status == "unchanged":
                 store.touch_document(item.path, Path(item.path).stat().st_mtime)
@@ -249,92 +150,7 @@ def _embed_and_write(store, embedder_factory, todo, known, report, notify, parse
     _write(store, model, pending, report, notify)
 
 
-def _parsed(todo, known, count_tokens, parse: ParseSettings, notify) -> Iterator[_Parsed | FileResult]:
-    """Parse results in file order. Large jobs, and jobs with images to OCR, parse in a child process a few
-    files ahead of the embedder: a thread would fight the main thread for the GIL (every SQLite row and
-    torch call hands it over)."""
-    images = sum(1 for path, _ in todo if path.suffix.lower() in IMAGE_SUFFIXES)
-    small = len(todo) < PROCESS_MIN_FILES and sum(st.st_size for _, st in todo) < PROCESS_MIN_BYTES
-    if small and not (images and len(todo) > 1):
-        def on_page(path: Path) -> Callable[[int, int], None]:
-            return lambda page, total: notify(Progress("page", total=total, path=str(path), page=page))
-
-        for path, st in todo:
-            yield _parse_one(path, st, known.get(str(path)), count_tokens, parse, on_page(path))
-        return
-    context = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
-    pages = context.Queue()
-    with ProcessPoolExecutor(1, mp_context=context, initializer=_init_child, initargs=(count_tokens, pages)) as pool:
-        in_flight: deque = deque()
-        for path, st in todo:
-            in_flight.append(pool.submit(_parse_in_child, path, st, known.get(str(path)), parse))
-            if len(in_flight) >= PARSE_AHEAD:
-                yield _result(in_flight.popleft(), pages, notify)
-        while in_flight:
-            yield _result(in_flight.popleft(), pages, notify)
-
-
-def _result(future: Future, pages, notify):
-    """The child's result for one file; meanwhile, the pages it reports OCR'd go to the progress display."""
-    while True:
-        done = future.done()
-        while True:
-            try:
-                path, page, total = pages.get_nowait()
-            except queue.Empty:
-                break
-            notify(Progress("page", total=total, path=path, page=page))
-        if done:
-            return future.result()
-        wait([future], timeout=0.25)
-
-
-_child_counter = None
-_child_pages = None
-
-
-def _init_child(count_tokens, pages) -> None:
-    global _child_counter, _child_pages
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    _child_counter = count_tokens
-    _child_pages = pages
-
-
-def _parse_in_child(path: Path, st, old, parse: ParseSettings):
-    def on_page(page: int, total: int) -> None:
-        _child_pages.put((str(path), page, total))
-
-    return _parse_one(path, st, old, _child_counter, parse, on_page)
-
-
-def _parse_one(path: Path, st, old, count_tokens, parse: ParseSettings, on_page=None):
-    try:
-        digest = file_hash(path)
-    except OSError as e:
-        return FileResult(str(path), "failed", reason=f"cannot read: {e.strerror or e}")
-    if old and old[0] == digest:
-        return FileResult(str(path), "unchanged")
-    ocr = OcrRun(parse.ocr, on_page)
-    try:
-        elements = load(path, parse.limits, ocr)
-    except ParseError as e:
-        return FileResult(str(path), "failed", reason=e.reason, ocr_pages=ocr.pages)
-    ocr.on_page = None  # a callback does not cross back from the child process
-    title = document_title(path, elements)
-    text, drafts = split_document(elements, count_tokens, parse.max_tokens, parse.overlap_tokens, title)
-    doc_id = doc_id_for(str(path))
-    chunks = [
-        Chunk(chunk_id_for(doc_id, i, d.text), doc_id, i, d.text, d.section, d.page, d.char_start, d.char_end)
-        for i, d in enumerate(drafts)
-    ]
-    info = DocumentInfo(doc_id, str(path), title, digest, st.st_size, st.st_mtime, len(chunks), time.time(),
-                        path.suffix.lower().lstrip("."))
-    return _Parsed(path, info, text, chunks, [c.embedding_text(title) for c in chunks], old is not None, ocr)
-
-
-def _write(store: Store, model: Embedder, pending: list[_Parsed], report: IngestReport, notify) -> None:
+def _write(store: Store, model: Embedder, pending: list[Parsed], report: IngestReport, notify) -> None:
     if not pending:
         return
     texts = [t for p in pending for t in p.keyword_texts]

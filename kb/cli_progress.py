@@ -8,7 +8,7 @@ from rich.table import Table
 
 
 class IngestDisplay:
-    """Receives kb.ingest.pipeline.Progress events; draws nothing when disabled or not a terminal."""
+    """Receives kb.ingest.report.Progress events; draws nothing when disabled or not a terminal."""
 
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self._enabled = enabled and console.is_terminal

@@ -93,7 +93,7 @@ def _timed(fn, items) -> list[float]:
 
 def _grow(base, src: Path, target: int) -> None:
     """Write rotated copies of the source KB's documents until the store holds `target` chunks."""
-    from kb.ingest.pipeline import chunk_id_for, doc_id_for
+    from kb.ingest.parse import chunk_id_for, doc_id_for
     from kb.keywords import index_text
     from kb.stores import Record
     from kb.types import Chunk, DocumentInfo

@@ -426,7 +426,7 @@ def _synthetic_docs(count: int = 160, chunks: int = 20) -> list:
 def _batches(source: dict, n: int, doc_chunks: int, batch_docs: int):
     """Lists of Records, batch_docs documents each, until n chunks: the source documents cut into documents of
     at most doc_chunks chunks, copied with varied texts and noisy vectors."""
-    from kb.ingest.pipeline import chunk_id_for, doc_id_for
+    from kb.ingest.parse import chunk_id_for, doc_id_for
     from kb.keywords import index_text
     from kb.stores import Record
     from kb.types import Chunk, DocumentInfo

@@ -125,7 +125,7 @@ def test_file_limits_come_from_the_settings_and_name_them(tmp_path, settings, mo
     strict = settings.model_copy(update={"ingest": settings.ingest.model_copy(
         update={"max_text_chars": 1000, "max_file_mb": 0.1})})
     for child_process in (False, True):  # small jobs parse in this process, large ones in a child
-        monkeypatch.setattr("kb.ingest.pipeline.PROCESS_MIN_FILES", 1 if child_process else 10_000)
+        monkeypatch.setattr("kb.ingest.parse.PROCESS_MIN_FILES", 1 if child_process else 10_000)
         name = f"limits-{int(child_process)}"
         with KnowledgeBase.open(name, settings=strict) as base:
             report = base.ingest(folder)

@@ -62,7 +62,7 @@ def _wait_for_commits(home, folder, names, count, proc, timeout) -> None:
     import sqlite3
     import time
 
-    from kb.ingest.pipeline import file_hash
+    from kb.ingest.parse import file_hash
 
     want = {str(folder / f"{n}.md"): file_hash(folder / f"{n}.md") for n in names}
     db = sqlite3.connect(f"file:{home / 'kbs' / 'kills' / 'meta.sqlite'}?mode=ro", uri=True)
@@ -91,7 +91,7 @@ def test_twenty_kills_while_documents_change(tmp_path):
     from kbproc import kb_cmd, kb_env, note
 
     from kb.config import Settings
-    from kb.ingest.pipeline import file_hash
+    from kb.ingest.parse import file_hash
 
     names = [f"shelf{i:02d}" for i in range(30)]
     folder = tmp_path / "docs"
