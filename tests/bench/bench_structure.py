@@ -1,0 +1,150 @@
+"""How the package's parts meet: import cycles, function-level imports, long modules.
+
+    python tests/bench/bench_structure.py [--list]
+
+Reads the source with `ast` (nothing is imported or run) for the package folders pyproject.toml maps to
+`kb.*` (kb/, ingest/, llm/, app/, server/) and prints:
+- import cycles among package modules, twice: with the imports a module makes when it is imported
+  (top level, outside `if TYPE_CHECKING:`), and with the imports inside functions counted too. A cycle
+  that appears only in the second count is one that function-level imports hide;
+- function-level imports: how many, and how many of them import kb's own modules (an import of an
+  optional or heavy dependency inside a function is usually deliberate; one of kb's own is a suspect);
+- modules over 300 lines.
+`--list` names every cycle, kb-internal function-level import and long module. The figures are counts of
+the source as it is, so they are the same on every machine; start-up time is tests/bench/bench_startup.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = {"kb": "kb", "kb.ingest": "ingest", "kb.llm": "llm", "kb.app": "app", "kb.server": "server"}
+LONG = 300
+
+
+def modules() -> dict[str, Path]:
+    """Module name -> file, for every .py file of the package folders."""
+    out = {}
+    for package, folder in PACKAGES.items():
+        for path in sorted((REPO / folder).glob("*.py")):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            out[name] = path
+    return out
+
+
+def _resolve(module: str, node: ast.ImportFrom | ast.Import, known: dict[str, Path]) -> list[str]:
+    """The package modules an import statement names."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name in known]
+    base = node.module or ""
+    if node.level:
+        package = module if known[module].stem == "__init__" else module.rsplit(".", 1)[0]
+        for _ in range(node.level - 1):
+            package = package.rsplit(".", 1)[0]
+        base = f"{package}.{base}" if base else package
+    found = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known]  # from pkg import module
+    return found or ([base] if base in known else [])
+
+
+def imports(known: dict[str, Path]) -> tuple[dict[str, set[str]], dict[str, set[str]], list[tuple[str, int, str]]]:
+    """(top-level edges, function-level edges, [(module, line, imported) for kb's own function-level imports])."""
+    top: dict[str, set[str]] = {m: set() for m in known}
+    inner: dict[str, set[str]] = {m: set() for m in known}
+    internal: list[tuple[str, int, str]] = []
+    for module, path in known.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node, in_function in _walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            targets = [t for t in _resolve(module, node, known) if t != module]
+            (inner if in_function else top)[module].update(targets)
+            if in_function:
+                internal += [(module, node.lineno, t) for t in targets]
+    return top, inner, internal
+
+
+def _walk(tree: ast.AST):
+    """(node, inside a function?) for every node, skipping `if TYPE_CHECKING:` blocks."""
+    todo = [(tree, False)]
+    while todo:
+        node, in_function = todo.pop()
+        yield node, in_function
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        inside = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        todo.extend((child, inside) for child in ast.iter_child_nodes(node))
+
+
+def function_level_imports(known: dict[str, Path]) -> int:
+    count = 0
+    for path in known.values():
+        for node, in_function in _walk(ast.parse(path.read_text(encoding="utf-8"))):
+            count += in_function and isinstance(node, (ast.Import, ast.ImportFrom))
+    return count
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", action="store_true", help="name every cycle, internal import and long module")
+    args = parser.parse_args()
+    known = modules()
+    top, inner, internal = imports(known)
+    both = {m: top[m] | inner[m] for m in known}
+    at_import, hidden = cycles(top), cycles(both)
+    long = sorted(((sum(1 for _ in p.open(encoding="utf-8")), m) for m, p in known.items()), reverse=True)
+    long = [(n, m) for n, m in long if n > LONG]
+    print(f"{len(known)} modules in {', '.join(PACKAGES.values())}")
+    print(f"import cycles at import time (top-level imports): {len(at_import)}")
+    print(f"import cycles counting function-level imports too: {len(hidden)} "
+          f"(modules in them: {sum(len(c) for c in hidden)})")
+    print(f"function-level imports: {function_level_imports(known)}, of kb's own modules: {len(internal)}")
+    print(f"modules over {LONG} lines: {len(long)}")
+    if args.list:
+        for c in hidden:
+            print("  cycle:", " <-> ".join(c))
+        for module, line, target in internal:
+            print(f"  function-level import: {known[module].relative_to(REPO)}:{line} -> {target}")
+        for n, m in long:
+            print(f"  {n:5d} lines  {known[m].relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
