@@ -4,20 +4,18 @@ Every route but /health (and the API docs, which hold no user data) needs `Autho
 when server.api_key is set. Every error is JSON in OpenAI's shape, `{"error": {"message", "type",
 "code"}}`, with a 4xx status for anything the caller can fix: kb's own errors (KBError) keep their
 messages. Upload bodies are limited to server.max_upload_mb before they are parsed. This module leaves
-out the routes themselves (openai_routes.py, kb_routes.py).
+out the routes themselves (openai_routes.py, kb_routes.py) and what they share with it (deps.py: the
+server state, the API-key check, the error responses each route declares).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 from contextlib import asynccontextmanager
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,13 +34,15 @@ from kb.errors import (
     StorageError,
 )
 
-from .schemas import NAME_RULE, ErrorResponse, Health
+from .deps import AUTH_ERRORS, require_key
+from .kb_routes import router as kb_router
+from .openai_routes import router as openai_router
+from .schemas import NAME_RULE, Health
 from .state import ServerState
 
 log = logging.getLogger("kb.server")
 
 JSON_BODY_LIMIT = 4 << 20  # chat and search bodies; uploads have server.max_upload_mb
-_bearer = HTTPBearer(auto_error=False, description="server.api_key (KB_SERVER__API_KEY), when it is set.")
 
 # kb error class -> (HTTP status, OpenAI error type). The first match wins.
 _KB_ERRORS: list[tuple[type[KBError], int, str]] = [
@@ -61,12 +61,6 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_f
           409: "conflict_error", 413: "invalid_request_error", 415: "invalid_request_error",
           422: "invalid_request_error"}
 
-# Declared on every route that can fail, so the OpenAPI schema lists each error the route returns.
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 422)}
-MODEL_ERRORS = {503: {"model": ErrorResponse, "description": "The chat model could not be loaded or run."}}
-AUTH_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong API key."}}
-
-
 # Messages for the fields whose rule is a pattern (the pattern alone says little to a person).
 _FRIENDLY = {"name": f"invalid knowledge base name: use {NAME_RULE}", "query": "the search query is empty",
              "question": "the question is empty"}
@@ -76,26 +70,6 @@ def error(status: int, message: str, code: str | None = None, headers: dict | No
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def get_state(request: Request) -> ServerState:
-    return request.app.state.kb
-
-
-StateDep = Annotated[ServerState, Depends(get_state)]
-
-
-def require_key(request: Request,
-                creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
-    """Dependency of every protected route: the Bearer token must equal server.api_key, if one is set."""
-    key = get_state(request).settings.server.api_key
-    if not key:
-        return
-    given = creds.credentials if creds else ""
-    if not secrets.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
-        raise HTTPException(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>' "
-                                 "with the key set in server.api_key (KB_SERVER__API_KEY)",
-                            headers={"WWW-Authenticate": "Bearer"})
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -180,9 +154,6 @@ class UploadLimit:
 
 def create_app(settings: Settings) -> FastAPI:
     """The kb HTTP API over the knowledge bases of `settings` (one model and one KB cache per app)."""
-    from .kb_routes import router as kb_router
-    from .openai_routes import router as openai_router
-
     state = ServerState(settings)
 
     @asynccontextmanager

@@ -20,7 +20,7 @@ from kb.ingest.loaders import supported_suffixes
 from kb.loading import LazyBackend
 from kb.uploads import safe_name, store_upload, upload_limit
 
-from .app import ERRORS, MODEL_ERRORS, StateDep
+from .deps import ERRORS, MODEL_ERRORS, StateDep
 from .schemas import (
     NAME_PATTERN,
     NAME_RULE,

@@ -23,7 +23,7 @@ from kb.answer import Answer
 from kb.errors import ConfigError, KBError, KBNotFoundError
 from kb.loading import LazyBackend
 
-from .app import ERRORS, MODEL_ERRORS, StateDep
+from .deps import ERRORS, MODEL_ERRORS, StateDep
 from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,

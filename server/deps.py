@@ -1,0 +1,40 @@
+"""What the routes and the app share: the server state as a dependency, the API-key check, and the error
+responses a route declares (so the OpenAPI schema lists them). A leaf: it imports no route and no app."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .schemas import ErrorResponse
+from .state import ServerState
+
+_bearer = HTTPBearer(auto_error=False, description="server.api_key (KB_SERVER__API_KEY), when it is set.")
+
+# Declared on every route that can fail, so the OpenAPI schema lists each error the route returns.
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 422)}
+MODEL_ERRORS = {503: {"model": ErrorResponse, "description": "The chat model could not be loaded or run."}}
+AUTH_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong API key."}}
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.kb
+
+
+StateDep = Annotated[ServerState, Depends(get_state)]
+
+
+def require_key(request: Request,
+                creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
+    """Dependency of every protected route: the Bearer token must equal server.api_key, if one is set."""
+    key = get_state(request).settings.server.api_key
+    if not key:
+        return
+    given = creds.credentials if creds else ""
+    if not secrets.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
+        raise HTTPException(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>' "
+                                 "with the key set in server.api_key (KB_SERVER__API_KEY)",
+                            headers={"WWW-Authenticate": "Bearer"})
