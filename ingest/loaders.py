@@ -19,7 +19,7 @@ from pathlib import Path
 from kb.errors import ParseError
 from kb.types import Element
 
-from .ocr import IMAGE_SUFFIXES, OcrRun, load_image, release_memory
+from .ocr import IMAGE_SUFFIXES, OcrRun, load_image
 from .pdf import load_pdf
 from .textfile import decode_bytes
 
@@ -83,9 +83,6 @@ def load(path: Path, limits: Limits | None = None, ocr: OcrRun | None = None) ->
         raise ParseError(str(path), f"cannot read: {e}") from e
     except Exception as e:  # parsers raise anything on damaged files; report and go on
         raise ParseError(str(path), f"{type(e).__name__}: {e}".strip()) from e
-    finally:
-        if job.ocr.pages:
-            release_memory()
     elements = [e for e in elements if e.text.strip() or e.rows]
     if not elements:
         raise ParseError(str(path), "no text found (empty file, or only images)")
