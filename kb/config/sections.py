@@ -1,24 +1,19 @@
-"""kb's one settings tree: defaults, then a YAML file, then `KB_*` environment variables.
+"""The sections of kb's settings tree other than `llm` (kb/config/llm.py): their fields, defaults and help.
 
-Nested fields use a double underscore in the environment: `KB_EMBEDDING__MODEL=BAAI/bge-small-zh-v1.5`.
-The YAML file is `$KB_HOME/config.yaml`, or the path in `KB_CONFIG`. This is the only module that
-reads the environment.
+The tree, its sources (YAML file, KB_* variables) and loading live in kb/config/__init__.py.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-from kb.errors import ConfigError
+from pydantic import BaseModel, Field
 
 DEFAULT_EMBEDDER = "multilingual-e5-small"
 MINILM_EMBEDDER = "all-MiniLM-L6-v2"
+
+RetrievalMode = Literal["hybrid", "dense", "bm25"]
+RETRIEVAL_MODES: tuple[str, ...] = get_args(RetrievalMode)  # how a search ranks (retrieval.mode, --mode)
 
 
 class EmbeddingSettings(BaseModel):
@@ -90,7 +85,7 @@ class IngestSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
-    mode: Literal["hybrid", "dense", "bm25"] = Field(
+    mode: RetrievalMode = Field(
         "hybrid", description="hybrid fuses dense (FAISS) and keyword (BM25) results by reciprocal rank."
     )
     k: int = Field(5, ge=1, le=200, description="Number of passages returned by a search.")
@@ -118,57 +113,6 @@ class RetrievalSettings(BaseModel):
         200_000, ge=1, description="Above this many chunks the dense index is HNSW (approximate, fast) "
         "instead of exact flat search."
     )
-
-
-class LLMSettings(BaseModel):
-    backend: str = Field(
-        "auto", description="Which model backend answers: auto (chosen from llm.model / llm.base_url: "
-        "empty or *.gguf -> gguf, a THUDM ChatGLM folder -> chatglm2, another model folder -> hf, "
-        "base_url set -> openai), gguf (llama.cpp, the embedded SmolLM2 default), chatglm2, hf, openai "
-        "(vLLM, Ollama, Xinference), scripted (tests), or a name given to kb.llm.register_backend."
-    )
-    model: str = Field(
-        "", description="Model path or name: a GGUF file, a ChatGLM2 / Hugging Face folder, or the "
-        "server's model name. Empty means the embedded SmolLM2 GGUF."
-    )
-    quantize: Literal["none", "4", "8"] = Field(
-        "none", description="bitsandbytes quantization on CUDA: 4 (NF4) or 8 bits (chatglm2 and hf)."
-    )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="Weight dtype for chatglm2/hf: auto is bf16 (fp16 on old GPUs) on CUDA and "
-        "fp32 on the CPU."
-    )
-    n_ctx: int = Field(0, ge=0, description="Context window in tokens; 0 means the model's own.")
-    max_new_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
-    temperature: float = Field(0.1, ge=0, description="Sampling temperature; 0 is greedy.")
-    top_p: float = Field(0.8, gt=0, le=1, description="Nucleus sampling mass.")
-    repeat_penalty: float = Field(
-        1.0, ge=1, le=2, description="gguf (llama.cpp): how much less likely a token of the last 64 becomes; 1 = "
-        "none. On the embedded SmolLM2, 1.1 cut loops from 0.94 to 0.24 of its dev-set answers, less well than "
-        "llm.no_repeat_ngram (tests/bench/bench_sampling.py)."
-    )
-    no_repeat_ngram: int | None = Field(
-        None, ge=0, description="gguf (llama.cpp): forbid the token that would repeat an n-gram of the answer "
-        "(0: off). Unset: 4 for a small model (under 1B parameters, e.g. the embedded SmolLM2: loops 0.94 -> "
-        "0.06 of its dev-set answers, answer keywords 0.21 -> 0.38), off for others. kb's loop guard stops "
-        "what gets through, for every backend."
-    )
-    prefill_chunk: int = Field(
-        1024, ge=0, description="chatglm2/hf: feed long prompts through the KV cache this many tokens at "
-        "a time, which bounds activation memory (0: the whole prompt at once)."
-    )
-    cache_dir: str = Field(
-        "", description="chatglm2: where the converted checkpoint is kept; empty means next to the THUDM "
-        "folder (<folder>-kb-glm) when writable, else ~/.kb/models/."
-    )
-    trust_remote_code: bool = Field(
-        False, description="hf: run the model folder's own Python code (needed by first-generation "
-        "ChatGLM-6B; only enable for folders you trust)."
-    )
-    base_url: str = Field("", description="OpenAI-compatible server URL, e.g. http://localhost:8000/v1.")
-    api_key: str = Field("", description="API key for the OpenAI-compatible server.")
-    adapter: str = Field("", description="Path of a fine-tuned adapter (LoRA / prefix) to apply.")
 
 
 AnswerModeSetting = Literal["auto", "generate", "extract"]
@@ -275,97 +219,3 @@ class StoreSettings(BaseModel):
     )
 
 
-class Settings(BaseSettings):
-    """Everything kb can be told. `kb config` prints the effective values."""
-
-    model_config = SettingsConfigDict(env_prefix="KB_", env_nested_delimiter="__", extra="forbid")
-
-    home: Path = Field(
-        Path("~/.kb"), description="Folder that holds all knowledge bases and config.yaml (KB_HOME)."
-    )
-    kb: str = Field("default", description="Knowledge base used when a command names none (KB_KB).")
-    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
-    chunking: ChunkSettings = Field(default_factory=ChunkSettings)
-    ingest: IngestSettings = Field(default_factory=IngestSettings)
-    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
-    llm: LLMSettings = Field(default_factory=LLMSettings)
-    answer: AnswerSettings = Field(default_factory=AnswerSettings)
-    server: ServerSettings = Field(default_factory=ServerSettings)
-    store: StoreSettings = Field(default_factory=StoreSettings)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls))
-
-    @property
-    def home_dir(self) -> Path:
-        return self.home.expanduser()
-
-    @property
-    def models_dir(self) -> Path:
-        """Where kb builds models (embedding.cache_dir, else <home>/models)."""
-        return Path(self.embedding.cache_dir).expanduser() if self.embedding.cache_dir else self.home_dir / "models"
-
-
-class _YamlSource(PydanticBaseSettingsSource):
-    """Reads config.yaml (KB_CONFIG, else $KB_HOME/config.yaml, else ~/.kb/config.yaml)."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = config_path()
-        if not path.is_file():
-            return {}
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
-        return data
-
-
-def config_path() -> Path:
-    """Where the YAML config file is read from."""
-    if os.environ.get("KB_CONFIG"):
-        return Path(os.environ["KB_CONFIG"]).expanduser()
-    home = Path(os.environ.get("KB_HOME", "~/.kb")).expanduser()
-    return home / "config.yaml"
-
-
-def default_models_dir() -> Path:
-    """$KB_HOME/models: where kb builds its default embedder unless embedding.cache_dir says otherwise."""
-    return Path(os.environ.get("KB_HOME", "~/.kb")).expanduser() / "models"
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Build the effective settings; keyword arguments win over file and environment."""
-    try:
-        return Settings(**overrides)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
-        raise ConfigError(f"invalid settings ({problems}); check {config_path()} and KB_* variables") from e
-
-
-def save_settings(settings: Settings, path: Path | None = None) -> Path:
-    """Write the settings that differ from the defaults to the YAML config file; returns its path.
-
-    Only changed values are written, so a later kb version's new defaults still reach the user.
-    """
-    path = path or config_path()
-    data = settings.model_dump(mode="json", exclude_defaults=True, exclude={"home"})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
