@@ -15,7 +15,6 @@ import streamlit as st
 from kb import KBError, Settings
 from kb.app import state
 from kb.app.uploads import Saved, save_upload
-from kb.uploads import upload_dir, upload_limit
 
 RESULTS = "kb_ingest_results"
 UPLOADER = "kb_uploader_generation"
@@ -27,7 +26,7 @@ def upload_form(name: str, s: Settings) -> None:
     files = st.file_uploader(f"Drop files here (up to {limit:g} MB each)", accept_multiple_files=True,
                              key=f"uploader_{st.session_state.get(UPLOADER, 0)}")
     if st.button("Add to knowledge base", type="primary", disabled=not files, key="add_files"):
-        saved = [save_upload(upload_dir(s, name), f.name, f.getvalue(), upload_limit(s)) for f in files]
+        saved = [save_upload(s, name, f.name, f.getvalue()) for f in files]
         _run(name, s, [x.path for x in saved if x.path], saved)
         st.session_state[UPLOADER] = st.session_state.get(UPLOADER, 0) + 1  # empties the uploader
         st.rerun()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import streamlit as st
 
 from kb import KBError, KnowledgeBase
 from kb.app import ingest_view, state
-from kb.uploads import upload_dir
+from kb.uploads import delete_kb, remove_document
 
 FLASH = "kb_flash"
 
@@ -101,8 +100,7 @@ def _delete_form(name: str) -> None:
 def _delete_kb(name: str) -> None:
     s = state.settings()
     state.forget_kbs()  # closes nothing by itself: the objects go when no session uses them
-    KnowledgeBase.delete(name, s)
-    shutil.rmtree(upload_dir(s, name), ignore_errors=True)
+    delete_kb(s, name)
     st.session_state.pop(state.CURRENT_KB, None)
     st.session_state.pop(state.TURNS, None)
     flash("success", f"Deleted knowledge base '{name}'.")
@@ -129,11 +127,8 @@ def _documents(name: str, s) -> None:
 def _delete_doc(name: str, doc_id: str, path: str) -> None:
     s = state.settings()
     with state.writer(name, s) as kb:
-        kb.remove(doc_id)
-    uploaded = Path(path)
-    if uploaded.parent == upload_dir(s, name).resolve():
-        uploaded.unlink(missing_ok=True)  # an upload exists only for this KB; a user's own file is kept
-    flash("success", f"Removed {uploaded.name} from '{name}'.")
+        remove_document(kb, doc_id)
+    flash("success", f"Removed {Path(path).name} from '{name}'.")
 
 
 def _when(ts: float) -> str:

@@ -7,15 +7,16 @@ with kb.config.save_settings (only the values that differ from kb's defaults).
 
 from __future__ import annotations
 
+from typing import get_args
+
 import streamlit as st
 
 from kb import KBError, Settings, load_settings
 from kb.app import state
-from kb.config import ANSWER_MODES, config_path, save_settings
+from kb.config import ANSWER_MODES, RETRIEVAL_MODES, LLMSettings, config_path, save_settings
+from kb.llm import backend_names
 
-BACKENDS = ["auto", "gguf", "chatglm2", "hf", "openai", "scripted"]
-MODES = ["hybrid", "dense", "bm25"]
-QUANTIZE = ["none", "4", "8"]
+QUANTIZE = list(get_args(LLMSettings.model_fields["quantize"].annotation))
 
 
 def render() -> None:
@@ -47,7 +48,7 @@ def _choice(label: str, options: list[str], value: str, key: str, **kw) -> str:
 def _model(base: Settings) -> dict:
     cur = base.llm
     out: dict = {}
-    backend = _choice("Model backend", BACKENDS, cur.backend, "set_backend",
+    backend = _choice("Model backend", ["auto", *backend_names()], cur.backend, "set_backend",
                       help="auto picks from the model path / URL; gguf is the embedded SmolLM2 default.")
     out["backend"] = backend
     if backend in ("chatglm2", "hf"):
@@ -71,11 +72,11 @@ def _model(base: Settings) -> dict:
 
 def _retrieval(base: Settings) -> tuple[dict, dict]:
     r, a = base.retrieval, base.answer
-    k = st.slider("Top-k passages", 1, 20, min(max(a.passages, 1), 20), key="set_k",
+    k = st.slider("Top-k passages", 1, 20, min(max(r.k, 1), 20), key="set_k",
                   help="Passages retrieved for an answer (and for a search).")
     threshold = st.slider("Score threshold", 0.0, 1.0, float(r.threshold), 0.05, key="set_threshold",
                           help="Drop passages whose relevance score (0..1) is lower.")
-    mode = _choice("Retrieval mode", MODES, r.mode, "set_mode",
+    mode = _choice("Retrieval mode", list(RETRIEVAL_MODES), r.mode, "set_mode",
                    help="hybrid fuses dense vectors and keyword (BM25) search.")
     rerank = st.toggle("Rerank", bool(r.reranker), key="set_rerank",
                        help="Re-score the candidates with a cross-encoder (slower, often better).")
@@ -87,4 +88,4 @@ def _retrieval(base: Settings) -> tuple[dict, dict]:
                           help="generate: the chat model writes the answer from the passages; extract: quote the "
                           "passages' sentences that answer (no model, instant); auto: extract when the model "
                           "cannot write the question's language (the embedded SmolLM2 writes only English).")
-    return {"k": k, "threshold": threshold, "mode": mode, "reranker": reranker}, {"passages": k, "mode": answer_mode}
+    return {"k": k, "threshold": threshold, "mode": mode, "reranker": reranker}, {"mode": answer_mode}

@@ -16,9 +16,10 @@ from pathlib import Path
 import streamlit as st
 
 from kb import Answer, Citation, Passage
+from kb.lang import HAN
 
 _SENTENCE = re.compile(r"[^。！？；.!?;\n]+[。！？；.!?;]*\s*|\n+")
-_TERM = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+")
+_TERM = re.compile(f"[{HAN}]|[A-Za-z0-9]+")
 
 
 def _terms(text: str) -> set[str]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kb.config import Settings
 from kb.errors import KBError
-from kb.uploads import store_upload
+from kb.uploads import store_upload, too_large, upload_dir
 
 
 @dataclass(frozen=True)
@@ -19,14 +20,15 @@ class Saved:
     reason: str = ""
 
 
-def save_upload(folder: Path, name: str, data: bytes, max_bytes: int) -> Saved:
-    """Write one upload into `folder` under its safe name; refuse empty files and files over `max_bytes`."""
-    if len(data) > max_bytes:
-        return Saved(name, None, f"larger than the upload limit of {max_bytes / (1 << 20):g} MB "
-                                 "(server.max_upload_mb)")
+def save_upload(settings: Settings, kb_name: str, name: str, data: bytes) -> Saved:
+    """Write one upload into the KB's upload folder under its safe name; refuse empty files and files over the
+    upload limit (server.max_upload_mb)."""
+    reason = too_large(name, len(data), settings)
+    if reason:
+        return Saved(name, None, reason)
     if not data:
         return Saved(name, None, "the file is empty")
     try:
-        return Saved(name, store_upload(folder, name, data))
+        return Saved(name, store_upload(upload_dir(settings, kb_name), name, data))
     except KBError as e:
         return Saved(name, None, str(e))

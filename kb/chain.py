@@ -1,14 +1,13 @@
 """The answer chain, as langchain-core runnables (LCEL):
 rewrite | retrieve | pack | prompt | generate | verify.
 
-Each step but the last two maps a state dict to a new one. `generate` streams the model's text
-pieces (through the LangChain adapter of the kb backend), `verify` passes them on and ends the
-stream with the `Answer`. So `chain.stream(inputs)` yields str pieces, then one Answer.
+Each step but the last two maps a `State` (a frozen dataclass) to the next one. `generate` streams the model's
+text pieces (through the LangChain adapter of the kb backend), then a `Written` state; `verify` passes the
+pieces on and ends the stream with the `Answer`. So `chain.stream(state)` yields str pieces, then one Answer.
 
-Packing is token-exact: the prompt is rendered with the model's chat template and counted with its
-tokenizer after each passage is added, so prompt + answer budget never exceeds the window.
-Refusal happens before any model call when no passage passes `answer.min_score` /
-`answer.min_similarity`. This module leaves out history storage (kb/chat.py) and the prompt texts
+The chain is built with a `Retriever` (kb/retrieval.py): search, and the passage comparisons refusal and quoting
+need. Refusal happens before any model call when no passage passes `retrieval.threshold` / `answer.min_similarity`.
+This module leaves out prompt packing (kb/packing.py), history storage (kb/chat.py) and the prompt texts
 (kb/prompts.py).
 """
 
@@ -16,133 +15,68 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
 from kb import prompts
-from kb.answer import Answer, Passage, Timings
+from kb.answer import Answer, Citation, Passage, Timings
 from kb.citations import verify
 from kb.config import AnswerSettings
 from kb.errors import KBError, NoChatModelError
 from kb.extract import extract
 from kb.lang import language
-from kb.llm.base import is_small
+from kb.llm.base import ChatBackend, Message
 from kb.llm.langchain_adapter import as_chat_model
 from kb.loop_guard import LoopGuard, guarded
+from kb.packing import answer_budget, answer_mode, fit, merge_hits, trim_history
+from kb.retrieval import DEFAULT, Retriever, SearchOptions
 from kb.rewrite import rewrite, translate_query, wants_translation
 from kb.types import Hit
 
-_GAP = 4  # chunks this close (a paragraph break apart) count as touching
 _LC = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
 
 
-def merge_hits(hits: list[Hit], span_text) -> list[Passage]:
-    """One Passage per run of overlapping or touching hits of the same document section, placed where its
-    best hit ranked. `span_text(doc_id, start, end)` gives the document text of a merged span."""
-    groups: list[list[Hit]] = []
-    for h in hits:
-        for g in groups:
-            if any(o.doc_id == h.doc_id and o.section == h.section and o.page == h.page
-                   and h.char_start <= o.char_end + _GAP and o.char_start <= h.char_end + _GAP for o in g):
-                g.append(h)
-                break
-        else:
-            groups.append([h])
-    out = []
-    for g in groups:
-        first = g[0]
-        if len(g) == 1:
-            text, ids = first.text, (first.chunk_id,)
-        else:
-            ordered = sorted(g, key=lambda h: h.char_start)
-            start, end = ordered[0].char_start, max(h.char_end for h in g)
-            text = span_text(first.doc_id, start, end) or "\n".join(h.text for h in ordered)
-            text = _lead(ordered[0].text, text) + text
-            ids = tuple(h.chunk_id for h in ordered)
-        out.append(Passage(n=0, path=first.path, title=first.title, section=first.section, page=first.page,
-                           text=text, score=max(h.score for h in g), chunk_ids=ids, doc_id=first.doc_id))
-    return out
+@dataclass(frozen=True)
+class State:
+    """What the chain knows about one question so far; each step returns a copy with its part filled in."""
+
+    question: str
+    history: tuple[tuple[str, str], ...]
+    t0: float  # perf_counter at the chain's start
+    timings: Timings = field(default_factory=Timings)
+    lang: str = "en"  # the question's language
+    query: str = ""  # what is searched: the question, or a follow-up rewritten to stand alone
+    translation: str | None = None  # the query in the other language, also searched
+    hits: tuple[Hit, ...] = ()
+    grounded: bool = False  # some passage passed the refusal checks
+    passages: tuple[Passage, ...] = ()  # numbered, in the prompt (or quoted)
+    left_out: tuple[Passage, ...] = ()
+    messages: tuple[Message, ...] = ()  # the prompt, when a model is asked
+    prompt_tokens: int = 0
+    how: Literal["generate", "extract"] = "generate"  # the model writes the answer, or kb quotes the passages
+    mode: Literal["answer", "general", "refuse"] = "answer"
 
 
-# Budgets for a small model (kb.llm.base.is_small, e.g. the embedded SmolLM2-135M), chosen on the dev set's
-# English questions (README, Performance): a prompt of its best passages up to 512 tokens gave more right
-# keywords and a first token 2.4x sooner than 1024 tokens or the whole window; a short answer leaves it
-# less room to wander.
-SMALL_ANSWER_TOKENS = 192
-SMALL_CONTEXT_TOKENS = 512
-ANSWER_TOKENS = 384
+@dataclass(frozen=True)
+class Written:
+    """A State with its answer written: the text, and for a quoted answer its citations."""
+
+    state: State
+    text: str
+    citations: tuple[Citation, ...] = ()
+    repeated: bool = False  # the loop guard stopped the model where it began to repeat itself
 
 
-def answer_budget(backend, settings: AnswerSettings) -> tuple[int, int]:
-    """(answer tokens, prompt cap in tokens) for this model: the settings where set, else fit to its size."""
-    small = is_small(backend)
-    answer = settings.answer_tokens or (SMALL_ANSWER_TOKENS if small else ANSWER_TOKENS)
-    cap = settings.max_context_tokens
-    if cap is None:
-        cap = SMALL_CONTEXT_TOKENS + answer if small else 0
-    window = backend.context_window
-    return answer, min(window, cap) if cap else window
+def build_chain(retriever: Retriever, backend: ChatBackend | None, settings: AnswerSettings,
+                options: SearchOptions = DEFAULT) -> Runnable:
+    """The LCEL chain for one retriever and backend (None: no chat model, answers are extracted).
+    Input: a State. With answer.mode extract the backend is never touched (not loaded)."""
+    chosen: list[ChatBackend | None] = []
 
-
-def _lead(chunk: str, span: str) -> str:
-    """What a chunk's text holds before its place in the document: the table header that kb repeats in
-    each piece of a split table (its offsets point at the rows)."""
-    at = chunk.find(span[:40]) if span else -1
-    return chunk[:at] if at > 0 else ""
-
-
-def fit(backend, settings: AnswerSettings, question: str, candidates: list[Passage],
-        history: list[tuple[str, str]], lang: str) -> tuple[list[Passage], list[Passage], list, int]:
-    """Choose the passages (best first) and history turns that fit the window minus the answer budget.
-
-    Returns (numbered passages, left-out passages, messages, prompt tokens)."""
-    window = backend.context_window
-    answer_tokens, cap = answer_budget(backend, settings)
-    budget = cap - answer_tokens
-    history = _trim_history(backend, settings, history)
-
-    def render(ps: list[Passage], hist) -> tuple[list, int]:
-        messages = prompts.answer_messages(settings, question, ps, hist, lang)
-        return messages, backend.count_message_tokens(messages)
-
-    messages, used = render([], history)
-    while used > budget and history:
-        history = history[1:]
-        messages, used = render([], history)
-    if used > budget:
-        raise KBError(f"the question alone takes {used} tokens, more than the {budget} the model's window "
-                      f"({window}) leaves after answer.answer_tokens={answer_tokens}; shorten it or "
-                      "lower answer.answer_tokens")
-    chosen: list[Passage] = []
-    left_out: list[Passage] = []
-    for cand in candidates:
-        trial = chosen + [replace(cand, n=len(chosen) + 1)]
-        trial_messages, trial_used = render(trial, history)
-        if trial_used <= budget:
-            chosen = trial[:-1] + [replace(trial[-1], tokens=trial_used - used)]
-            messages, used = trial_messages, trial_used
-        else:
-            left_out.append(cand)
-    return chosen, left_out, messages, used
-
-
-def _trim_history(backend, settings: AnswerSettings, history: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    kept = list(history[-settings.history_turns:]) if settings.history_turns else []
-    while kept and sum(backend.count_tokens(q) + backend.count_tokens(a) + 8 for q, a in kept) > settings.history_tokens:
-        kept = kept[1:]
-    return kept
-
-
-def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | None = None) -> Runnable:
-    """The LCEL chain for one knowledge base and backend (None: no chat model, answers are extracted).
-    Input: {"question", "history"}. With answer.mode extract the backend is never touched (not loaded)."""
-    search = dict(search or {})
-    chosen: list = []
-
-    def model():
+    def model() -> ChatBackend | None:
         """The backend, or None where answers are extracted without one (asked only when first needed,
         so that a model loading in the background overlaps with the steps before)."""
         if not chosen:
@@ -156,124 +90,104 @@ def build_chain(kb, backend, settings: AnswerSettings, search: dict[str, Any] | 
         return chosen[0]
 
     def step(name: str, fn) -> RunnableLambda:
-        def run(state: dict) -> dict:
+        """A timed step: its seconds go to the Timings field of its name."""
+        def run(state: State) -> State:
             start = time.perf_counter()
-            out = {**state, **fn(state)}
-            out["timings"] = {**state["timings"], name: time.perf_counter() - start}
-            return out
+            out = fn(state)
+            return replace(out, timings=replace(out.timings, **{name: time.perf_counter() - start}))
         return RunnableLambda(run, name=name)
 
-    def do_rewrite(s: dict) -> dict:
-        lang = language(s["question"])
-        query, how = rewrite(settings, model() if s["history"] else None, s["question"], s["history"])
-        return {"query": query, "rewrite_mode": how, "lang": lang}
+    def do_rewrite(s: State) -> State:
+        query, _ = rewrite(settings, model() if s.history else None, s.question, list(s.history))
+        return replace(s, query=query, lang=language(s.question))
 
-    def do_retrieve(s: dict) -> dict:
+    def do_retrieve(s: State) -> State:
         translation = None
-        if wants_translation(settings, model(), s["lang"], kb.languages()):
-            translation = translate_query(settings, model(), s["query"], s["lang"])
-        hits = kb.search(s["query"], k=settings.passages, also=[translation] if translation else None, **search)
-        return {"hits": hits, "translation": translation,
-                "grounded": _passes_checks(kb, settings, s["query"], hits)}
+        if wants_translation(settings, model(), s.lang, retriever.languages()):
+            translation = translate_query(settings, model(), s.query, s.lang)
+        hits = retriever.search(s.query, None, options, also=[translation] if translation else ())
+        return replace(s, hits=tuple(hits), translation=translation,
+                       grounded=_passes_checks(retriever, settings, s.query, hits))
 
-    def do_pack(s: dict) -> dict:
-        if not s["grounded"]:
-            return {"passages": [], "left_out": [], "messages": None, "prompt_tokens": 0, "how": "generate"}
-        candidates = merge_hits(s["hits"], kb.span_text)
-        how, readable = answer_mode(settings, model(), s["lang"], candidates)
+    def do_pack(s: State) -> State:
+        if not s.grounded:
+            return s
+        candidates = merge_hits(list(s.hits), retriever.span_text)
+        how, readable = answer_mode(settings, model(), s.lang, candidates)
         if how == "extract":
-            numbered = [replace(p, n=i) for i, p in enumerate(candidates, 1)]
-            return {"passages": numbered, "left_out": [], "messages": None, "prompt_tokens": 0, "how": how}
-        chosen, left, messages, used = fit(model(), settings, s["question"], readable, s["history"], s["lang"])
+            return replace(s, how=how, passages=tuple(replace(p, n=i) for i, p in enumerate(candidates, 1)))
+        passages, left, messages, used = fit(model(), settings, s.question, readable, list(s.history), s.lang)
         left += [p for p in candidates if p not in readable]
-        return {"passages": chosen, "left_out": left, "messages": messages, "prompt_tokens": used, "how": how}
+        return replace(s, how=how, passages=tuple(passages), left_out=tuple(left), messages=tuple(messages),
+                       prompt_tokens=used)
 
-    def do_prompt(s: dict) -> dict:
-        if s["grounded"] and s["passages"]:
-            return {"mode": "answer"}
+    def do_prompt(s: State) -> State:
+        if s.grounded and s.passages:
+            return replace(s, mode="answer")
         if settings.no_sources == "general" and model() is not None:
-            messages = prompts.general_messages(settings, s["question"], _trim_history(model(), settings, s["history"]))
-            return {"mode": "general", "messages": messages, "how": "generate",
-                    "prompt_tokens": model().count_message_tokens(messages)}
-        return {"mode": "refuse", "messages": None}
+            messages = prompts.general_messages(settings, s.question,
+                                                trim_history(model(), settings, list(s.history)))
+            return replace(s, mode="general", messages=tuple(messages), how="generate",
+                           prompt_tokens=model().count_message_tokens(messages))
+        return replace(s, mode="refuse", messages=())
 
-    def generate(inputs: Iterator[dict]) -> Iterator[Any]:
+    def generate(inputs: Iterator[State]) -> Iterator[str | Written]:
         for s in inputs:
-            if s["mode"] == "answer" and s["how"] == "extract":
-                yield from _extract(kb, s)
+            if s.mode == "answer" and s.how == "extract":
+                yield from _extract(retriever, s)
             else:
                 yield from _generate(model(), settings, s)
 
-    def finish(items: Iterator[Any]) -> Iterator[Any]:
+    def finish(items: Iterator[str | Written]) -> Iterator[str | Answer]:
         for item in items:
-            yield _to_answer(item, model() if chosen else None) if isinstance(item, dict) else item
+            yield _to_answer(item, model() if chosen else None) if isinstance(item, Written) else item
 
     return (step("rewrite", do_rewrite) | step("retrieve", do_retrieve) | step("pack", do_pack)
-            | step("prompt", do_prompt) | RunnableGenerator(generate, name="generate")
+            | RunnableLambda(do_prompt, name="prompt") | RunnableGenerator(generate, name="generate")
             | RunnableGenerator(finish, name="verify"))
 
 
-def answer_mode(settings: AnswerSettings, backend, lang: str,
-                candidates: list[Passage]) -> tuple[str, list[Passage]]:
-    """('generate' or 'extract', the passages the model can read) for answer.mode (resolving auto).
-
-    auto extracts when there is no chat model, when it cannot write the question's language or read the
-    best passage, and when it is a small model (kb.llm.base.is_small: on the dev set's English questions
-    SmolLM2-135M's answers cited the evidence for 0.26 of them and looped in 0.85, quotes for 0.59); it
-    generates otherwise. A model is given only the passages in the languages it reads."""
-    if settings.mode == "extract" or backend is None:
-        return "extract", candidates
-    readable = [p for p in candidates if language(p.text) in backend.languages]
-    if settings.mode == "generate":
-        return "generate", readable or candidates
-    if lang not in backend.languages or not candidates or candidates[0] not in readable or is_small(backend):
-        return "extract", candidates
-    return "generate", readable
-
-
-def _extract(kb, s: dict) -> Iterator[Any]:
-    """The extractive answer (kb/extract.py), streamed line by line, then the state."""
-    start = time.perf_counter()
-    text, citations = extract(s["question"], s["passages"], s["lang"],
-                              lambda texts: kb.similarity(s["query"], texts))
-    lines = text.splitlines(keepends=True)
-    first = None
-    for line in lines:
-        first = first if first is not None else time.perf_counter() - s["t0"]
-        yield line
-    timings = {**s["timings"], "first_token": first, "generate": time.perf_counter() - start}
-    yield {**s, "text": text, "citations": citations, "timings": timings}
-
-
-def _passes_checks(kb, settings: AnswerSettings, query: str, hits: list[Hit]) -> bool:
-    """Some passage reaches answer.min_score, and (where the embedder reads the query) answer.min_similarity
-    (unset: the embedder's calibrated threshold for the query's language)."""
-    if not hits or max(h.score for h in hits) < settings.min_score:
+def _passes_checks(retriever: Retriever, settings: AnswerSettings, query: str, hits: list[Hit]) -> bool:
+    """Some passage was found (search dropped those under retrieval.threshold), and (where the embedder reads
+    the query) answer.min_similarity is reached (unset: the embedder's calibrated value for the query's language)."""
+    if not hits:
         return False
     threshold = settings.min_similarity
     if threshold is None:
-        threshold = kb.embedder().refusal_similarity(language(query))
+        threshold = retriever.refusal_similarity(language(query))
     if threshold <= 0:
         return True
-    sims = kb.passage_similarity(query, [h.chunk_id for h in hits])
+    sims = retriever.passage_similarity(query, [h.chunk_id for h in hits])
     return sims is None or max(sims.values(), default=0.0) >= threshold
 
 
-def _generate(backend, settings: AnswerSettings, s: dict) -> Iterator[Any]:
-    """Stream the model's answer through the loop guard, then yield the state with the text and timings."""
+def _extract(retriever: Retriever, s: State) -> Iterator[str | Written]:
+    """The extractive answer (kb/extract.py), streamed line by line, then the written state."""
+    start = time.perf_counter()
+    text, citations = extract(s.question, list(s.passages), s.lang, lambda texts: retriever.similarity(s.query, texts))
+    first = None
+    for line in text.splitlines(keepends=True):
+        first = first if first is not None else time.perf_counter() - s.t0
+        yield line
+    timings = replace(s.timings, first_token=first, generate=time.perf_counter() - start)
+    yield Written(replace(s, timings=timings), text, tuple(citations))
+
+
+def _generate(backend: ChatBackend | None, settings: AnswerSettings, s: State) -> Iterator[str | Written]:
+    """Stream the model's answer through the loop guard, then yield the written state."""
     start = time.perf_counter()
     first = prefill = None
     repeated = False
     pieces: list[str] = []
-    if s["mode"] == "refuse":
-        pieces.append(prompts.REFUSAL[s["lang"]])
+    if s.mode == "refuse":
+        pieces.append(prompts.REFUSAL[s.lang])
         yield pieces[0]
     else:
-        if s["mode"] == "general":
-            pieces.append(prompts.GENERAL_LABEL[s["lang"]])
+        if s.mode == "general":
+            pieces.append(prompts.GENERAL_LABEL[s.lang])
             yield pieces[0]
         guard = LoopGuard()
-        lc = [_LC[m.role](content=m.content) for m in s["messages"]]
+        lc = [_LC[m.role](content=m.content) for m in s.messages]
         stream = as_chat_model(backend).stream(lc, max_new_tokens=answer_budget(backend, settings)[0])
 
         def text() -> Iterator[str]:
@@ -288,46 +202,43 @@ def _generate(backend, settings: AnswerSettings, s: dict) -> Iterator[Any]:
                 stream.close()
 
         for shown in guarded(text(), guard):  # stops the model where it starts repeating itself
-            first = first if first is not None else time.perf_counter() - s["t0"]
+            first = first if first is not None else time.perf_counter() - s.t0
             pieces.append(shown)
             yield shown
         repeated = guard.stopped
-    timings = {**s["timings"], "first_token": first, "prefill": prefill, "generate": time.perf_counter() - start}
-    yield {**s, "text": "".join(pieces), "timings": timings, "repeated": repeated}
+    timings = replace(s.timings, first_token=first, prefill=prefill, generate=time.perf_counter() - start)
+    yield Written(replace(s, timings=timings), "".join(pieces), repeated=repeated)
 
 
-def _to_answer(s: dict, backend) -> Answer:
-    t = s["timings"]
-    timings = Timings(rewrite=t.get("rewrite", 0.0), retrieve=t.get("retrieve", 0.0), pack=t.get("pack", 0.0),
-                      first_token=t.get("first_token"), prefill=t.get("prefill"), generate=t.get("generate", 0.0),
-                      total=time.perf_counter() - s["t0"])
-    common = dict(question=s["question"], query=s["query"], translation=s.get("translation"), passages=tuple(s["passages"]),
-                  left_out=tuple(s["left_out"]), language=s["lang"],
-                  backend=backend.name if backend is not None and s["mode"] != "refuse" and s.get("how") == "generate"
-                  else "",
-                  prompt_tokens=s["prompt_tokens"], timings=timings, repetition_stopped=s.get("repeated", False))
-    if s["mode"] == "refuse":
-        return Answer(text=s["text"], status="refused", **common)
-    if s.get("how") == "extract" and s["mode"] == "answer":
-        status = "answered" if s["citations"] else "not_found"
-        return Answer(text=s["text"] or prompts.NOT_FOUND[s["lang"]], status=status, citations=s["citations"],
+def _to_answer(w: Written, backend: ChatBackend | None) -> Answer:
+    s = w.state
+    timings = replace(s.timings, total=time.perf_counter() - s.t0)
+    generated = backend is not None and s.mode != "refuse" and s.how == "generate"
+    common: dict[str, Any] = dict(
+        question=s.question, query=s.query, translation=s.translation, passages=s.passages, left_out=s.left_out,
+        language=s.lang, backend=backend.name if generated else "", prompt_tokens=s.prompt_tokens, timings=timings,
+        repetition_stopped=w.repeated)
+    if s.mode == "refuse":
+        return Answer(text=w.text, status="refused", **common)
+    if s.how == "extract" and s.mode == "answer":
+        status = "answered" if w.citations else "not_found"
+        return Answer(text=w.text or prompts.NOT_FOUND[s.lang], status=status, citations=w.citations,
                       answer_mode="extract", **common)
-    if s["mode"] == "general":
-        return Answer(text=s["text"].strip(), status="general", **common)
-    checked = verify(s["text"], s["passages"])
+    if s.mode == "general":
+        return Answer(text=w.text.strip(), status="general", **common)
+    checked = verify(w.text, list(s.passages))
     status = "not_found" if prompts.says_not_found(checked.text) else "answered"
     return Answer(text=checked.text, status=status, citations=checked.citations,
                   unsupported=() if status == "not_found" else checked.unsupported,
                   dropped_markers=checked.dropped, **common)
 
 
-def stream_answer(kb, backend, settings: AnswerSettings, question: str,
-                  history: list[tuple[str, str]] | None = None, search: dict[str, Any] | None = None,
+def stream_answer(retriever: Retriever, backend: ChatBackend | None, settings: AnswerSettings, question: str,
+                  history: list[tuple[str, str]] | None = None, options: SearchOptions = DEFAULT,
                   config: dict | None = None) -> Iterator[str | Answer]:
     """Run the chain: text pieces, then the Answer."""
     if not question or not question.strip():
         raise KBError("the question is empty")
-    chain = build_chain(kb, backend, settings, search)
-    state = {"question": question.strip(), "history": list(history or []), "t0": time.perf_counter(),
-             "timings": {}}
+    chain = build_chain(retriever, backend, settings, options)
+    state = State(question=question.strip(), history=tuple(history or ()), t0=time.perf_counter())
     yield from chain.stream(state, config=config)

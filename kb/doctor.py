@@ -37,6 +37,8 @@ from kb.doctor_kbs import kb_findings
 from kb.doctor_models import cuda_usable, embedder_finding, probe_torch, torch_finding
 from kb.errors import KBError
 from kb.findings import LEVELS, Finding, installed
+from kb.ingest.ocr import OcrOptions, available
+from kb.ingest.office import LEGACY, soffice_path
 from kb.llm.base import resolve_backend_name
 
 __all__ = ["Finding", "run_checks", "exit_code", "to_json"]
@@ -113,9 +115,6 @@ def bitsandbytes_finding(settings: Settings, cuda: bool) -> Finding:
 
 def document_findings(settings: Settings) -> list[Finding]:
     """What reads scans and images (the OCR engine ingest.ocr gives), and what converts old Office files."""
-    from kb.ingest.ocr import OcrOptions, available
-    from kb.ingest.office import LEGACY, soffice_path
-
     options = OcrOptions.from_settings(settings.ingest)
     engine, why = available(options)
     facts = {"setting": options.engine, "engine": engine}

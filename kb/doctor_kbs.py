@@ -17,9 +17,10 @@ from typing import NamedTuple
 from kb.config import DEFAULT_EMBEDDER, Settings
 from kb.dense import read_index
 from kb.doctor_models import TorchInfo, embedder_finding
-from kb.errors import IndexFormatError
+from kb.errors import IndexFormatError, KBError
 from kb.findings import LEVELS, Finding, Level
 from kb.knowledge_base import KnowledgeBase
+from kb.stores import catalog
 from kb.stores.local import saved_index_state
 from kb.stores.manifest import read as read_manifest
 
@@ -204,9 +205,6 @@ def _probe(path: Path) -> int | None:
 def milvus_findings(settings: Settings) -> list[Finding]:
     """The Milvus at store.uri (reached or not) and each KB in it: manifest, counts, embedder. The writer lease
     is read, not taken."""
-    from kb.errors import KBError
-    from kb.stores import catalog
-
     try:
         place = catalog(settings)
         names = place.names()

@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kb.citations import MARKER, split_sentences
 from kb.errors import KBError
 from kb.lang import CJK, language
+from kb.loop_guard import SENTENCE_WEIGHT, normalize
 
 CUTOFFS = (1, 5, 10)
 
@@ -166,9 +168,6 @@ class AnswerOutcome:
 def repeats_a_sentence(text: str, quoted: bool = False) -> bool:
     """Whether any sentence of `text` (markers, case and punctuation aside) occurs twice; for a `quoted`
     (extracted) answer, any of its quoted lines (a table row's cells may hold sentence marks)."""
-    from kb.citations import split_sentences
-    from kb.loop_guard import SENTENCE_WEIGHT, normalize
-
     seen: set[str] = set()
     for sentence in (text.splitlines() if quoted else split_sentences(text)):
         key = normalize(sentence)
@@ -182,8 +181,6 @@ def repeats_a_sentence(text: str, quoted: bool = False) -> bool:
 
 def answer_body(answer) -> str:
     """The answer's own words: an extracted answer without its label line, markers removed."""
-    from kb.citations import MARKER
-
     text = answer.text
     if answer.answer_mode == "extract":
         text = text.split("\n", 1)[1] if "\n" in text else ""

@@ -12,7 +12,9 @@ import re
 import threading
 import unicodedata
 
-_CJK_RUN = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)")
+from kb.lang import HAN
+
+_CJK_RUN = re.compile(f"([{HAN}]+)")
 _WORD = re.compile(r"[^\W_]+(?:[._'-][^\W_]+)*", re.UNICODE)
 
 _STOP_ZH = set(

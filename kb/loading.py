@@ -21,6 +21,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
+from kb.answer import Answer
+from kb.config import AnswerSettings
+from kb.lang import language
+from kb.prompts import answer_messages
+from kb.retrieval import Retriever, SearchOptions
+
 T = TypeVar("T")
 
 _pool: ThreadPoolExecutor | None = None
@@ -120,31 +126,31 @@ class LazyBackend:
         return f"<LazyBackend {self._backend!r}>"
 
 
-def answer_stream(kb, model: Loader, backend, question: str, history: list[tuple[str, str]] | None,
-                  search: dict[str, Any], settings=None) -> Iterator[Any]:
-    """kb.chain's answer stream for `kb`, with its chat model (`model`, unless `backend` is given) and its
-    embedder loading on worker threads while the chain starts, and the Answer's timings counted from this call.
+def answer_stream(retriever: Retriever, model: Loader, backend, question: str,
+                  history: list[tuple[str, str]] | None, options: SearchOptions,
+                  settings: AnswerSettings) -> Iterator[Any]:
+    """kb.chain's answer stream over `retriever`, with its chat model (`model`, unless `backend` is given) and
+    its embedder loading on worker threads while the chain starts, and the Answer's timings counted from this call.
 
     With answer.mode extract the model is loaded only if something asks for it. Nothing is yielded while
     the model is still loading: llama.cpp silences the process's stdout and stderr while it reads a file."""
-    from kb.answer import Answer
+    # The chain imports LangChain (a third of a fresh `kb ask`'s start): it loads here, beside the model.
+    from kb.chain import stream_answer
 
     start = time.perf_counter()
-    settings = settings or kb.settings.answer
     loading = None
     own = backend is None  # the KB's own model: its load counts in the Answer's timings
     if own and not model.loaded and settings.mode != "extract":
         # The model loads first, beside LangChain's imports: llama.cpp's native code needs the GIL only now
         # and then. The embedder's tokenizer holds the GIL for most of its load, so it starts once the model
         # is in, beside the model's head start on the prompt (which needs no GIL either).
-        loading = model.start(then=_after_load(kb, settings, question, history or []))
+        loading = model.start(then=_after_load(retriever, settings, question, history or []))
         backend = LazyBackend(loading.result)
     else:
         backend = LazyBackend(model.get) if own else backend
-        submit(kb.embedder)
-    from kb.chain import stream_answer
+        submit(retriever.embedder)
 
-    items = stream_answer(kb, backend, settings, question, history, search)
+    items = stream_answer(retriever, backend, settings, question, history, options)
     offset = time.perf_counter() - start  # the chain counts from its own start
     try:
         for item in items:
@@ -152,7 +158,7 @@ def answer_stream(kb, model: Loader, backend, question: str, history: list[tuple
                 loading.exception()
                 loading = None
             if isinstance(item, Answer):
-                item = _timed(item, kb, model if own else None, start, offset)
+                item = _timed(item, retriever, model if own else None, start, offset)
             yield item
     except Exception:
         if loading is not None:
@@ -162,27 +168,25 @@ def answer_stream(kb, model: Loader, backend, question: str, history: list[tuple
         items.close()
 
 
-def _after_load(kb, settings, question: str, history: list[tuple[str, str]]) -> Callable[[Any], None]:
+def _after_load(retriever: Retriever, settings: AnswerSettings, question: str,
+                history: list[tuple[str, str]]) -> Callable[[Any], None]:
     """What follows the model's load: the embedder's, and a head start for the model: reading the fixed
     start of the answer prompt (instructions, history) while the question is retrieved. No head start for a
     model that cannot write the question's language (it will not be asked to)."""
-    from kb.lang import language
-    from kb.prompts import answer_messages
-
     lang = language(question) if question and question.strip() else None
     messages = answer_messages(settings, question, [], history, lang) if lang else None
 
     def after(backend) -> None:
-        submit(kb.embedder)  # errors surface where the chain asks for it
+        submit(retriever.embedder)  # errors surface where the chain asks for it
         if messages and lang in backend.languages:
             backend.warm(messages)
     return after
 
 
-def _timed(answer, kb, model: Loader | None, start: float, offset: float):
+def _timed(answer: Answer, retriever: Retriever, model: Loader | None, start: float, offset: float) -> Answer:
     """The Answer with load times (the parts of this call spent loading) and times counted from the call."""
     now = time.perf_counter()
-    embedder = kb.embedder()
+    embedder = retriever.embedder()
     t = answer.timings
     timings = replace(
         t, load_model=seconds_within(model.interval, start, now) if model is not None else 0.0,

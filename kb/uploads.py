@@ -1,4 +1,5 @@
-"""Files that users upload through the web app or the HTTP API: where they are kept, how they are named.
+"""Files that users upload through the web app or the HTTP API: where they are kept, how they are named, and
+the operations both faces share (the size limit, deleting a KB or a document together with its uploads).
 
 Each KB's uploads live in `$KB_HOME/uploads/<kb name>/`, beside the index rather than inside it: a
 rebuild swaps the index folder, which would take the files with it. A client sends any name it likes,
@@ -18,7 +19,9 @@ from typing import BinaryIO
 
 from kb.config import Settings
 from kb.errors import KBError, StorageError
-from kb.knowledge_base import check_name
+from kb.handle import check_name
+from kb.knowledge_base import KnowledgeBase
+from kb.types import DocumentInfo
 
 MAX_NAME_BYTES = 200  # most file systems allow 255 bytes; leave room for the '.part' temp name
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
@@ -32,6 +35,30 @@ def upload_dir(settings: Settings, kb_name: str) -> Path:
 def upload_limit(settings: Settings) -> int:
     """The largest upload accepted, in bytes (server.max_upload_mb, in MiB)."""
     return int(settings.server.max_upload_mb * (1 << 20))
+
+
+def too_large(name: str, size: int, settings: Settings) -> str | None:
+    """Why a file of `size` bytes is refused (naming the setting), or None when it is within the limit."""
+    if size <= upload_limit(settings):
+        return None
+    return f"{name} is {size / (1 << 20):.1f} MB, more than server.max_upload_mb={settings.server.max_upload_mb:g}"
+
+
+def delete_kb(settings: Settings, name: str) -> None:
+    """Delete a KB and the files uploaded into it (ingested folders of the user's own stay where they are)."""
+    KnowledgeBase.delete(name, settings)
+    shutil.rmtree(upload_dir(settings, name), ignore_errors=True)
+
+
+def remove_document(kb: KnowledgeBase, target: str) -> list[DocumentInfo]:
+    """Remove a document (by id or path) from `kb`; a file that was uploaded into it goes too (an upload exists
+    only for its KB; a user's own file is kept). Returns what was removed."""
+    removed = kb.remove(target)
+    uploads = upload_dir(kb.settings, kb.name).resolve()
+    for d in removed:
+        if Path(d.path).parent == uploads:
+            Path(d.path).unlink(missing_ok=True)
+    return removed
 
 
 def safe_name(raw: str | None) -> str:

@@ -33,6 +33,7 @@ from kb.errors import (
     ParseError,
     StorageError,
 )
+from kb.uploads import upload_limit
 
 from .deps import AUTH_ERRORS, require_key
 from .kb_routes import router as kb_router
@@ -166,8 +167,9 @@ def create_app(settings: Settings) -> FastAPI:
                               "base (model 'kb:<name>'), and knowledge-base management.")
     app.state.kb = state
     _install_error_handlers(app)
-    mb = settings.server.max_upload_mb
-    app.add_middleware(UploadLimit, limit_bytes=int(mb * (1 << 20)) + (64 << 10), limit_mb=mb)
+    # (the multipart framing around a file of the largest size allowed gets 64 KB)
+    app.add_middleware(UploadLimit, limit_bytes=upload_limit(settings) + (64 << 10),
+                       limit_mb=settings.server.max_upload_mb)
 
     @app.get("/health", response_model=Health, tags=["health"], summary="Liveness check (no API key needed)")
     def health() -> Health:

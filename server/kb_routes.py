@@ -1,6 +1,7 @@
 """Knowledge-base routes: list/create/delete KBs, upload/list/delete documents, search, ask.
 
-They call kb's public API only. Uploads are saved under `$KB_HOME/uploads/<kb>/<file name>` (the name
+They call the KnowledgeBase API and the operations the web app shares (kb/uploads.py: the size limit,
+deleting a document with its uploaded file); answers stream through server/streaming.py. Uploads are saved under `$KB_HOME/uploads/<kb>/<file name>` (the name
 stripped of any folder part, so nothing is written outside that folder; a file of the same name is
 replaced, which re-ingests it as a new version) and then ingested. `ask` returns kb's whole Answer.
 This module leaves out the OpenAI-shaped chat (openai_routes.py).
@@ -18,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from kb.answer import Answer
 from kb.ingest.loaders import supported_suffixes
 from kb.loading import LazyBackend
-from kb.uploads import safe_name, store_upload, upload_limit
+from kb.uploads import remove_document, safe_name, store_upload, too_large
 
 from .deps import ERRORS, MODEL_ERRORS, StateDep
 from .schemas import (
@@ -28,7 +29,6 @@ from .schemas import (
     AskRequest,
     Deleted,
     DocumentList,
-    DocumentOut,
     ErrorResponse,
     FileResultOut,
     HitOut,
@@ -86,7 +86,7 @@ def delete_kb(name: KBName, state: StateDep) -> Deleted:
 
 @router.get("/{name}/documents", response_model=DocumentList, responses=ERRORS, summary="The documents of a KB")
 def list_documents(name: KBName, state: StateDep) -> DocumentList:
-    return DocumentList(data=[DocumentOut(**vars(d)) for d in state.kb(name).documents()])
+    return DocumentList(data=state.kb(name).documents())
 
 
 @router.post("/{name}/documents", response_model=UploadReport, responses={**ERRORS, **CONFLICT, **UPLOAD_ERRORS},
@@ -100,11 +100,10 @@ def upload_documents(name: KBName, file: Annotated[list[UploadFile], File(descri
         if Path(n).suffix.lower() not in supported:
             raise HTTPException(415, f"unsupported file type '{Path(n).suffix or '(none)'}' ({n}); kb reads "
                                      + ", ".join(sorted(supported)))
-    limit = upload_limit(state.settings)
     for f, n in zip(file, names, strict=True):
-        if f.size is not None and f.size > limit:
-            raise HTTPException(413, f"{n} is {f.size / (1 << 20):.1f} MB, more than server.max_upload_mb="
-                                     f"{state.settings.server.max_upload_mb:g}")
+        reason = too_large(n, f.size, state.settings) if f.size is not None else None
+        if reason:
+            raise HTTPException(413, reason)
     folder = state.uploads(kb.name)
     paths = [store_upload(folder, n, f.file) for f, n in zip(file, names, strict=True)]
     known = {d.path for d in kb.documents()}
@@ -131,12 +130,8 @@ def delete_document(name: KBName, doc_id: str, state: StateDep) -> DocumentList:
     if doc_id not in {d.doc_id for d in kb.documents()}:
         raise HTTPException(404, f"no document with doc_id '{doc_id}' in KB '{kb.name}' "
                                  f"(GET /v1/kbs/{kb.name}/documents lists them)")
-    removed = kb.remove(doc_id)
-    uploads = state.uploads(kb.name).resolve()
-    for d in removed:
-        if Path(d.path).parent == uploads:  # a file this server stored: it goes with the document
-            Path(d.path).unlink(missing_ok=True)
-    return DocumentList(data=[DocumentOut(**vars(d)) for d in removed])
+    removed = remove_document(kb, doc_id)  # a file this server stored goes with its document
+    return DocumentList(data=removed)
 
 
 @router.post("/{name}/search", response_model=SearchResponse, responses=ERRORS,

@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kb.config import AnswerModeSetting
+from kb.config import KB_NAME_PATTERN, AnswerModeSetting, RetrievalMode
+from kb.types import DocumentInfo
 
 NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # kb.knowledge_base.check_name's rule
+NAME_PATTERN = KB_NAME_PATTERN
 NOT_BLANK = r"\S"  # at least one character that is not white space
 
 
@@ -172,20 +173,8 @@ class Deleted(BaseModel):
     deleted: str
 
 
-class DocumentOut(BaseModel):
-    doc_id: str
-    path: str
-    title: str
-    content_hash: str
-    size: int
-    mtime: float
-    chunks: int
-    ingested_at: float
-    file_type: str
-
-
 class DocumentList(BaseModel):
-    data: list[DocumentOut]
+    data: list[DocumentInfo] = Field(description="kb's record of each document (kb.types.DocumentInfo).")
 
 
 class FileResultOut(BaseModel):
@@ -208,7 +197,7 @@ class Filters(BaseModel):
     paths: list[str] | None = Field(None, description="Globs or folders of document paths to search in.")
     file_types: list[str] | None = Field(None, description="File types, e.g. ['pdf', 'md'].")
     doc_ids: list[str] | None = Field(None, description="Only these documents.")
-    mode: Literal["hybrid", "dense", "bm25"] | None = Field(None, description="Retriever (default: settings).")
+    mode: RetrievalMode | None = Field(None, description="Retriever (default: retrieval.mode).")
     rerank: bool | None = Field(None, description="Use (true) or skip (false) a configured reranker.")
 
 

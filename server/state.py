@@ -8,7 +8,6 @@ This module leaves out HTTP: routes turn its errors into responses.
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from fastapi import HTTPException
 from kb import KnowledgeBase
 from kb.config import Settings
 from kb.errors import KBNotFoundError
-from kb.knowledge_base import check_name
+from kb.handle import check_name
 from kb.llm.shared import SharedBackend, shared_backend
-from kb.uploads import upload_dir
+from kb.uploads import delete_kb, upload_dir
 
 
 class ServerState:
@@ -68,8 +67,7 @@ class ServerState:
             kb = self._kbs.pop(name, None)
             if kb is not None:
                 kb.close()
-            KnowledgeBase.delete(name, self.settings)
-            shutil.rmtree(self.uploads(name), ignore_errors=True)
+            delete_kb(self.settings, name)
 
     def uploads(self, name: str) -> Path:
         """The folder that holds the files uploaded to KB `name`."""

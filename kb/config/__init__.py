@@ -9,11 +9,12 @@ is importable from `kb.config`.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kb.config.llm import LLMSettings
@@ -63,6 +64,23 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 
+    @model_validator(mode="after")
+    def _read_old_names(self) -> Settings:
+        """Settings that moved keep working under their old names: the value goes to the new place (unless that
+        is set too), with a one-line notice."""
+        for old, new in MOVED.items():
+            section, field = old.split(".")
+            value = getattr(getattr(self, section), field)
+            if value is None:
+                continue
+            new_section, new_field = new.split(".")
+            target = getattr(self, new_section)
+            if new_field not in target.model_fields_set:
+                setattr(self, new_section, target.model_copy(update={new_field: value}))
+            setattr(self, section, getattr(self, section).model_copy(update={field: None}))
+            renamed(old, new)
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -82,6 +100,17 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Where kb builds models (embedding.cache_dir, else <home>/models)."""
         return Path(self.embedding.cache_dir).expanduser() if self.embedding.cache_dir else self.home_dir / "models"
+
+
+MOVED = {"answer.passages": "retrieval.k", "answer.min_score": "retrieval.threshold"}  # old name -> new name
+_noticed: set[str] = set()
+
+
+def renamed(old: str, new: str) -> None:
+    """Say once per process that setting `old` is now `new` (one line on stderr)."""
+    if old not in _noticed:
+        _noticed.add(old)
+        print(f"kb: setting {old} is now {new}; the old name still works", file=sys.stderr)
 
 
 class _YamlSource(PydanticBaseSettingsSource):

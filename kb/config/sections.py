@@ -88,7 +88,11 @@ class RetrievalSettings(BaseModel):
     mode: RetrievalMode = Field(
         "hybrid", description="hybrid fuses dense (FAISS) and keyword (BM25) results by reciprocal rank."
     )
-    k: int = Field(5, ge=1, le=200, description="Number of passages returned by a search.")
+    k: int = Field(
+        6, ge=1, le=200, description="Passages a search returns, and an answer retrieves (as many of them as fit "
+        "the model's window are packed into the prompt, best first; the Answer lists the ones left out). "
+        "(answer.passages, its old name, is still read.)"
+    )
     candidates: int = Field(50, ge=1, description="Candidates taken from each retriever before fusion.")
     rrf_k: int = Field(
         10, ge=1, description="Reciprocal-rank-fusion constant: score = w / (rrf_k + rank). Lower values "
@@ -97,7 +101,9 @@ class RetrievalSettings(BaseModel):
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in fusion.")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the keyword ranking in fusion.")
     threshold: float = Field(
-        0.0, ge=0, le=1, description="Drop hits whose relevance score (0..1, higher is better) is below this."
+        0.0, ge=0, le=1, description="Drop hits whose relevance score (0..1, higher is better, see retrieval.mode) "
+        "is below this; an answer with no hit left is refused without a model call. (answer.min_score, its old "
+        "name, is still read.)"
     )
     reranker: str = Field(
         "", description="sentence-transformers CrossEncoder name or path (e.g. BAAI/bge-reranker-base) that "
@@ -120,9 +126,8 @@ ANSWER_MODES: tuple[str, ...] = get_args(AnswerModeSetting)  # how an answer is 
 
 
 class AnswerSettings(BaseModel):
-    passages: int = Field(
-        6, ge=1, le=50, description="Passages retrieved for an answer; as many as fit the model's window are "
-        "packed into the prompt, best first, and the Answer lists the ones left out."
+    passages: int | None = Field(
+        None, ge=1, le=50, exclude=True, description="Old name of retrieval.k (still read, with a notice)."
     )
     mode: AnswerModeSetting = Field(
         "auto", description="How the answer is written: generate (the chat model writes it from the passages), "
@@ -160,9 +165,8 @@ class AnswerSettings(BaseModel):
         "compatible) and the KB holds documents in the other language; off for the English-only embedded "
         "SmolLM2."
     )
-    min_score: float = Field(
-        0.0, ge=0, le=1, description="Refuse unless some passage's retrieval score (0..1, see retrieval.mode) "
-        "reaches this."
+    min_score: float | None = Field(
+        None, ge=0, le=1, exclude=True, description="Old name of retrieval.threshold (still read, with a notice)."
     )
     no_sources: Literal["refuse", "general"] = Field(
         "refuse", description="When no passage passes the checks: refuse (no model call), or general = let the "

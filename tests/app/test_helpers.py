@@ -6,6 +6,7 @@ import pytest
 
 from kb.app.sources import best_sentence, highlighted_html
 from kb.app.uploads import save_upload
+from kb.config import Settings
 from kb.errors import KBError
 from kb.uploads import safe_name
 
@@ -24,14 +25,16 @@ def test_upload_names_lose_their_directories_and_dots_but_keep_chinese():
 
 
 def test_uploads_stay_in_the_folder_and_do_not_follow_links(tmp_path):
+    settings = Settings(home=tmp_path, server={"max_upload_mb": 100 / (1 << 20)})  # 100 bytes
     folder = tmp_path / "uploads" / "kb"
-    saved = save_upload(folder, "../../outside.txt", b"hello", 100)
+    saved = save_upload(settings, "kb", "../../outside.txt", b"hello")
     assert saved.path == (folder / "outside.txt").resolve() and not (tmp_path / "outside.txt").exists()
     (folder / "link.txt").symlink_to(tmp_path / "target.txt")
-    refused = save_upload(folder, "link.txt", b"hello", 100)
+    refused = save_upload(settings, "kb", "link.txt", b"hello")
     assert refused.path is None and not (tmp_path / "target.txt").exists()
-    assert "upload limit" in save_upload(folder, "big.txt", b"x" * 101, 100).reason
-    assert "no usable file name" in save_upload(folder, "..", b"x", 100).reason
+    assert "more than server.max_upload_mb" in save_upload(settings, "kb", "big.txt", b"x" * 101).reason
+    assert save_upload(settings, "kb", "fits.txt", b"x" * 100).path == (folder / "fits.txt").resolve()
+    assert "no usable file name" in save_upload(settings, "kb", "..", b"x").reason
 
 
 def test_the_cited_sentence_is_the_one_highlighted():

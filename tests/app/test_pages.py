@@ -161,7 +161,7 @@ def test_sidebar_settings_apply_to_the_session_and_can_be_saved(start, app_home)
     at.text_input(key="set_adapter").input("/models/my-lora").run()
     at.button(key="save_settings").click().run()
     saved = yaml.safe_load(Path(app_home / "config.yaml").read_text(encoding="utf-8"))
-    assert saved["retrieval"] == {"mode": "bm25", "k": 3} and saved["answer"] == {"passages": 3, "translate_query": "off"}
+    assert saved["retrieval"] == {"mode": "bm25", "k": 3} and saved["answer"] == {"translate_query": "off"}
     assert saved["llm"]["adapter"] == "/models/my-lora" and saved["llm"]["backend"] == "scripted"
     Path(app_home / "config.yaml").unlink()
 

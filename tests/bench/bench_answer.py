@@ -44,7 +44,7 @@ ANSWER_TOKENS = 128
 def settings_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KB_")}
     env.update({"KB_HOME": str(home), "KB_CONFIG": str(home / "none.yaml"), "PYTHONUNBUFFERED": "1",
-                "KB_ANSWER__PASSAGES": "12", "KB_ANSWER__ANSWER_TOKENS": str(ANSWER_TOKENS),
+                "KB_RETRIEVAL__K": "12", "KB_ANSWER__ANSWER_TOKENS": str(ANSWER_TOKENS),
                 "KB_ANSWER__MAX_CONTEXT_TOKENS": str(PROMPT_TOKENS + ANSWER_TOKENS),
                 "KB_ANSWER__MIN_SIMILARITY": "0", "KB_LLM__TEMPERATURE": "0"})
     return env

@@ -4,7 +4,7 @@ ones on the dev set, per question language, for the KB's embedder.
     python tests/bench/bench_retrieval.py      # builds the dev-set KB once
     python tests/bench/bench_refusal.py [--home .bench/kbhome] [--kb devset] [--json]
 
-For each question: the answer chain's retrieval (answer.passages hybrid hits), then the best raw cosine
+For each question: the answer chain's retrieval (retrieval.k hybrid hits), then the best raw cosine
 similarity of the question to those passages, which is what the refusal check compares with the
 threshold. Printed per threshold and language: unanswerable questions refused (want all), answerable
 questions whose evidence was retrieved but refused (want none), all answerable refused. The row marked
@@ -38,7 +38,7 @@ def main() -> None:
     base = KnowledgeBase.open(args.kb, settings=Settings(home=args.home), create=False)
     rows = []
     for q in load_questions(args.questions):
-        hits = base.search(q.question, k=base.settings.answer.passages)
+        hits = base.search(q.question, k=base.settings.retrieval.k)
         sims = base.passage_similarity(q.question, [h.chunk_id for h in hits]) or {}
         found = bool(q.evidence) and any(any(e in collapse(h.text) for e in q.evidence) for h in hits)
         rows.append({"id": q.id, "lang": language(q.question), "answerable": bool(q.evidence), "found": found,

@@ -131,7 +131,7 @@ def _ask_with(base, backend, question, **answer):
     from kb.chain import stream_answer
 
     settings = base.settings.answer.model_copy(update=answer)
-    return [x for x in stream_answer(base, backend, settings, question) if not isinstance(x, str)][-1]
+    return [x for x in stream_answer(base.retriever, backend, settings, question) if not isinstance(x, str)][-1]
 
 
 def test_query_translation_searches_both_languages(mixed_kb):

@@ -1,0 +1,113 @@
+"""What the answer chain asks of a knowledge base, as one typed object: `Retriever`.
+
+It searches (kb/search.py's hybrid retrieval with the KB's embedder, an optional reranker and the caller's
+filters), and it answers the questions the chain asks about passages: how similar they are to the query (for
+refusal and for quoting), and a document's text between two offsets (for merging touching hits). The chain
+is built with a Retriever (kb/chain.py), so a test or another app can hand it any object with these methods.
+`SearchOptions` is a search's filters and switches, checked once. This module leaves out the KB's folder and
+store (kb/handle.py) and LangChain's retriever interface (kb/retriever.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kb.config import RETRIEVAL_MODES, Settings
+from kb.errors import KBError
+from kb.handle import Handle
+from kb.ingest.embed import Embedder
+from kb.lang import language
+from kb.rerank import get_reranker
+from kb.search import Filter, search
+from kb.types import Hit
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search: the retriever (`mode`: hybrid, dense, bm25; None = retrieval.mode), the filter, and
+    `rerank` (None: as configured; False: skip the reranker; True: require one)."""
+
+    mode: str | None = None
+    where: Filter = field(default_factory=Filter)
+    rerank: bool | None = None
+
+    @classmethod
+    def of(cls, mode: str | None = None, paths: Sequence[str] | None = None, file_types: Sequence[str] | None = None,
+           doc_ids: Sequence[str] | None = None, rerank: bool | None = None) -> SearchOptions:
+        """From the keyword arguments of KnowledgeBase.search (KBError naming a bad mode)."""
+        if mode is not None and mode not in RETRIEVAL_MODES:
+            raise KBError(f"unknown retrieval mode '{mode}': use {', '.join(RETRIEVAL_MODES)}")
+        return cls(mode, Filter(tuple(paths or ()), tuple(file_types or ()), tuple(doc_ids or ())), rerank)
+
+
+DEFAULT = SearchOptions()  # the settings' mode, no filter, the configured reranker
+
+
+class Retriever:
+    """Search one KB, and compare queries with its passages."""
+
+    def __init__(self, handle: Handle, settings: Settings, embedder: Callable[[], Embedder]) -> None:
+        self._handle = handle
+        self._settings = settings
+        self.embedder = embedder  # the KB's own embedder, loaded on first use
+
+    def search(self, query: str, k: int | None = None, options: SearchOptions = DEFAULT,
+               also: Sequence[str] = ()) -> list[Hit]:
+        """The k most relevant passages (retrieval.k if None), best first; `also` holds other wordings of the
+        query (a translation) whose rankings are fused with the query's."""
+        if not query or not query.strip():
+            raise KBError("the search query is empty")
+        settings = self._settings.retrieval
+        if options.rerank and not settings.reranker:
+            raise KBError("rerank asked for, but no reranker is configured: set retrieval.reranker to a "
+                          "CrossEncoder name or folder")
+        reranker = None
+        if settings.reranker and options.rerank is not False:
+            reranker = get_reranker(settings.reranker, self._settings.embedding.device)
+
+        def embed(text: str):
+            readable, unknown = self.embedder().readable(text)
+            vector = self.embedder().encode([readable if readable.strip() else text], query=True)[0]
+            return vector, 1.0 - unknown
+
+        with self._handle.lock:
+            return search(self._handle.store(), embed, query, settings, k or settings.k, options.mode,
+                          options.where, reranker, also=tuple(q for q in also if q and q.strip()))
+
+    def languages(self) -> dict[str, int]:
+        """How many chunks of each language ('en', 'zh') the KB holds."""
+        with self._handle.lock:
+            return dict(self._handle.store().centering().counts)
+
+    def refusal_similarity(self, lang: str) -> float:
+        """The embedder's calibrated similarity below which no passage answers a question in `lang`."""
+        return self.embedder().refusal_similarity(lang)
+
+    def passage_similarity(self, query: str, chunk_ids: list[int]) -> dict[int, float] | None:
+        """Cosine similarity of the query to each chunk, or None when the embedder cannot read most of it."""
+        embedder = self.embedder()
+        readable = getattr(embedder, "readable", None)
+        if readable is not None and readable(query)[1] > 0.5:
+            return None
+        vector = embedder.encode([query], query=True)[0]
+        with self._handle.lock:
+            vectors = self._handle.store().vectors_of(chunk_ids)
+        return {cid: float(vector @ v) for cid, v in vectors.items()}
+
+    def similarity(self, query: str, texts: list[str]) -> np.ndarray:
+        """Cosine similarity of the query to each text, in the KB's language-centred space (so a question
+        and a sentence in different languages compare by meaning)."""
+        embedder = self.embedder()
+        with self._handle.lock:
+            centering = self._handle.store().centering()
+        vectors = centering.vectors(embedder.encode(texts), [language(t) for t in texts])
+        return vectors @ centering.query(embedder.encode([query], query=True)[0], language(query))
+
+    def span_text(self, doc_id: str, start: int, end: int) -> str | None:
+        """The document's text between two character offsets (None if the document is gone)."""
+        with self._handle.lock:
+            text = self._handle.store().document_text(doc_id)
+        return None if text is None else text[start:end]
