@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kb.config import IngestSettings
 from kb.errors import ParseError
 from kb.types import Element
 
@@ -25,19 +26,20 @@ from .ocr_engines import TESSERACT_MISSING, OcrUnavailable, RapidOcrEngine, Tess
 from .ocr_layout import page_elements
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_DEFAULTS = IngestSettings()  # a plain model (no environment is read): its field defaults, nothing else
 
 
 @dataclass(frozen=True)
 class OcrOptions:
-    """What OCR may do, from the `ingest` settings."""
+    """What OCR may do, from the `ingest` settings; the defaults are theirs."""
 
-    engine: str = "auto"  # auto | rapidocr | tesseract | off
-    min_confidence: float = 0.5  # lines the engine is less sure of are dropped (0..1)
-    max_image_pixels: int = 100_000_000
-    tesseract_languages: str = ""  # empty: chi_sim+eng, or what of them is installed
+    engine: str = _DEFAULTS.ocr  # auto | rapidocr | tesseract | off
+    min_confidence: float = _DEFAULTS.ocr_min_confidence  # lines the engine is less sure of are dropped (0..1)
+    max_image_pixels: int = int(_DEFAULTS.max_image_megapixels * 1_000_000)
+    tesseract_languages: str = _DEFAULTS.ocr_languages  # empty: chi_sim+eng, or what of them is installed
 
     @classmethod
-    def from_settings(cls, settings) -> OcrOptions:
+    def from_settings(cls, settings: IngestSettings) -> OcrOptions:
         """From kb.config.IngestSettings."""
         return cls(settings.ocr, settings.ocr_min_confidence, int(settings.max_image_megapixels * 1_000_000),
                    settings.ocr_languages)
@@ -88,9 +90,6 @@ def _malloc_trim():
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
-
-
-
 
 
 def available(options: OcrOptions) -> tuple[str, str]:
