@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from kb.config import IngestSettings
 from kb.errors import ParseError
@@ -92,23 +93,30 @@ def _malloc_trim():
         return None
 
 
-def available(options: OcrOptions) -> tuple[str, str]:
-    """(engine name or "", why not) for these options, without loading a model."""
+class Availability(NamedTuple):
+    """Which engine OCR would use ("" for none) and, when none, why not."""
+
+    engine: str
+    why: str
+
+
+def available(options: OcrOptions) -> Availability:
+    """The engine these options get, or why none, without loading a model."""
     wanted = options.engine
     if wanted == "off":
-        return "", "OCR is off (ingest.ocr: off)"
+        return Availability("", "OCR is off (ingest.ocr: off)")
     problems = []
     if wanted in ("auto", "rapidocr"):
         reason = _rapidocr_missing()
         if not reason:
-            return "rapidocr", ""
+            return Availability("rapidocr", "")
         problems.append(reason)
     if wanted in ("auto", "tesseract"):
         reason = _tesseract_missing()
         if not reason:
-            return "tesseract", ""
+            return Availability("tesseract", "")
         problems.append(reason)
-    return "", "; ".join(problems)
+    return Availability("", "; ".join(problems))
 
 
 def _rapidocr_missing() -> str:
@@ -176,8 +184,7 @@ def load_image(path: Path, run: OcrRun) -> list[Element]:
 
 
 def _engine_side(run: OcrRun) -> int:
-    name, _ = available(run.options)
-    return TesseractEngine.long_side if name == "tesseract" else RapidOcrEngine.long_side
+    return TesseractEngine.long_side if available(run.options).engine == "tesseract" else RapidOcrEngine.long_side
 
 
 def fit(image, long_side: int):

@@ -10,7 +10,7 @@ import pytest
 from kb.config import IngestSettings
 from kb.errors import ParseError
 from kb.ingest.loaders import Limits, load
-from kb.ingest.ocr import OcrOptions
+from kb.ingest.ocr import OcrOptions, available
 
 
 def test_defaults_are_the_settings_defaults():
@@ -37,3 +37,9 @@ def test_a_zip_bomb_is_refused_before_it_is_parsed(tmp_path):
     with pytest.raises(ParseError, match=r"unpacks to 3 MB of XML .*ingest\.max_unzipped_mb"):
         load(bomb, Limits(unzipped_xml_bytes=1 << 20))
 
+
+def test_ocr_availability_names_its_fields():
+    off = available(OcrOptions(engine="off"))
+    assert off.engine == "" and "ingest.ocr: off" in off.why
+    engine, why = off  # still a pair for callers that unpack it (kb doctor)
+    assert (engine, why) == (off.engine, off.why)
