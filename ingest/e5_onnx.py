@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.ingest.e5_base import missing
 from kb.ingest.e5_pack import PackedE5
 
 OPSET = 18  # BitwiseAnd
@@ -27,8 +28,6 @@ def write_onnx(packed: PackedE5, tensors: dict[str, np.ndarray], path: Path, qua
     try:
         import onnx
     except ImportError as e:
-        from kb.ingest.e5_build import missing
-
         raise missing("onnx", "building the default embedder's fast path") from e
     model = _graph(packed, tensors)
     path.parent.mkdir(parents=True, exist_ok=True)

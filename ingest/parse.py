@@ -22,7 +22,7 @@ from kb.types import Chunk, DocumentInfo
 from .loaders import Limits, document_title, load
 from .ocr import IMAGE_SUFFIXES, OcrOptions, OcrRun
 from .report import FileResult, Progress
-from .split import split_document
+from .split import TokenCounter, split_document
 
 PARSE_AHEAD = 3  # files parsed ahead of the embedder in the child process
 PROCESS_MIN_FILES = 20  # smaller jobs parse in-process: starting a child costs a few seconds
@@ -39,8 +39,30 @@ class ParseSettings:
     ocr: OcrOptions = OcrOptions()
 
 
+@dataclass(frozen=True)
+class DocumentState:
+    """What the store holds for a file's current version: how a run tells what changed."""
+
+    content_hash: str
+    size: int
+    mtime: float
+    doc_id: str
+
+
+@dataclass(frozen=True)
+class FileToParse:
+    """A file the run parses: its size and mtime when it was listed, and the store's state of it (None: new)."""
+
+    path: Path
+    size: int
+    mtime: float
+    stored: DocumentState | None
+
+
 @dataclass
 class Parsed:
+    """One parsed and split file, ready to embed and write."""
+
     path: Path
     info: DocumentInfo
     text: str
@@ -51,15 +73,18 @@ class Parsed:
 
 
 def doc_id_for(path: str) -> str:
+    """The document id of a file: a hash of its path, so a re-ingest replaces the same document."""
     return hashlib.blake2b(path.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def chunk_id_for(doc_id: str, ordinal: int, text: str) -> int:
+    """A chunk's id, a positive int64: a hash of its document, place and text."""
     digest = hashlib.blake2b(f"{doc_id}:{ordinal}:{text}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & ((1 << 63) - 1)
 
 
 def file_hash(path: Path) -> str:
+    """The hash of a file's bytes (blake2b, 128 bits, hex): a file whose content is unchanged is skipped."""
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -67,30 +92,31 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def parsed(todo, known, count_tokens, parse: ParseSettings, notify) -> Iterator[Parsed | FileResult]:
+def parsed(todo: list[FileToParse], count_tokens: TokenCounter, parse: ParseSettings,
+           notify: Callable[[Progress], None]) -> Iterator[Parsed | FileResult]:
     """Parse results in file order (see the module docstring for where they are parsed)."""
-    images = sum(1 for path, _ in todo if path.suffix.lower() in IMAGE_SUFFIXES)
-    small = len(todo) < PROCESS_MIN_FILES and sum(st.st_size for _, st in todo) < PROCESS_MIN_BYTES
+    images = sum(1 for f in todo if f.path.suffix.lower() in IMAGE_SUFFIXES)
+    small = len(todo) < PROCESS_MIN_FILES and sum(f.size for f in todo) < PROCESS_MIN_BYTES
     if small and not (images and len(todo) > 1):
         def on_page(path: Path) -> Callable[[int, int], None]:
             return lambda page, total: notify(Progress("page", total=total, path=str(path), page=page))
 
-        for path, st in todo:
-            yield _parse_one(path, st, known.get(str(path)), count_tokens, parse, on_page(path))
+        for f in todo:
+            yield _parse_one(f, count_tokens, parse, on_page(f.path))
         return
     context = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
     pages = context.Queue()
     with ProcessPoolExecutor(1, mp_context=context, initializer=_init_child, initargs=(count_tokens, pages)) as pool:
         in_flight: deque = deque()
-        for path, st in todo:
-            in_flight.append(pool.submit(_parse_in_child, path, st, known.get(str(path)), parse))
+        for f in todo:
+            in_flight.append(pool.submit(_parse_in_child, f, parse))
             if len(in_flight) >= PARSE_AHEAD:
                 yield _result(in_flight.popleft(), pages, notify)
         while in_flight:
             yield _result(in_flight.popleft(), pages, notify)
 
 
-def _result(future: Future, pages, notify):
+def _result(future: Future, pages, notify: Callable[[Progress], None]) -> Parsed | FileResult:
     """The child's result for one file; meanwhile, the pages it reports OCR'd go to the progress display."""
     while True:
         done = future.done()
@@ -118,19 +144,21 @@ def _init_child(count_tokens, pages) -> None:
     _child_pages = pages
 
 
-def _parse_in_child(path: Path, st, old, parse: ParseSettings):
+def _parse_in_child(file: FileToParse, parse: ParseSettings) -> Parsed | FileResult:
     def on_page(page: int, total: int) -> None:
-        _child_pages.put((str(path), page, total))
+        _child_pages.put((str(file.path), page, total))
 
-    return _parse_one(path, st, old, _child_counter, parse, on_page)
+    return _parse_one(file, _child_counter, parse, on_page)
 
 
-def _parse_one(path: Path, st, old, count_tokens, parse: ParseSettings, on_page=None):
+def _parse_one(file: FileToParse, count_tokens: TokenCounter, parse: ParseSettings,
+               on_page: Callable[[int, int], None] | None = None) -> Parsed | FileResult:
+    path, old = file.path, file.stored
     try:
         digest = file_hash(path)
     except OSError as e:
         return FileResult(str(path), "failed", reason=f"cannot read: {e.strerror or e}")
-    if old and old[0] == digest:
+    if old and old.content_hash == digest:
         return FileResult(str(path), "unchanged")
     ocr = OcrRun(parse.ocr, on_page)
     try:
@@ -145,6 +173,6 @@ def _parse_one(path: Path, st, old, count_tokens, parse: ParseSettings, on_page=
         Chunk(chunk_id_for(doc_id, i, d.text), doc_id, i, d.text, d.section, d.page, d.char_start, d.char_end)
         for i, d in enumerate(drafts)
     ]
-    info = DocumentInfo(doc_id, str(path), title, digest, st.st_size, st.st_mtime, len(chunks), time.time(),
+    info = DocumentInfo(doc_id, str(path), title, digest, file.size, file.mtime, len(chunks), time.time(),
                         path.suffix.lower().lstrip("."))
     return Parsed(path, info, text, chunks, [c.embedding_text(title) for c in chunks], old is not None, ocr)

@@ -38,7 +38,7 @@ def load_pdf(path: Path, run: OcrRun | None = None) -> list[Element]:
         if "password" in reason.lower():
             reason = "the PDF is encrypted (password protected); decrypt it first, e.g. with qpdf --decrypt"
         raise ParseError(str(path), f"not a readable PDF ({reason})") from e
-    ocr = run if run is not None and available(run.options)[0] else None
+    ocr = run if run is not None and available(run.options).engine else None
     scans = 0
     try:
         outline = _outline(pdf)
@@ -66,7 +66,7 @@ def load_pdf(path: Path, run: OcrRun | None = None) -> list[Element]:
         pdf.close()
     if not any(e.kind != "title" for e in elements):
         if scans and ocr is None:
-            why = available(run.options)[1] if run is not None else "OCR is off"
+            why = available(run.options).why if run is not None else "OCR is off"
             raise ParseError(str(path), f"the PDF has no text layer ({scans} scanned pages) and {why}")
         raise ParseError(str(path), "no text found (the PDF's pages are blank or hold only pictures without text)")
     return elements

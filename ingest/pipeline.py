@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from kb.errors import KBError
 from kb.keywords import index_text
@@ -22,17 +23,25 @@ from kb.stores import Record, Store
 from .embed import Embedder
 from .loaders import Limits, supported_suffixes
 from .ocr import OcrOptions, available
-from .parse import Parsed, ParseSettings, parsed
+from .parse import DocumentState, FileToParse, Parsed, ParseSettings, parsed
 from .report import FileResult, IngestReport, Progress
 
-__all__ = ["run_ingest", "discover", "FileResult", "IngestReport", "Progress"]
+__all__ = ["run_ingest", "discover", "Discovered", "FileResult", "IngestReport", "Progress"]
 
 BATCH_CHUNKS = 512  # chunks per encode call across documents (sorted by length inside the call)
 
 
-def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[OSError]]:
-    """(supported files, unsupported files, folders that could not be listed) under the given
-    files/folders; hidden entries skipped, symlinks to files followed, folder symlinks not (no loops)."""
+class Discovered(NamedTuple):
+    """What `discover` found: files kb reads, files it does not, and folders that could not be listed."""
+
+    files: list[Path]
+    unsupported: list[Path]
+    unlisted: list[OSError]
+
+
+def discover(paths: Iterable[Path]) -> Discovered:
+    """The files under the given files/folders, sorted; hidden entries skipped, symlinks to files followed,
+    folder symlinks not (no loops)."""
     suffixes = supported_suffixes()
     found: dict[str, Path] = {}
     unsupported: list[Path] = []
@@ -48,7 +57,7 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[OSErro
                 found.setdefault(str(p.resolve()), p.resolve())
             else:
                 unsupported.append(p)
-    return sorted(found.values()), unsupported, unlisted
+    return Discovered(sorted(found.values()), unsupported, unlisted)
 
 
 def _walk(root: Path, onerror: Callable[[OSError], None]) -> Iterable[Path]:
@@ -83,10 +92,10 @@ def run_ingest(
                         for p in unsupported)
     report.files.extend(FileResult(str(e.filename), "failed", reason=f"cannot list folder: {e.strerror or e}")
                         for e in unlisted)
-    known = store.document_states()
+    known = {path: DocumentState(*state) for path, state in store.document_states().items()}
     notify(Progress("start", total=len(files)))
 
-    todo: list[tuple[Path, os.stat_result]] = []
+    todo: list[FileToParse] = []
     for p in files:
         try:
             st = p.stat()
@@ -94,21 +103,21 @@ def run_ingest(
             _done(report, notify, FileResult(str(p), "failed", reason=f"cannot read: {e.strerror or e}"))
             continue
         old = known.get(str(p))
-        if old and old[1] == st.st_size and old[2] == st.st_mtime:
+        if old and old.size == st.st_size and old.mtime == st.st_mtime:
             _done(report, notify, FileResult(str(p), "unchanged"))
         else:
-            todo.append((p, st))
+            todo.append(FileToParse(p, st.st_size, st.st_mtime, old))
 
     if todo:
         parse = ParseSettings(max_tokens, overlap_tokens, limits or Limits(), ocr or OcrOptions())
-        _embed_and_write(store, embedder, todo, known, report, notify, parse)
+        _embed_and_write(store, embedder, todo, report, notify, parse)
         if report.unread_pages:
-            report.ocr_missing = available(parse.ocr)[1]
+            report.ocr_missing = available(parse.ocr).why
 
     present = {str(p) for p in files}
     gone = [path for path in known if path not in present and _under(path, roots)]
     if prune and gone:
-        report.chunks_removed += store.remove_documents(known[path][3] for path in gone)
+        report.chunks_removed += store.remove_documents(known[path].doc_id for path in gone)
         for path in gone:
             _done(report, notify, FileResult(path, "removed"))
     else:
@@ -119,7 +128,7 @@ def run_ingest(
     return report
 
 
-def _done(report: IngestReport, notify, result: FileResult) -> None:
+def _done(report: IngestReport, notify: Callable[[Progress], None], result: FileResult) -> None:
     report.files.append(result)
     notify(Progress("file", result=result))
 
@@ -132,10 +141,11 @@ def _under(path: str, roots: list[Path]) -> bool:
     return False
 
 
-def _embed_and_write(store, embedder_factory, todo, known, report, notify, parse: ParseSettings) -> None:
+def _embed_and_write(store: Store, embedder_factory: Callable[[], Embedder], todo: list[FileToParse],
+                     report: IngestReport, notify: Callable[[Progress], None], parse: ParseSettings) -> None:
     model = embedder_factory()
     pending: list[Parsed] = []
-    for item in parsed(todo, known, model.token_counter, parse, notify):
+    for item in parsed(todo, model.token_counter, parse, notify):
         if isinstance(item, FileResult):
             if item.status == "unchanged":
                 store.touch_document(item.path, Path(item.path).stat().st_mtime)
@@ -150,7 +160,8 @@ def _embed_and_write(store, embedder_factory, todo, known, report, notify, parse
     _write(store, model, pending, report, notify)
 
 
-def _write(store: Store, model: Embedder, pending: list[Parsed], report: IngestReport, notify) -> None:
+def _write(store: Store, model: Embedder, pending: list[Parsed], report: IngestReport,
+           notify: Callable[[Progress], None]) -> None:
     if not pending:
         return
     texts = [t for p in pending for t in p.keyword_texts]

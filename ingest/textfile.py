@@ -10,6 +10,8 @@ from __future__ import annotations
 import codecs
 import re
 
+from kb.lang import CJK_PUNCT, FULLWIDTH, HAN, HANGUL, KANA
+
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
     (codecs.BOM_UTF32_BE, "utf-32-be"),
@@ -76,7 +78,7 @@ def _guess_utf16(data: bytes) -> str | None:
 
 # Code points that real text is made of: ASCII, Latin-1, CJK punctuation, kana, CJK ideographs,
 # Hangul, full-width forms. The wrong byte order scatters the same text over unrelated blocks.
-_TEXTLIKE = re.compile(r"[\t\n\r\x20-\x7e\u00a0-\u024f\u2000-\u206f\u3000-\u30ff\u3400-\u9fff\uac00-\ud7af\uff00-\uffef]")
+_TEXTLIKE = re.compile(rf"[\t\n\r\x20-\x7e\u00a0-\u024f\u2000-\u206f{CJK_PUNCT}{KANA}{HAN}{HANGUL}{FULLWIDTH}]")
 
 
 def _utf16_by_script(data: bytes) -> str | None:

@@ -257,6 +257,11 @@ def _line(text, x0, y0, x1, y1, confidence=0.99):
     return Line(text, x0, y0, x1, y1, confidence)
 
 
+def test_compatibility_ideographs_are_one_em_wide_like_the_others():
+    # kb.lang.HAN holds the compatibility block (U+F900-FAFF): the 﨑 of the surname 山﨑 is as wide as 崎.
+    assert _line("山﨑", 0, 0, 40, 20).em == _line("山崎", 0, 0, 40, 20).em == 20
+
+
 def test_rows_of_aligned_cells_become_a_table():
     lines = [_line("城市", 100, 100, 160, 130), _line("上限", 400, 102, 460, 132), _line("说明", 700, 99, 760, 129),
              _line("北京", 100, 150, 160, 180), _line("600 元", 400, 151, 490, 181), _line("含税", 700, 149, 760, 179)]
