@@ -90,6 +90,12 @@ def _tell_moved(old: str) -> None:
     print(f"kb: setting llm.{old} is now llm.{group}.{name}; the old name still works", file=sys.stderr)
 
 
+def _moved(old: str) -> property:
+    """A read-only attribute under the old flat name that reads the grouped setting."""
+    group, name = MOVED[old]
+    return property(lambda self: getattr(getattr(self, group), name), doc=f"llm.{group}.{name} (the old name).")
+
+
 class LLMSettings(BaseModel):
     backend: str = Field(
         "auto", description="Which model backend answers: auto (chosen from llm.model / llm.openai.base_url: "
@@ -142,35 +148,12 @@ class LLMSettings(BaseModel):
             _tell_moved(old)
         return data
 
-    # The flat names, read-only, for code written against earlier versions.
-    @property
-    def repeat_penalty(self) -> float:
-        return self.gguf.repeat_penalty
-
-    @property
-    def no_repeat_ngram(self) -> int | None:
-        return self.gguf.no_repeat_ngram
-
-    @property
-    def dtype(self) -> str:
-        return self.transformers.dtype
-
-    @property
-    def prefill_chunk(self) -> int:
-        return self.transformers.prefill_chunk
-
-    @property
-    def cache_dir(self) -> str:
-        return self.chatglm2.cache_dir
-
-    @property
-    def trust_remote_code(self) -> bool:
-        return self.hf.trust_remote_code
-
-    @property
-    def base_url(self) -> str:
-        return self.openai.base_url
-
-    @property
-    def api_key(self) -> str:
-        return self.openai.api_key
+    # The flat names, read-only, for code written against earlier versions (settings.llm.base_url).
+    repeat_penalty = _moved("repeat_penalty")
+    no_repeat_ngram = _moved("no_repeat_ngram")
+    dtype = _moved("dtype")
+    prefill_chunk = _moved("prefill_chunk")
+    cache_dir = _moved("cache_dir")
+    trust_remote_code = _moved("trust_remote_code")
+    base_url = _moved("base_url")
+    api_key = _moved("api_key")
