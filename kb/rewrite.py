@@ -1,9 +1,9 @@
 """History-aware query rewrite: turn a chat follow-up ("and on Windows?") into a standalone search query.
 
 Two ways: ask the model (`answer.rewrite: model`), or a cheap rule that needs no model (`rule`): add
-the previous questions' key terms that the follow-up lacks. `auto` uses the rule for small models such as
-the embedded SmolLM2-135M, whose rewrites were worse than the rule's (README), and for the scripted test
-backend.
+the previous questions' key terms that the follow-up lacks. `auto` asks the model only when the backend
+declares its rewrites worth it (ChatBackend.rewrites_queries: not small models such as the embedded
+SmolLM2-135M, whose rewrites were worse than the rule's (README), nor the scripted test backend).
 A model rewrite that comes back empty or rambling falls back to the rule. Only the search query is
 rewritten; the model still answers the user's own words.
 """
@@ -15,7 +15,6 @@ import re
 from kb.config import AnswerSettings
 from kb.keywords import query_terms
 from kb.lang import LANGUAGES, has_cjk, language
-from kb.llm.base import is_small
 from kb.prompts import rewrite_messages, translate_messages
 
 
@@ -58,9 +57,7 @@ def choose_mode(settings: AnswerSettings, backend) -> str:
     """rule / model / off for this backend (resolving 'auto')."""
     if settings.rewrite != "auto":
         return settings.rewrite
-    if backend is None or backend.name == "scripted" or is_small(backend):
-        return "rule"
-    return "model"
+    return "model" if backend is not None and backend.rewrites_queries else "rule"
 
 
 def rewrite(settings: AnswerSettings, backend, question: str, history: list[tuple[str, str]]) -> tuple[str, str]:

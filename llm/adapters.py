@@ -6,54 +6,29 @@ shape of its config). Before peft touches the model, the shape is compared with 
 model, so an adapter trained on another model fails with both names rather than a tensor error.
 LoRA layers are injected into the model in place, so the backends' token loop runs unchanged. A
 P-Tuning v2 prefix is put into the KV cache before the prompt (`PrefixLM`), which is what peft
-does in training. It leaves out switching between several adapters at run time.
+does in training. Merging loads the base model through the backend that serves it (kb.llm.finetune's
+loader), which writes its own tokenizer files beside the merged weights. The manifest's format is
+kb.llm.adapter_manifest's. It leaves out switching between several adapters at run time.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 from kb.errors import ModelError
+from kb.llm.adapter_manifest import (
+    ADAPTER_MANIFEST,
+    FORMAT_VERSION,
+    base_signature,
+    check_matches,
+    read_adapter,
+)
 from kb.llm.base import require
+from kb.llm.finetune import load_for_training
+from kb.llm.generation import cache_keyword
 
-ADAPTER_MANIFEST = "kb_finetune.json"
-FORMAT_VERSION = 1
-_SIGNATURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-
-
-def base_signature(config) -> dict:
-    """The config fields an adapter depends on."""
-    return {k: getattr(config, k, None) for k in _SIGNATURE_KEYS}
-
-
-def read_adapter(path: str | Path) -> dict:
-    """The adapter's kb_finetune.json (or {} for a plain peft folder); ModelError if it is not an adapter."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise ModelError(f"adapter folder {folder} does not exist; set llm.adapter to the folder `kb finetune --out` wrote")
-    if not (folder / "adapter_config.json").is_file():
-        raise ModelError(f"{folder} is not a peft adapter (no adapter_config.json); point llm.adapter at the "
-                         "folder `kb finetune --out` wrote, not at a checkpoint-N parent or a model")
-    manifest_path = folder / ADAPTER_MANIFEST
-    if not manifest_path.is_file():
-        return {}
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{manifest_path} has format version {manifest.get('format_version')!r}; this kb reads "
-                         f"version {FORMAT_VERSION}; upgrade kb or fine-tune again")
-    return manifest
-
-
-def check_matches(manifest: dict, model, folder: Path) -> None:
-    """Refuse an adapter trained on a model of another shape, naming both."""
-    want = manifest.get("base")
-    have = base_signature(model.config)
-    if want and want != have:
-        diff = ", ".join(f"{k} {want.get(k)} vs {have.get(k)}" for k in _SIGNATURE_KEYS if want.get(k) != have.get(k))
-        raise ModelError(f"adapter {folder} was trained on {manifest.get('base_model')!r}, which does not match the "
-                         f"loaded model ({diff}); set llm.model to that base model or train a new adapter")
+__all__ = ["ADAPTER_MANIFEST", "FORMAT_VERSION", "PrefixLM", "apply_adapter", "base_signature", "check_matches",
+           "merge_adapter", "read_adapter"]
 
 
 def apply_adapter(model, path: str | Path):
@@ -78,9 +53,7 @@ def apply_adapter(model, path: str | Path):
 
 
 def _prefix_lm_class():
-    import torch
-
-    from kb.llm.generation import cache_keyword
+    import torch  # optional (the hf extra), and slow to import: only when a prefix adapter is served
 
     class PrefixLM(torch.nn.Module):
         """A causal LM whose KV cache starts with a trained P-Tuning v2 prefix.
@@ -131,8 +104,6 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, model: str | None = N
         raise ModelError(f"{folder} does not name its base model; pass --model")
     if manifest.get("method") == "prefix":
         raise ModelError("a P-Tuning v2 prefix has no weights to fold into the model; serve it with llm.adapter")
-    from kb.llm.finetune import load_for_training
-
     peft = require("peft", "finetune", "Merging an adapter")
     backend = load_for_training(base, "lora", device="cpu", dtype="float32", cache_dir=cache_dir)
     check_matches(manifest, backend.model, folder)
@@ -140,14 +111,6 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, model: str | None = N
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(out), safe_serialization=True)
-    if backend.name == "chatglm2":
-        from kb.llm.chatglm2_convert import MANIFEST, TOKENIZER_FILE
-
-        shutil.copy2(backend.folder / TOKENIZER_FILE, out / TOKENIZER_FILE)
-        convert_manifest = json.loads((backend.folder / MANIFEST).read_text(encoding="utf-8"))
-        convert_manifest["merged_adapter"] = str(folder)
-        (out / MANIFEST).write_text(json.dumps(convert_manifest, indent=2), encoding="utf-8")
-    else:
-        backend.tokenizer.save_pretrained(str(out))
+    backend.save_tokenizer(out, folder)  # what loads the tokenizer again, in the backend's own form
     return out
 

@@ -1,9 +1,12 @@
 """The chat-model interface every backend implements, and the registry that picks one by config.
 
-A backend turns a list of `Message`s into streamed text and counts tokens for context budgeting.
-Backends live one per module and are imported only when chosen, so a missing optional package
-surfaces as `MissingDependencyError` naming the extra to install. This module leaves out prompt
-building for retrieval (the chain does that) and any networking or model loading.
+A backend turns a list of `Message`s into streamed text and counts tokens for context budgeting. It
+declares what it can do (the languages it writes, its context window, whether it is small, whether
+model-written query rewrites are worth asking it for, which fine-tuning methods apply), and the core asks
+those instead of checking backend names. The checks and defaults every backend needs (the messages, the
+unset sampling settings) live here once. Backends live one per module and are imported only when chosen,
+so a missing optional package surfaces as `MissingDependencyError` naming the extra to install. This
+module leaves out prompt building for retrieval (the chain does that) and any networking or model loading.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from kb.errors import ConfigError, ModelError
+from kb.errors import ConfigError, MissingDependencyError, ModelError
 
 if TYPE_CHECKING:
     from kb.config import LLMSettings
@@ -37,8 +40,33 @@ class Message:
             raise ModelError(f"message role {self.role!r} is not one of {', '.join(ROLES)}")
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """A backend's generation defaults (llm.max_new_tokens, llm.temperature, llm.top_p)."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.1
+    top_p: float = 0.8
+
+    @classmethod
+    def from_settings(cls, settings: LLMSettings) -> Sampling:
+        return cls(settings.max_new_tokens, settings.temperature, settings.top_p)
+
+    def resolve(self, max_new_tokens: int | None = None, temperature: float | None = None,
+                top_p: float | None = None) -> Sampling:
+        """These defaults with a call's own values where it gave them (None: the default)."""
+        return Sampling(max_new_tokens or self.max_new_tokens,
+                        self.temperature if temperature is None else temperature,
+                        self.top_p if top_p is None else top_p)
+
+
+# Under this many parameters a model (e.g. the embedded SmolLM2-135M) copies and loops more than it answers:
+# kb quotes the passages for it in answer.mode auto, and gives it a short prompt and answer when asked to write.
+SMALL_MODEL = 1_000_000_000
+
+
 class ChatBackend(ABC):
-    """A chat model: streams answers and counts tokens."""
+    """A chat model: streams answers and counts tokens, and declares what it can do."""
 
     name: str = "backend"
     context_window: int = 2048
@@ -48,6 +76,29 @@ class ChatBackend(ABC):
     # Parameters of the model, where known (None: unknown, e.g. a remote server). A small model gets a short
     # answer budget and a short prompt by default (kb.chain.answer_budget).
     parameters: int | None = None
+    # The fine-tuning methods (kb.llm.finetune) that can train an adapter for this backend's model.
+    finetune_methods: tuple[str, ...] = ()
+    # Generation defaults for a call that leaves max_new_tokens / temperature / top_p unset.
+    sampling: Sampling = Sampling()
+    # Whether several streams may run at once (a server batches them); a local model generates one at a time.
+    parallel_safe: bool = False
+
+    @property
+    def small(self) -> bool:
+        """Whether the model is under SMALL_MODEL parameters (unknown size: no)."""
+        return self.parameters is not None and self.parameters < SMALL_MODEL
+
+    @property
+    def rewrites_queries(self) -> bool:
+        """Whether a follow-up's search query is worth having the model rewrite (answer.rewrite auto). Not for
+        a small model: SmolLM2-135M's rewrites found less than the rule's (README); a backend may say no."""
+        return not self.small
+
+    def prepare(self, messages: list[Message], max_new_tokens: int | None = None,
+                temperature: float | None = None, top_p: float | None = None) -> Sampling:
+        """Check `messages` (check_messages) and fill a call's unset sampling values from `self.sampling`."""
+        check_messages(messages)
+        return self.sampling.resolve(max_new_tokens, temperature, top_p)
 
     @abstractmethod
     def stream(
@@ -80,15 +131,9 @@ class ChatBackend(ABC):
         return None
 
 
-# Under this many parameters a model (e.g. the embedded SmolLM2-135M) copies and loops more than it answers:
-# kb quotes the passages for it in answer.mode auto, and gives it a short prompt and answer when asked to write.
-SMALL_MODEL = 1_000_000_000
-
-
 def is_small(backend: ChatBackend) -> bool:
-    """Whether the backend declares a model under SMALL_MODEL parameters (unknown size: no)."""
-    parameters = getattr(backend, "parameters", None)
-    return parameters is not None and parameters < SMALL_MODEL
+    """Whether the backend declares itself small (ChatBackend.small); kb.chain asks this."""
+    return bool(getattr(backend, "small", False))
 
 
 def check_messages(messages: list[Message]) -> None:
@@ -142,10 +187,10 @@ def backend_names() -> list[str]:
 
 
 def resolve_backend_name(settings: LLMSettings) -> str:
-    """`settings.backend`, or for 'auto' the backend that `llm.model` / `llm.base_url` call for."""
+    """`settings.backend`, or for 'auto' the backend that `llm.model` / `llm.openai.base_url` call for."""
     if settings.backend != "auto":
         return settings.backend
-    if settings.base_url:
+    if settings.openai.base_url:
         return "openai"
     if not settings.model or settings.model.endswith(".gguf"):
         return "gguf"
@@ -157,7 +202,7 @@ def resolve_backend_name(settings: LLMSettings) -> str:
         return "chatglm2" if is_glm else "hf"
     raise ConfigError(
         f"llm.model {settings.model!r} is neither a .gguf file nor a model folder with config.json; "
-        "fix the path, or set llm.backend (openai also needs llm.base_url)"
+        "fix the path, or set llm.backend (openai also needs llm.openai.base_url)"
     )
 
 
@@ -176,8 +221,6 @@ def load_backend(settings: LLMSettings) -> ChatBackend:
 
 def require(module: str, extra: str, what: str, package: str | None = None):
     """Import an optional package or raise MissingDependencyError naming the extra."""
-    from kb.errors import MissingDependencyError
-
     try:
         return importlib.import_module(module)
     except ImportError as e:

@@ -214,12 +214,12 @@ def _check_complete(weight_map: dict[str, str], cfg: dict, src: Path) -> None:
         )
 
 
-def default_cache_dir(src: Path, home: Path) -> Path:
-    """Where a converted copy of `src` lives: next to it when writable, else under home/models."""
+def default_cache_dir(src: Path, models_dir: Path) -> Path:
+    """Where a converted copy of `src` lives: next to it when writable, else in `models_dir` ($KB_HOME/models)."""
     src = Path(src).expanduser().resolve()
     if os.access(src.parent, os.W_OK):
         return src.parent / f"{src.name}-kb-glm"
-    return Path(home).expanduser() / "models" / f"{src.name}-kb-glm"
+    return Path(models_dir).expanduser() / f"{src.name}-kb-glm"
 
 
 def ensure_converted(src: Path, cache_dir: Path) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kb.errors import ModelError
-from kb.llm.base import Message, check_messages
+from kb.llm.base import Message, check_messages, require
 
 SPECIALS = ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop")
 
@@ -20,8 +20,6 @@ class ChatGLM2Tokenizer:
     """Encodes text and chat prompts the way ChatGLM2 was trained."""
 
     def __init__(self, model_file: str | Path) -> None:
-        from kb.llm.base import require
-
         spm = require("sentencepiece", "hf", "The ChatGLM2 tokenizer")
         path = Path(model_file)
         if not path.is_file():

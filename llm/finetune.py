@@ -7,25 +7,27 @@ THUDM's default prefix length is 128). The model is loaded through the kb backen
 so training prompts are the backend's own prompt (`finetune_data`). The loop is kb's own: AdamW,
 linear warmup/decay, gradient accumulation, gradient checkpointing, bf16 autocast on GPUs that have
 it, checkpoints every N steps that `resume` continues exactly (adapter, optimizer, schedule, RNG).
-Output: a peft adapter folder plus `kb_finetune.json` (format version, method, base model).
-Serving and merging live in `kb.llm.adapters`. It leaves out multi-GPU and DeepSpeed.
+Output: a peft adapter folder plus `kb_finetune.json` (format version, method, base model), written
+with the checkpoints by `kb.llm.finetune_checkpoint`. Serving and merging live in `kb.llm.adapters`.
+It leaves out multi-GPU and DeepSpeed.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from kb.config import LLMSettings
 from kb.errors import ConfigError, ModelError
-from kb.llm.adapters import ADAPTER_MANIFEST, FORMAT_VERSION, base_signature
-from kb.llm.base import require
+from kb.llm.base import load_backend, require
+from kb.llm.finetune_checkpoint import manifest_for, resume_from, save_adapter, save_checkpoint
 from kb.llm.finetune_data import collate, encode, load_records
+from kb.llm.generation import cache_keyword
 
 METHODS = ("lora", "qlora", "prefix")
-STATE_FILE = "training_state.pt"
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ class TrainResult:
 
 def load_for_training(model: str, method: str, *, device: str = "auto", dtype: str = "auto",
                       cache_dir: str | None = None):
-    """The kb backend (chatglm2 or hf) holding the base model, loaded as `method` needs."""
+    """The kb backend holding the base model (through the backend that serves it: chatglm2 or hf for a model
+    folder), loaded as `method` needs; ConfigError when that backend cannot train `method`."""
     if method not in METHODS:
         raise ConfigError(f"fine-tuning method {method!r} is not one of {', '.join(METHODS)}")
     torch = require("torch", "finetune", "Fine-tuning")
@@ -79,31 +82,13 @@ def load_for_training(model: str, method: str, *, device: str = "auto", dtype: s
             "CUDA GPU, and none is in use here; use --method lora (or prefix) on the CPU")
     if dtype == "auto":  # bf16 where the GPU has it; fp32 otherwise (fp16 training needs loss scaling)
         dtype = "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32"
-    from kb.config import LLMSettings
-    from kb.llm.base import resolve_backend_name
-
-    kind = resolve_backend_name(LLMSettings(model=model))
-    quantize = "4" if method == "qlora" else "none"
-    if kind == "chatglm2":
-        from kb.llm.chatglm2 import ChatGLM2Backend
-
-        return ChatGLM2Backend.from_folder(model, quantize=quantize, device=device, dtype=dtype,
-                                           cache_dir=cache_dir, temperature=0)
-    if kind == "hf":
-        from kb.llm.hf import HFBackend
-
-        return HFBackend.from_folder(model, quantize=quantize, device=device, dtype=dtype, temperature=0)
-    raise ConfigError(f"--model {model!r} is not a ChatGLM2 or Hugging Face model folder (it would run on {kind})")
-
-
-def token_functions(backend):
-    """(prompt_ids, answer_ids, eos_id, pad_id) of a chatglm2 or hf backend."""
-    tok = backend.tokenizer
-    if backend.name == "chatglm2":
-        return backend.prompt_ids, tok.encode, tok.eos_id, tok.pad_id
-    eos = tok.eos_token_id if tok.eos_token_id is not None else min(backend.eos_ids)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    return backend.prompt_ids, lambda t: tok.encode(t, add_special_tokens=False), eos, pad
+    settings = LLMSettings(model=model, quantize="4" if method == "qlora" else "none", device=device,
+                           temperature=0, transformers={"dtype": dtype}, chatglm2={"cache_dir": cache_dir or ""})
+    backend = load_backend(settings)
+    if method not in backend.finetune_methods:
+        raise ConfigError(f"--model {model!r} runs on the {backend.name} backend, which cannot train {method} "
+                          "adapters; fine-tune a ChatGLM2 or Hugging Face model folder")
+    return backend
 
 
 def peft_config(cfg: TrainConfig):
@@ -170,15 +155,17 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig = Trai
     evals = load_records(eval_data, prompt_key=cfg.prompt_key, response_key=cfg.response_key,
                          history_key=cfg.history_key) if eval_data else []
     backend = load_for_training(model, cfg.method, device=device, dtype=dtype, cache_dir=cache_dir)
-    prompt_ids, answer_ids, eos, pad = token_functions(backend)
+    prompt_ids, answer_ids, eos, pad = backend.training_tokens()
     examples = [encode(r, prompt_ids, answer_ids, eos, max_source=cfg.max_source, max_target=cfg.max_target)
                 for r in records]
     torch.manual_seed(cfg.seed)
     net = wrap(backend.model, cfg)
     optimizer, scheduler = optimizer_for(net, cfg)
-    manifest = _manifest(model, backend, cfg)
+    manifest = manifest_for(model, backend, cfg)
     result = TrainResult(out)
-    start = _resume(resume, net, optimizer, scheduler, manifest, result) if resume else 0
+    if resume:
+        result.resumed_from, result.losses = resume_from(resume, net, optimizer, scheduler, manifest)
+    start = result.resumed_from
     batches = micro_batches(len(examples), cfg, start * cfg.grad_accum)
     net.train()
     for step in range(start, cfg.steps):
@@ -187,7 +174,8 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig = Trai
         if on_step:
             on_step(step + 1, cfg.steps, result.losses[-1], lr)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            _save_checkpoint(net, optimizer, scheduler, out / f"checkpoint-{step + 1}", manifest, result, step + 1)
+            save_checkpoint(net, optimizer, scheduler, out / f"checkpoint-{step + 1}", manifest, result.losses,
+                            step + 1)
     if evals:
         result.eval_loss = eval_loss(net, [encode(r, prompt_ids, answer_ids, eos, max_source=cfg.max_source,
                                                   max_target=cfg.max_target) for r in evals], pad)
@@ -230,10 +218,7 @@ def forward(net, batch: dict):
     config = net.peft_config[net.active_adapter]
     if not config.is_prompt_learning:
         return net(**batch)
-    import torch
-
-    from kb.llm.generation import cache_keyword
-
+    torch = require("torch", "finetune", "Fine-tuning")
     base = net.get_base_model()
     n = batch["input_ids"].shape[0]
     mask = batch["attention_mask"]
@@ -243,10 +228,7 @@ def forward(net, batch: dict):
 
 
 def _autocast(net):
-    import contextlib
-
-    import torch
-
+    torch = require("torch", "finetune", "Fine-tuning")
     if net.device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -262,60 +244,3 @@ def eval_loss(net, examples, pad: int) -> float:
                   for e in examples]
     net.train()
     return sum(losses) / len(losses)
-
-
-def _manifest(model: str, backend, cfg: TrainConfig) -> dict:
-    return {"format_version": FORMAT_VERSION, "method": cfg.method, "base_model": str(model),
-            "backend": backend.name, "base": base_signature(backend.model.config), "config": asdict(cfg)}
-
-
-def save_adapter(net, folder: Path, manifest: dict) -> Path:
-    """peft's adapter files (safetensors) plus kb_finetune.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    net.save_pretrained(str(folder), safe_serialization=True)
-    (folder / ADAPTER_MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
-    return folder
-
-
-def _save_checkpoint(net, optimizer, scheduler, folder: Path, manifest: dict, result: TrainResult, step: int):
-    import torch
-
-    save_adapter(net, folder, {**manifest, "steps": step, "losses": result.losses, "checkpoint": True})
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state()}, folder / STATE_FILE)
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint-N subfolder with the highest N."""
-    found = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
-             if p.name.split("-")[1].isdigit() and (p / STATE_FILE).is_file()]
-    return max(found)[1] if found else None
-
-
-def _resume(resume, net, optimizer, scheduler, manifest: dict, result: TrainResult) -> int:
-    import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    resume = Path(resume).expanduser()
-    ckpt = resume if (resume / STATE_FILE).is_file() else latest_checkpoint(resume)
-    if ckpt is None:
-        raise ConfigError(f"--resume {resume}: no checkpoint-N folder with {STATE_FILE} there; "
-                          "checkpoints are written with --save-every")
-    saved = json.loads((ckpt / ADAPTER_MANIFEST).read_text(encoding="utf-8"))
-    pairs = [(k, saved.get(k), manifest[k]) for k in ("method", "base")]
-    pairs += [(k, saved["config"].get(k), manifest["config"][k]) for k in ("lora_r", "prefix_len", "prefix_projection")]
-    for key, was, now in pairs:
-        if was != now:
-            raise ConfigError(f"checkpoint {ckpt} was trained with {key}={was!r}, this run has {now!r}; "
-                              "resume with the same --model, --method and adapter size")
-    set_peft_model_state_dict(net, load_file(str(ckpt / "adapter_model.safetensors")))
-    state = torch.load(ckpt / STATE_FILE, weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    result.losses = list(saved.get("losses", []))
-    result.resumed_from = state["step"]
-    return state["step"]
-
-

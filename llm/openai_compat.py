@@ -1,7 +1,7 @@
 """A backend for any OpenAI-compatible chat server: vLLM, Ollama, Xinference, LM Studio, OpenAI.
 
 This is the path for ChatGLM2 (or anything else) served on bigger hardware. Requests go through
-langchain-openai with `llm.base_url`, `llm.model` and `llm.api_key`. The server holds the
+langchain-openai with `llm.openai.base_url`, `llm.model` and `llm.openai.api_key`. The server holds the
 tokenizer, so token counts here are estimates (about 4 characters per token, one per CJK
 character); keep a margin when budgeting a context. It leaves out tool calls and images.
 """
@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 
 from kb.errors import ConfigError, ModelError
-from kb.llm.base import ChatBackend, Message, check_messages, require
+from kb.llm.base import ChatBackend, Message, Sampling, require
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 DEFAULT_WINDOW = 8192
@@ -28,6 +28,7 @@ class OpenAIBackend(ChatBackend):
     """Streams chat completions from an OpenAI-compatible HTTP server."""
 
     name = "openai"
+    parallel_safe = True  # the server batches concurrent requests itself
 
     def __init__(self, base_url: str, model: str, api_key: str = "", *, context_window: int = 0,
                  max_new_tokens: int = 512, temperature: float = 0.1, top_p: float = 0.8,
@@ -38,12 +39,13 @@ class OpenAIBackend(ChatBackend):
         from langchain_openai.chat_models.base import BaseChatOpenAI
 
         if not base_url:
-            raise ConfigError("llm.backend is openai but llm.base_url is empty; set it, e.g. http://localhost:8000/v1")
+            raise ConfigError(
+                "llm.backend is openai but llm.openai.base_url is empty; set it, e.g. http://localhost:8000/v1")
         if not model:
             raise ConfigError("llm.backend is openai but llm.model is empty; set it to the server's model name")
         self.base_url, self.model = base_url, model
         self.context_window = context_window or DEFAULT_WINDOW
-        self.defaults = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        self.sampling = Sampling(max_new_tokens, temperature, top_p)
         # A local server usually wants no key, but the client insists on one; "EMPTY" is vLLM's convention.
         self.chat = BaseChatOpenAI(base_url=base_url, model=model, api_key=api_key or "EMPTY",
                                    timeout=timeout, max_retries=1)
@@ -52,27 +54,23 @@ class OpenAIBackend(ChatBackend):
         import openai
         from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-        check_messages(messages)
+        gen = self.prepare(messages, max_new_tokens, temperature, top_p)
         kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
         lc = [kinds[m.role](content=m.content) for m in messages]
-        params = {
-            "max_tokens": max_new_tokens or self.defaults["max_tokens"],
-            "temperature": self.defaults["temperature"] if temperature is None else temperature,
-            "top_p": self.defaults["top_p"] if top_p is None else top_p,
-        }
+        params = {"max_tokens": gen.max_new_tokens, "temperature": gen.temperature, "top_p": gen.top_p}
         try:
             for chunk in self.chat.stream(lc, stop=stop or None, **params):
                 if isinstance(chunk.content, str) and chunk.content:
                     yield chunk.content
         except openai.APIConnectionError as e:
             raise ModelError(
-                f"could not reach the OpenAI-compatible server at {self.base_url} ({e}); check llm.base_url "
+                f"could not reach the OpenAI-compatible server at {self.base_url} ({e}); check llm.openai.base_url "
                 "and that the server is running"
             ) from e
         except openai.APIStatusError as e:
             raise ModelError(
                 f"the server at {self.base_url} refused the request for model {self.model!r}: "
-                f"HTTP {e.status_code} {e.message}; check llm.model and llm.api_key"
+                f"HTTP {e.status_code} {e.message}; check llm.model and llm.openai.api_key"
             ) from e
 
     def count_tokens(self, text: str) -> int:
@@ -83,12 +81,12 @@ class OpenAIBackend(ChatBackend):
 
 
 def from_settings(settings) -> OpenAIBackend:
-    """llm.base_url, llm.model, llm.api_key; llm.n_ctx is the server's context window (default 8192)."""
+    """llm.openai (base_url, api_key) and llm.model; llm.n_ctx is the server's context window (default 8192)."""
     if settings.adapter:
         raise ConfigError(
             f"llm.adapter {settings.adapter!r} cannot be applied through an OpenAI-compatible server: load it in "
             "the server (vLLM: --enable-lora --lora-modules NAME=PATH) and set llm.model to NAME instead"
         )
-    return OpenAIBackend(settings.base_url, settings.model, settings.api_key, context_window=settings.n_ctx,
+    return OpenAIBackend(settings.openai.base_url, settings.model, settings.openai.api_key, context_window=settings.n_ctx,
                          max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                          top_p=settings.top_p)

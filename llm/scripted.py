@@ -22,6 +22,8 @@ class ScriptedBackend(ChatBackend):
     """Replies with `replies` in order (then repeats the last), or echoes the last user message."""
 
     name = "scripted"
+    # Canned replies make no rewrite: answer.rewrite auto takes the rule (tests choose "model" to test that path).
+    rewrites_queries = False
 
     def __init__(self, replies: list[str] | None = None, context_window: int = 4096,
                  languages: tuple[str, ...] = ("en",)) -> None:

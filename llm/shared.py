@@ -3,8 +3,8 @@
 Local models (llama.cpp, a torch model on one GPU) cannot run two generations at once, so
 `SharedBackend` lets one stream run at a time; the others wait their turn. The lock is released when
 a stream ends, fails or is closed early (a client that disconnects closes its stream), so a dropped
-request never blocks the next. Remote OpenAI-compatible servers batch requests themselves and are not
-serialized. This module leaves out queue limits and fairness: waiters take the lock in any order.
+request never blocks the next. A backend that declares `parallel_safe` (a remote OpenAI-compatible server,
+which batches requests itself) is not serialized. This module leaves out queue limits and fairness: waiters take the lock in any order.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import threading
 from collections.abc import Iterator
 
 from kb.config import LLMSettings
-from kb.llm.base import ChatBackend, Message, load_backend, resolve_backend_name
-
-_PARALLEL_SAFE = {"openai"}
+from kb.llm.base import ChatBackend, Message, load_backend
 
 
 class SharedBackend(ChatBackend):
@@ -23,12 +21,24 @@ class SharedBackend(ChatBackend):
 
     def __init__(self, inner: ChatBackend, parallel: bool = False) -> None:
         self.inner = inner
+        # What the model declares (ChatBackend's class attributes) is the model's own.
         self.name = inner.name
         self.context_window = inner.context_window
         self.languages = inner.languages
         self.parameters = inner.parameters
+        self.finetune_methods = inner.finetune_methods
+        self.sampling = inner.sampling
+        self.parallel_safe = parallel
         self._lock = None if parallel else threading.Lock()
         self._tokens_lock = threading.Lock()
+
+    @property
+    def small(self) -> bool:
+        return self.inner.small
+
+    @property
+    def rewrites_queries(self) -> bool:
+        return self.inner.rewrites_queries
 
     def stream(self, messages: list[Message], **gen) -> Iterator[str]:
         if self._lock is None:
@@ -59,6 +69,6 @@ def shared_backend(settings: LLMSettings) -> SharedBackend:
     key = settings.model_dump_json()
     with _shared_lock:
         if key not in _shared:
-            parallel = resolve_backend_name(settings) in _PARALLEL_SAFE
-            _shared[key] = SharedBackend(load_backend(settings), parallel=parallel)
+            inner = load_backend(settings)
+            _shared[key] = SharedBackend(inner, parallel=inner.parallel_safe)
         return _shared[key]

@@ -1,15 +1,104 @@
-"""The `llm` section of kb's settings: which chat model answers, and how it is run."""
+"""The `llm` section of kb's settings: which chat model answers, and how it is run.
+
+At the top of `llm` are the settings every backend uses (or the CLI overrides); those that serve only some
+backends sit in a group named after them: `llm.gguf`, `llm.transformers` (chatglm2 and hf), `llm.chatglm2`,
+`llm.hf` and `llm.openai`. The flat names of earlier versions (`llm.base_url`, `KB_LLM__BASE_URL`,
+`LLMSettings(base_url=...)`) are still read, moved into their group with one line on stderr per name and
+process, and still readable as attributes. It leaves out which backend the settings resolve to (kb.llm.base).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import sys
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+
+class GGUFSettings(BaseModel):
+    """Settings only the gguf backend (llama.cpp) reads."""
+
+    repeat_penalty: float = Field(
+        1.0, ge=1, le=2, description="How much less likely a token of the last 64 becomes; 1 = none. On the "
+        "embedded SmolLM2, 1.1 cut loops from 0.94 to 0.24 of its dev-set answers, less well than "
+        "llm.gguf.no_repeat_ngram (tests/bench/bench_sampling.py)."
+    )
+    no_repeat_ngram: int | None = Field(
+        None, ge=0, description="Forbid the token that would repeat an n-gram of the answer (0: off). Unset: 4 "
+        "for a small model (under 1B parameters, e.g. the embedded SmolLM2: loops 0.94 -> 0.06 of its dev-set "
+        "answers, answer keywords 0.21 -> 0.38), off for others. kb's loop guard stops what gets through, for "
+        "every backend."
+    )
+
+
+class TransformersSettings(BaseModel):
+    """Settings of the backends that run a model with transformers and torch: chatglm2 and hf."""
+
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weight dtype: auto is bf16 (fp16 on old GPUs) on CUDA and fp32 on the CPU."
+    )
+    prefill_chunk: int = Field(
+        1024, ge=0, description="Feed long prompts through the KV cache this many tokens at a time, which bounds "
+        "activation memory (0: the whole prompt at once)."
+    )
+
+
+class ChatGLM2Settings(BaseModel):
+    """Settings only the chatglm2 backend reads."""
+
+    cache_dir: str = Field(
+        "", description="Where the converted checkpoint is kept; empty means next to the THUDM folder "
+        "(<folder>-kb-glm) when writable, else <home>/models/ ($KB_HOME/models)."
+    )
+
+
+class HFSettings(BaseModel):
+    """Settings only the hf backend reads."""
+
+    trust_remote_code: bool = Field(
+        False, description="Run the model folder's own Python code (only enable for folders you trust)."
+    )
+
+
+class OpenAISettings(BaseModel):
+    """Settings only the openai backend (an OpenAI-compatible server) reads."""
+
+    base_url: str = Field("", description="The server's URL, e.g. http://localhost:8000/v1.")
+    api_key: str = Field("", description="API key for the server (empty: none; vLLM and Ollama need none).")
+
+
+# Flat names of earlier versions -> (group, name in the group).
+MOVED: dict[str, tuple[str, str]] = {
+    "repeat_penalty": ("gguf", "repeat_penalty"),
+    "no_repeat_ngram": ("gguf", "no_repeat_ngram"),
+    "dtype": ("transformers", "dtype"),
+    "prefill_chunk": ("transformers", "prefill_chunk"),
+    "cache_dir": ("chatglm2", "cache_dir"),
+    "trust_remote_code": ("hf", "trust_remote_code"),
+    "base_url": ("openai", "base_url"),
+    "api_key": ("openai", "api_key"),
+}
+_told: set[str] = set()  # old names already reported in this process
+
+
+def _tell_moved(old: str) -> None:
+    """One line on stderr per old name and process (a settings file is read many times in a session)."""
+    if old in _told:
+        return
+    _told.add(old)
+    group, name = MOVED[old]
+    print(f"kb: setting llm.{old} is now llm.{group}.{name}; the old name still works", file=sys.stderr)
+
+
+def _moved(old: str) -> property:
+    """A read-only attribute under the old flat name that reads the grouped setting."""
+    group, name = MOVED[old]
+    return property(lambda self: getattr(getattr(self, group), name), doc=f"llm.{group}.{name} (the old name).")
 
 
 class LLMSettings(BaseModel):
     backend: str = Field(
-        "auto", description="Which model backend answers: auto (chosen from llm.model / llm.base_url: "
+        "auto", description="Which model backend answers: auto (chosen from llm.model / llm.openai.base_url: "
         "empty or *.gguf -> gguf, a THUDM ChatGLM folder -> chatglm2, another model folder -> hf, "
         "base_url set -> openai), gguf (llama.cpp, the embedded SmolLM2 default), chatglm2, hf, openai "
         "(vLLM, Ollama, Xinference), scripted (tests), or a name given to kb.llm.register_backend."
@@ -22,37 +111,49 @@ class LLMSettings(BaseModel):
         "none", description="bitsandbytes quantization on CUDA: 4 (NF4) or 8 bits (chatglm2 and hf)."
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="Weight dtype for chatglm2/hf: auto is bf16 (fp16 on old GPUs) on CUDA and "
-        "fp32 on the CPU."
-    )
     n_ctx: int = Field(0, ge=0, description="Context window in tokens; 0 means the model's own.")
-    max_new_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
+    max_new_tokens: int = Field(
+        512, ge=1, description="Longest reply, in tokens, when the caller sets no length: `kb model chat` and "
+        "kb.llm backends used directly (also through the LangChain adapter). Answers to questions use "
+        "answer.answer_tokens instead (the HTTP API's max_tokens can only shorten those); query rewrites and "
+        "translations have their own short limits."
+    )
     temperature: float = Field(0.1, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(0.8, gt=0, le=1, description="Nucleus sampling mass.")
-    repeat_penalty: float = Field(
-        1.0, ge=1, le=2, description="gguf (llama.cpp): how much less likely a token of the last 64 becomes; 1 = "
-        "none. On the embedded SmolLM2, 1.1 cut loops from 0.94 to 0.24 of its dev-set answers, less well than "
-        "llm.no_repeat_ngram (tests/bench/bench_sampling.py)."
-    )
-    no_repeat_ngram: int | None = Field(
-        None, ge=0, description="gguf (llama.cpp): forbid the token that would repeat an n-gram of the answer "
-        "(0: off). Unset: 4 for a small model (under 1B parameters, e.g. the embedded SmolLM2: loops 0.94 -> "
-        "0.06 of its dev-set answers, answer keywords 0.21 -> 0.38), off for others. kb's loop guard stops "
-        "what gets through, for every backend."
-    )
-    prefill_chunk: int = Field(
-        1024, ge=0, description="chatglm2/hf: feed long prompts through the KV cache this many tokens at "
-        "a time, which bounds activation memory (0: the whole prompt at once)."
-    )
-    cache_dir: str = Field(
-        "", description="chatglm2: where the converted checkpoint is kept; empty means next to the THUDM "
-        "folder (<folder>-kb-glm) when writable, else ~/.kb/models/."
-    )
-    trust_remote_code: bool = Field(
-        False, description="hf: run the model folder's own Python code (needed by first-generation "
-        "ChatGLM-6B; only enable for folders you trust)."
-    )
-    base_url: str = Field("", description="OpenAI-compatible server URL, e.g. http://localhost:8000/v1.")
-    api_key: str = Field("", description="API key for the OpenAI-compatible server.")
     adapter: str = Field("", description="Path of a fine-tuned adapter (LoRA / prefix) to apply.")
+    gguf: GGUFSettings = Field(default_factory=GGUFSettings, description="Only for the gguf backend (llama.cpp).")
+    transformers: TransformersSettings = Field(
+        default_factory=TransformersSettings, description="Only for chatglm2 and hf (transformers on torch)."
+    )
+    chatglm2: ChatGLM2Settings = Field(default_factory=ChatGLM2Settings, description="Only for chatglm2.")
+    hf: HFSettings = Field(default_factory=HFSettings, description="Only for hf.")
+    openai: OpenAISettings = Field(
+        default_factory=OpenAISettings, description="Only for openai (an OpenAI-compatible server)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_flat_names(cls, data: Any) -> Any:
+        """Put the flat names of earlier versions into their groups; a flat name wins over its grouped
+        form, because merged sources put an override (KB_LLM__BASE_URL, a keyword) next to the file's."""
+        if not isinstance(data, dict) or not MOVED.keys() & data.keys():
+            return data
+        data = dict(data)
+        for old in MOVED.keys() & data.keys():
+            group, name = MOVED[old]
+            section = data.get(group) or {}
+            section = section.model_dump() if isinstance(section, BaseModel) else dict(section)
+            section[name] = data.pop(old)
+            data[group] = section
+            _tell_moved(old)
+        return data
+
+    # The flat names, read-only, for code written against earlier versions (settings.llm.base_url).
+    repeat_penalty = _moved("repeat_penalty")
+    no_repeat_ngram = _moved("no_repeat_ngram")
+    dtype = _moved("dtype")
+    prefill_chunk = _moved("prefill_chunk")
+    cache_dir = _moved("cache_dir")
+    trust_remote_code = _moved("trust_remote_code")
+    base_url = _moved("base_url")
+    api_key = _moved("api_key")

@@ -85,7 +85,8 @@ def test_stream_text_holds_back_stop_prefixes_and_partial_characters():
 )
 def test_missing_package_names_the_extra(monkeypatch, backend, module, package, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
-    settings = LLMSettings(backend=backend, model="x.gguf" if backend == "gguf" else "m", base_url="http://h/v1")
+    settings = LLMSettings(backend=backend, model="x.gguf" if backend == "gguf" else "m",
+                           openai={"base_url": "http://h/v1"})
     with pytest.raises(MissingDependencyError, match=rf"needs the Python package '{package}'.*kb\[{extra}\]"):
         load_backend(settings)
 
@@ -110,7 +111,7 @@ def test_auto_backend_follows_the_model_setting(tmp_path):
 
     assert LLMSettings().backend == "auto"
     assert name() == "gguf" and name(model="~/m/smol.gguf") == "gguf"
-    assert name(model="chatglm2-6b", base_url="http://localhost:8000/v1") == "openai"
+    assert name(model="chatglm2-6b", openai={"base_url": "http://localhost:8000/v1"}) == "openai"
     thudm, other = tmp_path / "chatglm2-6b-32k", tmp_path / "qwen"
     for folder, cfg in ((thudm, {"model_type": "chatglm", "rope_ratio": 16}), (other, {"model_type": "qwen2"})):
         folder.mkdir()
@@ -119,3 +120,44 @@ def test_auto_backend_follows_the_model_setting(tmp_path):
     assert name(backend="scripted", model=str(other)) == "scripted"
     with pytest.raises(ConfigError, match="neither a .gguf file nor a model folder"):
         name(model=str(tmp_path / "typo"))
+
+
+def test_the_core_asks_what_a_backend_declares_not_its_name():
+    from kb.config import AnswerSettings
+    from kb.llm.base import is_small
+    from kb.llm.shared import SharedBackend
+    from kb.rewrite import choose_mode
+
+    class Tiny(ScriptedBackend):
+        name = "tiny-local"
+        parameters = 135_000_000  # a small model: rewrites by the rule, short budgets (kb.chain)
+
+    class Big(ScriptedBackend):
+        name = "scripted"  # a name the core once checked: what counts is what the backend declares
+        rewrites_queries = True
+
+    auto = AnswerSettings(rewrite="auto")
+    assert is_small(Tiny()) and not Tiny().rewrites_queries and choose_mode(auto, Tiny()) == "rule"
+    assert not is_small(Big()) and choose_mode(auto, Big()) == "model"
+    assert choose_mode(auto, ScriptedBackend()) == "rule" and choose_mode(auto, None) == "rule"
+    shared = SharedBackend(Tiny())
+    assert is_small(shared) and choose_mode(auto, shared) == "rule" and not shared.parallel_safe
+    assert choose_mode(auto, SharedBackend(Big())) == "model"
+
+
+def test_unset_sampling_values_come_from_the_backends_defaults():
+    from kb.llm.base import Sampling
+
+    class Echo(ChatBackend):
+        sampling = Sampling(max_new_tokens=7, temperature=0.3, top_p=0.9)
+
+        def stream(self, messages, *, max_new_tokens=None, temperature=None, top_p=None, stop=None):
+            gen = self.prepare(messages, max_new_tokens, temperature, top_p)
+            yield f"{gen.max_new_tokens} {gen.temperature} {gen.top_p}"
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+    assert Echo().generate(Q) == "7 0.3 0.9" and Echo().generate(Q, temperature=0, max_new_tokens=2) == "2 0 0.9"
+    with pytest.raises(ModelError, match="last message must come from the user"):
+        Echo().generate([Message("user", "q"), Message("assistant", "a")])

@@ -231,3 +231,24 @@ def test_legacy_bin_shards_are_read_without_mmap(tmp_path):
     torch.save({"w": torch.arange(4.0)}, path, _use_new_zipfile_serialization=False)  # pre-zip format
     (name, tensor), = list(iter_shard(path))
     assert name == "w" and tensor.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_conversion_falls_back_to_kb_home_models(settings, tmp_path, monkeypatch):
+    """Next to an unwritable THUDM folder there is no room: the converted copy goes to $KB_HOME/models."""
+    import kb.llm.chatglm2 as glm2
+    import kb.llm.chatglm2_convert as convert_module
+    from kb.config import LLMSettings
+
+    src = tmp_path / "ro" / "chatglm2-6b"
+    src.mkdir(parents=True)
+    monkeypatch.setattr(convert_module.os, "access", lambda path, mode: False)  # root may write anywhere
+    seen = []
+
+    def record(folder, cache_dir):
+        seen.append(cache_dir)
+        raise ModelError("stop here")
+
+    monkeypatch.setattr(glm2, "ensure_converted", record)
+    with pytest.raises(ModelError, match="stop here"):
+        glm2.from_settings(LLMSettings(backend="chatglm2", model=str(src), device="cpu"))
+    assert seen == [settings.home_dir / "models" / "chatglm2-6b-kb-glm"]

@@ -27,7 +27,7 @@ def test_default_is_the_packaged_smollm2(smol):
 def test_sampling_is_fit_to_the_small_model(smol):
     assert 130e6 < smol.parameters < 140e6 and smol.languages == ("en",)
     assert smol.no_repeat_ngram == 4 and smol.repeat_penalty == 1.0  # the measured defaults for a small model
-    off = load_backend(LLMSettings(backend="gguf", n_ctx=512, no_repeat_ngram=0, repeat_penalty=1.1))
+    off = load_backend(LLMSettings(backend="gguf", n_ctx=512, gguf={"no_repeat_ngram": 0, "repeat_penalty": 1.1}))
     assert off.no_repeat_ngram == 0 and off.repeat_penalty == 1.1
 
 

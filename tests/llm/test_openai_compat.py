@@ -65,7 +65,7 @@ def server():
 
 
 def _backend(url: str, model: str = "chatglm2-6b"):
-    return load_backend(LLMSettings(backend="openai", base_url=url, model=model, api_key="sk-test",
+    return load_backend(LLMSettings(backend="openai", model=model, openai={"base_url": url, "api_key": "sk-test"},
                                     temperature=0.3, top_p=0.9, max_new_tokens=64))
 
 
@@ -96,7 +96,7 @@ def test_errors_name_the_fix(server):
     with pytest.raises(ConfigError, match="base_url is empty"):
         load_backend(LLMSettings(backend="openai", model="m"))
     with pytest.raises(ConfigError, match="--lora-modules"):
-        load_backend(LLMSettings(backend="openai", base_url=server, model="m", adapter="/models/lora"))
+        load_backend(LLMSettings(backend="openai", openai={"base_url": server}, model="m", adapter="/models/lora"))
 
 
 def test_token_estimates():

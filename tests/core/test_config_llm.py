@@ -1,0 +1,61 @@
+"""The llm section: settings grouped by the backend they serve, the flat names of earlier versions still read."""
+
+from __future__ import annotations
+
+import yaml
+
+import kb.config.llm as llm_config
+from kb.config import LLMSettings, load_settings, save_settings
+
+
+def _fresh_notices(monkeypatch) -> None:
+    monkeypatch.setattr(llm_config, "_told", set())  # each test sees the once-per-process notice
+
+
+def test_flat_names_from_file_env_and_python_land_in_their_groups(settings, tmp_path, monkeypatch, capsys):
+    _fresh_notices(monkeypatch)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"llm": {"base_url": "http://file/v1", "dtype": "float32",
+                                              "openai": {"api_key": "grouped-key"}}}), encoding="utf-8")
+    monkeypatch.setenv("KB_CONFIG", str(config))
+    monkeypatch.setenv("KB_LLM__REPEAT_PENALTY", "1.2")
+    s = load_settings()
+    assert s.llm.openai.base_url == "http://file/v1" and s.llm.openai.api_key == "grouped-key"
+    assert s.llm.transformers.dtype == "float32" and s.llm.gguf.repeat_penalty == 1.2
+    assert s.llm.base_url == "http://file/v1" and s.llm.dtype == "float32"  # old attribute names still read
+    py = LLMSettings(cache_dir="/c", trust_remote_code=True, prefill_chunk=8, no_repeat_ngram=0, api_key="k")
+    assert (py.chatglm2.cache_dir, py.hf.trust_remote_code, py.transformers.prefill_chunk) == ("/c", True, 8)
+    assert py.gguf.no_repeat_ngram == 0 and py.openai.api_key == "k"
+    lines = capsys.readouterr().err.splitlines()
+    assert "kb: setting llm.base_url is now llm.openai.base_url; the old name still works" in lines
+    assert len([x for x in lines if "llm.dtype is now" in x]) == 1  # once per name and process
+    LLMSettings(base_url="http://again/v1")
+    assert "llm.base_url" not in capsys.readouterr().err
+
+
+def test_a_flat_override_wins_over_the_files_group(settings, tmp_path, monkeypatch):
+    _fresh_notices(monkeypatch)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"llm": {"openai": {"base_url": "http://file/v1"}}}), encoding="utf-8")
+    monkeypatch.setenv("KB_CONFIG", str(config))
+    monkeypatch.setenv("KB_LLM__BASE_URL", "http://env/v1")
+    assert load_settings().llm.openai.base_url == "http://env/v1"
+
+
+def test_dump_and_save_write_only_the_grouped_form(settings, tmp_path, monkeypatch):
+    _fresh_notices(monkeypatch)
+    dump = LLMSettings(base_url="http://h/v1", repeat_penalty=1.1).model_dump()
+    assert dump["openai"]["base_url"] == "http://h/v1" and dump["gguf"]["repeat_penalty"] == 1.1
+    assert not {"base_url", "repeat_penalty", "dtype", "cache_dir"} & dump.keys()
+    path = save_settings(load_settings(llm={"base_url": "http://h/v1", "model": "m"}), tmp_path / "out.yaml")
+    assert yaml.safe_load(path.read_text(encoding="utf-8"))["llm"] == {"model": "m",
+                                                                       "openai": {"base_url": "http://h/v1"}}
+    monkeypatch.setenv("KB_CONFIG", str(path))
+    assert load_settings().llm.openai.base_url == "http://h/v1"  # what was saved reads back
+
+
+def test_max_new_tokens_says_where_it_applies():
+    text = LLMSettings.model_fields["max_new_tokens"].description
+    assert "answer.answer_tokens" in text and "kb model chat" in text
+    for name in ("gguf", "transformers", "chatglm2", "hf", "openai"):  # every group says which backend it serves
+        assert LLMSettings.model_fields[name].description
