@@ -57,10 +57,11 @@ def _model(base: Settings) -> dict:
         out["quantize"] = _choice("Quantization (CUDA)", QUANTIZE, cur.quantize, "set_quantize",
                                   help="4 = NF4, 8 = int8 with bitsandbytes; needs an NVIDIA GPU.")
     elif backend == "openai":
-        out["base_url"] = st.text_input("Server URL", cur.base_url, key="set_base_url",
-                                        placeholder="http://localhost:8000/v1")
+        url = st.text_input("Server URL", cur.openai.base_url, key="set_base_url",
+                            placeholder="http://localhost:8000/v1")
         out["model"] = st.text_input("Model name", cur.model, key="set_model")
-        out["api_key"] = st.text_input("API key", cur.api_key, key="set_api_key", type="password")
+        key = st.text_input("API key", cur.openai.api_key, key="set_api_key", type="password")
+        out["openai"] = {"base_url": url, "api_key": key}
     else:
         out["model"] = st.text_input("Model file", cur.model, key="set_model",
                                      help="A GGUF file (gguf); empty = the embedded SmolLM2. scripted: a JSON "

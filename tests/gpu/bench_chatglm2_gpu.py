@@ -257,7 +257,7 @@ def main() -> None:
     p.add_argument("--prefill", type=int, default=32768)
     p.add_argument("--decode", type=int, default=128, help="tokens per decode round (three rounds)")
     p.add_argument("--chunks", default="1024,2048", help="prefill chunk sizes to time; the first is "
-                   "llm.prefill_chunk's default")
+                   "llm.transformers.prefill_chunk's default")
     p.add_argument("--modes", default="nf4,bf16,nf4")
     p.add_argument("--json", type=Path, help="also write the JSON here")
     a = p.parse_args()

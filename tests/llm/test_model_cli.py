@@ -62,7 +62,7 @@ def test_chat_streams_the_configured_backend(monkeypatch, tmp_path):
 
 def test_chat_says_where_chatglm2_runs(monkeypatch, tmp_path, thudm_bin):
     monkeypatch.setenv("KB_HOME", str(tmp_path))
-    monkeypatch.setenv("KB_LLM__CACHE_DIR", str(tmp_path / "glm"))
+    monkeypatch.setenv("KB_LLM__CHATGLM2__CACHE_DIR", str(tmp_path / "glm"))
     result = runner.invoke(model_app, ["chat", "你好", "--model", str(thudm_bin), "--max-new-tokens", "3"])
     assert result.exit_code == 0, result.output
     assert result.stderr.strip().endswith("[chatglm2, cpu, float32, quantize=none]")  # after the load progress bar
