@@ -38,7 +38,7 @@ from kb.doctor_models import cuda_usable, embedder_finding, probe_torch, torch_f
 from kb.errors import KBError
 from kb.findings import LEVELS, Finding, installed
 from kb.ingest.ocr import OcrOptions, available
-from kb.ingest.office import LEGACY, soffice_path
+from kb.ingest import office as legacy_office
 from kb.llm.base import resolve_backend_name
 
 __all__ = ["Finding", "run_checks", "exit_code", "to_json"]
@@ -127,8 +127,8 @@ def document_findings(settings: Settings) -> list[Finding]:
     else:
         ocr = Finding("documents", "ocr", "warn", f"no OCR engine: {why}", facts=facts,
                       fix="pip install 'kb[ocr]' (Python < 3.13), or apt install tesseract-ocr tesseract-ocr-chi-sim")
-    office = soffice_path()
-    old = " ".join(sorted(LEGACY))
+    office = legacy_office.soffice_path()
+    old = " ".join(sorted(legacy_office.LEGACY))
     if office:
         converter = Finding("documents", "libreoffice", "ok", f"{office}: old Office files ({old}) are converted",
                             facts={"soffice": office})

@@ -1,15 +1,16 @@
-"""The llm section: settings grouped by the backend they serve, the flat names of earlier versions still read."""
+"""Settings that moved: the llm section grouped by the backend it serves, answer.passages and answer.min_score
+now retrieval.k and retrieval.threshold; the old names still read, with one notice each."""
 
 from __future__ import annotations
 
 import yaml
 
-import kb.config.llm as llm_config
+import kb.config.renamed as renamed
 from kb.config import LLMSettings, load_settings, save_settings
 
 
 def _fresh_notices(monkeypatch) -> None:
-    monkeypatch.setattr(llm_config, "_told", set())  # each test sees the once-per-process notice
+    monkeypatch.setattr(renamed, "_told", set())  # each test sees the once-per-process notice
 
 
 def test_flat_names_from_file_env_and_python_land_in_their_groups(settings, tmp_path, monkeypatch, capsys):
@@ -59,3 +60,23 @@ def test_max_new_tokens_says_where_it_applies():
     assert "answer.answer_tokens" in text and "kb model chat" in text
     for name in ("gguf", "transformers", "chatglm2", "hf", "openai"):  # every group says which backend it serves
         assert LLMSettings.model_fields[name].description
+
+
+def test_answer_passages_and_min_score_are_read_as_retrieval_k_and_threshold(settings, tmp_path, monkeypatch, capsys):
+    _fresh_notices(monkeypatch)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"answer": {"passages": 3, "min_score": 0.25}, "retrieval": {"k": 9}}),
+                      encoding="utf-8")
+    monkeypatch.setenv("KB_CONFIG", str(config))
+    s = load_settings()
+    assert (s.retrieval.k, s.retrieval.threshold) == (3, 0.25)  # the old name wins, as for llm's flat names
+    lines = capsys.readouterr().err.splitlines()
+    assert "kb: setting answer.passages is now retrieval.k; the old name still works" in lines
+    assert "kb: setting answer.min_score is now retrieval.threshold; the old name still works" in lines
+    path = save_settings(s, tmp_path / "out.yaml")
+    saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert saved["retrieval"] == {"k": 3, "threshold": 0.25} and "answer" not in saved  # written under the new names
+    monkeypatch.setenv("KB_ANSWER__PASSAGES", "4")
+    monkeypatch.setenv("KB_CONFIG", str(path))
+    assert load_settings().retrieval.k == 4 and load_settings().retrieval.threshold == 0.25
+    assert load_settings(retrieval={"k": 2}).retrieval.k == 4  # the environment's old name over a keyword's new one
