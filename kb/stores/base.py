@@ -5,8 +5,8 @@ place that holds named KBs (their manifests, creation, deletion, the writers' lo
 fusion (kb/search.py), the ingest pipeline, the chain, the CLI, the app and the HTTP API talk to these
 protocols only. Two implementations exist:
 
-- kb/stores/local.py: SQLite (the truth) + a FAISS file (a cache), one folder per KB under $KB_HOME/kbs;
-- kb/stores/milvus.py: Milvus (Milvus Lite in process, or a server/cluster) for several machines.
+- kb/stores/local/: SQLite (the truth) + a FAISS file (a cache), one folder per KB under $KB_HOME/kbs;
+- kb/stores/milvus/: Milvus (Milvus Lite in process, or a server/cluster) for several machines.
 
 Rules every store keeps:
 - `put_documents` commits each document on its own: a reader sees a document's old version or its new
@@ -17,15 +17,19 @@ Rules every store keeps:
   language-centred space (kb/centering.py); `vectors_of` and `export` give the raw vectors back.
 - Keyword terms are computed by kb (kb.keywords.index_text) and stored verbatim, so both stores agree on
   what a term is (jieba for Chinese, whole words for the rest).
+
+The helpers at the end (filtering documents, batching ids, the language prior's JSON) are the logic both
+stores share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from fnmatch import fnmatch
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -35,6 +39,8 @@ from kb.types import Chunk, DocumentInfo
 # A dense search prepared on the caller's thread and safe to run on another:
 # (query vector, limit, question language) -> [(chunk_id, cosine in the centred space)], best first.
 DenseQuery = Callable[[np.ndarray, int, str], list[tuple[int, float]]]
+
+T = TypeVar("T")
 
 CHUNK_FIELDS = ("chunk_id", "doc_id", "path", "title", "section", "page", "text", "char_start", "char_end", "ordinal")
 
@@ -153,3 +159,19 @@ def filter_documents(rows: Iterable[tuple[str, str, str]], paths: list[str] | No
             continue
         out.append(doc_id)
     return out
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` in consecutive slices of at most `size` (SQLite's and Milvus's limits on a statement's values)."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def prior_to_json(prior: dict[str, np.ndarray]) -> str:
+    """The embedder's language prior (kb.centering.reference_means) as both stores record it: JSON, 7 decimals."""
+    return json.dumps({k: [round(float(x), 7) for x in v] for k, v in prior.items()})
+
+
+def prior_from_json(text: str) -> dict[str, np.ndarray]:
+    """The language prior back from prior_to_json's text (ValueError, TypeError or AttributeError when damaged)."""
+    return {k: np.asarray(v, dtype=np.float32) for k, v in json.loads(text).items()}

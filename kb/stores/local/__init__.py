@@ -1,0 +1,28 @@
+"""The local store: a knowledge base in one folder, SQLite for documents, chunks, vectors and the keyword
+index, FAISS for dense search. The default; kb/stores/base.py says what every store provides.
+
+Layout of one KB folder:
+    manifest.json         format version, embedder and chunking settings (written once, at creation)
+    meta.sqlite           the truth: documents, chunks (+ vectors as float32 blobs), FTS5 keyword index
+    vectors-<gen>.faiss   the dense index for commit generation <gen>, a cache of the vectors in SQLite
+
+Every change is one SQLite transaction (WAL mode), which is the commit point: a process killed at any
+moment leaves the last committed state. The FAISS file is derived data tagged with the generation it
+was built from; if it is missing or stale (a crash between the SQLite commit and the file write) it is
+rebuilt from SQLite. FAISS reads only a file whose digest kb recorded in SQLite when it wrote it: a
+damaged or foreign file is rebuilt from SQLite, never parsed. Nothing is ever unpickled: FAISS has its
+own binary format, the rest is SQL/JSON.
+
+The parts: schema.py (the tables, opening and checking meta.sqlite), store.py (LocalStore: writes, reads,
+keyword search, export), index.py (the FAISS file, dense search, centring), catalog.py (the KB folders,
+writer locks, replacement by folder swap). This package gives their public names in one place.
+"""
+
+from __future__ import annotations
+
+from kb.stores.local.catalog import LocalCatalog, _FolderSwap, _WriteLock
+from kb.stores.local.index import saved_index_state
+from kb.stores.local.schema import SCHEMA_VERSION
+from kb.stores.local.store import LocalStore
+
+__all__ = ["SCHEMA_VERSION", "LocalCatalog", "LocalStore", "_FolderSwap", "_WriteLock", "saved_index_state"]

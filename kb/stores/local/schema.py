@@ -1,0 +1,69 @@
+"""The local store's SQLite database: its tables, the keys it keeps in `meta`, and opening it with a check.
+
+A KB's meta.sqlite is the truth (documents, chunks with their vectors as float32 blobs, the FTS5 keyword
+index); `connect` creates the tables in a new file and refuses a file of another schema version or of other
+columns with an IndexFormatError naming the file and the fix. There are no migrations: SCHEMA_VERSION 1 is
+the only version, and a KB of another one is rebuilt (`kb ingest --rebuild`). What is read and written is in
+store.py and index.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+from kb.errors import IndexFormatError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY, path TEXT NOT NULL UNIQUE, title TEXT NOT NULL, file_type TEXT NOT NULL,
+    content_hash TEXT NOT NULL, size INTEGER NOT NULL, mtime REAL NOT NULL, ingested_at REAL NOT NULL,
+    text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, ordinal INTEGER NOT NULL, text TEXT NOT NULL,
+    section TEXT NOT NULL, page INTEGER, char_start INTEGER NOT NULL, char_end INTEGER NOT NULL,
+    vector BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(terms, tokenize='porter unicode61 remove_diacritics 2');
+"""
+COLUMNS = {
+    "documents": ["doc_id", "path", "title", "file_type", "content_hash", "size", "mtime", "ingested_at", "text"],
+    "chunks": ["chunk_id", "doc_id", "ordinal", "text", "section", "page", "char_start", "char_end", "vector"],
+}
+FAISS_DIGEST = "faiss_file"  # meta key: "<generation>:<blake2b of the FAISS file kb wrote>"
+PRIOR = "language_prior"  # meta key: JSON of the embedder's per-language means over generic text
+CENTERING = "centering"  # meta key: "<generation>:<JSON of the per-language means the FAISS file holds>"
+
+
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def connect(db_path: Path) -> sqlite3.Connection:
+    """meta.sqlite opened for the store (WAL, autocommit: the store begins its own transactions), created if new."""
+    try:
+        db = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if version is None:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+        elif version[0] != str(SCHEMA_VERSION):
+            raise IndexFormatError(
+                f"{db_path} has schema version {version[0]}; this kb reads {SCHEMA_VERSION}. "
+                "Rebuild the KB with `kb ingest --rebuild`."
+            )
+        for table, columns in COLUMNS.items():
+            have = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            if have != columns:
+                raise IndexFormatError(f"{db_path} is not a kb database: table '{table}' has columns "
+                                       f"{have}, kb expects {columns}. Rebuild the KB with `kb ingest --rebuild`.")
+    except sqlite3.DatabaseError as e:
+        raise IndexFormatError(f"{db_path} is not a usable kb database ({e})") from e
+    return db

@@ -1,0 +1,209 @@
+"""The local store: one knowledge base in one folder (see kb/stores/local/__init__.py for the layout).
+
+`LocalStore` is kb/stores/base.py's Store over meta.sqlite: the documents and their chunks written one
+transaction per document (WAL mode; the transaction is the commit point, and bumps the generation that tags
+the FAISS file), the reads (documents, chunks, neighbours, vectors, filters), the FTS5 keyword search and the
+export for `kb migrate`. It leaves out the schema and opening the file (schema.py), the FAISS file, the dense
+search and the centring (index.py, its base class) and the folders, locks and swaps of a catalog (catalog.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kb.errors import StorageError
+from kb.keywords import fts_query
+from kb.stores.base import CHUNK_FIELDS, Record, batches, filter_documents
+from kb.stores.local.index import LocalDenseIndex
+from kb.stores.local.schema import connect
+from kb.types import Chunk, DocumentInfo
+
+
+class LocalStore(LocalDenseIndex):
+    """One KB folder. Writers must hold the KB's lock (LocalCatalog.writer); readers need none."""
+
+    def __init__(self, folder: Path, dim: int, hnsw_threshold: int = 200_000) -> None:
+        self.folder = folder
+        self.where = str(folder)
+        self.dim = dim
+        self.hnsw_threshold = hnsw_threshold
+        self.db_path = folder / "meta.sqlite"
+        self._db = connect(self.db_path)
+        self._index = None  # (generation, DenseIndex)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, and bump the generation; rolled back on any error."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # SQLite has already rolled back after a full disk
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:
+            if "full" not in str(e) and "I/O" not in str(e) and "readonly" not in str(e):
+                raise
+            raise StorageError(f"cannot write {self.db_path} ({e}); free disk space (or fix the folder's "
+                               "permissions) and run the command again: the KB keeps its last commit") from e
+
+    @property
+    def generation(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    # -- documents ---------------------------------------------------------------------------
+    def document_states(self) -> dict[str, tuple[str, int, float, str]]:
+        """path -> (content_hash, size, mtime, doc_id), for deciding what changed."""
+        rows = self._db.execute("SELECT path, content_hash, size, mtime, doc_id FROM documents")
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+    def documents(self) -> list[DocumentInfo]:
+        rows = self._db.execute(
+            "SELECT d.doc_id, d.path, d.title, d.content_hash, d.size, d.mtime, "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id), d.ingested_at, d.file_type "
+            "FROM documents d ORDER BY d.path"
+        )
+        return [DocumentInfo(*r) for r in rows]
+
+    def document_text(self, doc_id: str) -> str | None:
+        row = self._db.execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+        return row[0] if row else None
+
+    def put_documents(self, records: list[Record]) -> int:
+        """Replace each document and all its chunks, one transaction per document. Returns chunks removed."""
+        return sum(self._put(r.info, r.text, r.chunks, r.vectors, r.terms) for r in records)
+
+    def _put(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray, terms: list[str]) -> int:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self.transaction() as db:
+            removed = self._delete_doc(db, info.doc_id, info.path)
+            db.execute(
+                "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?)",
+                (info.doc_id, info.path, info.title, info.file_type, info.content_hash, info.size,
+                 info.mtime, info.ingested_at, text),
+            )
+            db.executemany(
+                "INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?,?)",
+                [(c.chunk_id, c.doc_id, c.ordinal, c.text, c.section, c.page, c.char_start, c.char_end,
+                  v.tobytes()) for c, v in zip(chunks, vectors)],
+            )
+            db.executemany(
+                "INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)",
+                [(c.chunk_id, t) for c, t in zip(chunks, terms)],
+            )
+        return removed
+
+    def touch_document(self, path: str, mtime: float) -> None:
+        """Record a new mtime for a file whose content did not change."""
+        with self.transaction() as db:
+            db.execute("UPDATE documents SET mtime=? WHERE path=?", (mtime, path))
+
+    def remove_documents(self, doc_ids: Iterable[str]) -> int:
+        """Delete documents and their chunks in one transaction. Returns chunks removed."""
+        removed = 0
+        with self.transaction() as db:
+            for doc_id in doc_ids:
+                removed += self._delete_doc(db, doc_id, None)
+        return removed
+
+    @staticmethod
+    def _delete_doc(db: sqlite3.Connection, doc_id: str, path: str | None) -> int:
+        ids = [r[0] for r in db.execute("SELECT chunk_id FROM chunks WHERE doc_id=?", (doc_id,))]
+        db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in ids])
+        db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+        db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+        if path is not None:  # a path re-used under another id (should not happen, but never duplicate)
+            db.execute("DELETE FROM documents WHERE path=?", (path,))
+        return len(ids)
+
+    # -- chunks ------------------------------------------------------------------------------
+    def chunk_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    def chunks_by_id(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Chunk rows joined with their document, keyed by chunk id (missing ids are left out)."""
+        out: dict[int, dict[str, Any]] = {}
+        for part in batches(ids, 500):
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(
+                "SELECT c.chunk_id, c.doc_id, d.path, d.title, c.section, c.page, c.text, c.char_start, "
+                f"c.char_end, c.ordinal FROM chunks c JOIN documents d USING (doc_id) WHERE c.chunk_id IN ({marks})",
+                part,
+            )
+            for r in rows:
+                out[r[0]] = dict(zip(CHUNK_FIELDS, r))
+        return out
+
+    def keyword_search(self, query: str, limit: int, doc_ids: list[str] | None = None) -> list[tuple[int, float]]:
+        """(chunk_id, bm25) best first, optionally only in some documents. FTS5's bm25() is negative."""
+        match = fts_query(query)
+        if match is None or doc_ids == []:
+            return []
+        sql = "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ?"
+        params: list[Any] = [match]
+        if doc_ids is not None:
+            sql += f" AND rowid IN (SELECT chunk_id FROM chunks WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
+            params.extend(doc_ids)
+        rows = self._db.execute(sql + " ORDER BY s LIMIT ?", (*params, limit))
+        return [(r[0], -r[1]) for r in rows]
+
+    def matching_documents(self, paths: list[str] | None, file_types: list[str] | None,
+                           doc_ids: list[str] | None) -> list[str]:
+        """Ids of the documents that pass a filter: path globs (fnmatch), file types, document ids."""
+        rows = self._db.execute("SELECT doc_id, path, file_type FROM documents")
+        return filter_documents(rows, paths, file_types, doc_ids)
+
+    def chunk_ids_of(self, doc_ids: list[str]) -> np.ndarray:
+        ids: list[int] = []
+        for part in batches(doc_ids, 500):
+            ids.extend(r[0] for r in self._db.execute(
+                f"SELECT chunk_id FROM chunks WHERE doc_id IN ({','.join('?' * len(part))})", part))
+        return np.asarray(ids, dtype=np.int64)
+
+    def neighbours(self, doc_id: str, first: int, last: int) -> list[tuple[int, str, int, int, str]]:
+        """(ordinal, section, char_start, char_end, text) of a document's chunks in an ordinal range."""
+        return self._db.execute(
+            "SELECT ordinal, section, char_start, char_end, text FROM chunks WHERE doc_id=? AND ordinal BETWEEN ? AND ? "
+            "ORDER BY ordinal", (doc_id, first, last)).fetchall()
+
+    def vectors_of(self, ids: list[int]) -> dict[int, np.ndarray]:
+        out = {}
+        for part in batches(ids, 500):
+            for cid, blob in self._db.execute(
+                    f"SELECT chunk_id, vector FROM chunks WHERE chunk_id IN ({','.join('?' * len(part))})", part):
+                out[cid] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
+    def export(self) -> Iterator[Record]:
+        """Every document with its chunks, raw vectors and terms, from one read snapshot."""
+        reader = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        try:
+            reader.execute("BEGIN")
+            docs = reader.execute("SELECT doc_id, path, title, content_hash, size, mtime, ingested_at, file_type, "
+                                  "text FROM documents ORDER BY path")
+            for doc_id, path, title, digest, size, mtime, at, file_type, text in docs.fetchall():
+                rows = reader.execute(
+                    "SELECT c.chunk_id, c.ordinal, c.text, c.section, c.page, c.char_start, c.char_end, c.vector, "
+                    "f.terms FROM chunks c JOIN chunks_fts f ON f.rowid = c.chunk_id WHERE c.doc_id=? "
+                    "ORDER BY c.ordinal", (doc_id,)).fetchall()
+                chunks = [Chunk(r[0], doc_id, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+                vectors = np.frombuffer(b"".join(r[7] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+                info = DocumentInfo(doc_id, path, title, digest, size, mtime, len(rows), at, file_type)
+                yield Record(info, text, chunks, vectors, [r[8] for r in rows])
+        finally:
+            reader.close()

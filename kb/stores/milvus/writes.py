@@ -1,0 +1,131 @@
+"""Writing to the Milvus store: `MilvusWrites`, documents put, touched and removed without transactions.
+
+Milvus has no transactions, so a document is written as a new *version* beside the old one: its chunks
+and text parts first, then its document row, whose upsert is the commit point (readers only see chunks
+whose version is the one their document row names), then the old version is deleted. A "pending:<doc>:
+<version>" record in meta, written before and deleted after, lets the next writer delete whatever a killed
+one left (MilvusRows._recover). Vectors are stored centred in the applied centring (centring.py), which a
+growing KB refits before it writes. Reads and search are store.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from kb.centering import Centering
+from kb.errors import StorageError
+from kb.lang import LANGUAGES, language
+from kb.stores.base import Record, batches
+from kb.stores.milvus.centring import MilvusCentring
+from kb.stores.milvus.client import first_line
+from kb.stores.milvus.rows import centre
+from kb.stores.milvus.schema import BATCH, DOC_FIELDS, DOC_LIST, TEXT_PART, bm25_text, cut, literal, pk
+
+
+class MilvusWrites(MilvusCentring):
+    """put_documents, touch_document and remove_documents of kb/stores/base.py's Store (the caller holds the lease)."""
+
+    def put_documents(self, records: list[Record]) -> int:
+        """New versions of the documents: chunks and text parts, then each document row (its commit), then
+        the old versions deleted. Returns chunks removed."""
+        if not records:
+            return 0
+        self._recover()
+        self._refit_early()
+        cid, centring = self._applied()
+        # every document version is a number no other version of any document has: old ones are deleted by it
+        first = max(time.time_ns(), self._last_version + 1)
+        versions = {r.info.doc_id: first + i for i, r in enumerate(records)}
+        self._last_version = first + len(records)
+        found = {r["doc_id"]: r for r in self.client.query(self.docs, filter=f"doc_id in {literal(versions)}",
+                                                           output_fields=DOC_LIST)}
+        old = {d: found.get(d) for d in versions}
+        pending = [f"pending:{d}:{v}" for d, v in versions.items()]
+        self._set_meta(dict.fromkeys(pending, ""))
+        chunk_rows, text_rows, doc_rows = [], [], []
+        for r in records:
+            chunks, texts, doc = self._version_rows(r, versions[r.info.doc_id], cid, centring)
+            chunk_rows.extend(chunks)
+            text_rows.extend(texts)
+            doc_rows.append(doc)
+        try:
+            for part in batches(chunk_rows, BATCH):
+                self.client.insert(self.chunks, part)
+            for part in batches(text_rows, 64):
+                self.client.insert(self.texts, part)
+            # a path re-used under another id (should not happen, but never list one file twice)
+            paths = literal(r.info.path for r in records)
+            stale = [row["doc_id"] for row in self.client.query(self.docs, filter=f"path in {paths}",
+                                                                output_fields=["doc_id"]) if row["doc_id"] not in old]
+            self.client.upsert(self.docs, doc_rows)  # the commit point of each document
+            gone = [row["version"] for row in old.values() if row is not None]
+            if gone:
+                self.client.delete(self.chunks, filter=f"version in {literal(gone)}")
+                self.client.delete(self.texts, filter=f"version in {literal(gone)}")
+            if stale:
+                self.remove_documents(stale)
+            self.client.delete(self.meta, filter=f"key in {literal(pending)}")
+            self._bump({row["doc_id"]: row for row in doc_rows})
+        except Exception as e:
+            raise StorageError(f"cannot write to {self.where} ({first_line(e)}); the documents written so far are "
+                               "kept, and the next `kb ingest` finishes the rest") from e
+        return sum(row["chunks"] for row in old.values() if row is not None)
+
+    def _version_rows(self, r: Record, version: int, cid: int, centring: Centering):
+        """(chunk rows, text part rows, document row) of one version of a document, its vectors in `centring`."""
+        langs = [language(c.text) for c in r.chunks]
+        raw = np.ascontiguousarray(r.vectors, dtype=np.float32)
+        centred, norms = centre(centring, raw, langs)
+        chunk_rows = []
+        for c, vec, norm, lang, terms in zip(r.chunks, centred, norms, langs, r.terms):
+            chunk_rows.append({
+                "pk": pk(c.chunk_id, version), "chunk_id": c.chunk_id, "doc_id": c.doc_id, "version": version,
+                "ordinal": c.ordinal, "text": cut(c.text), "section": cut(c.section, 4096), "page": c.page,
+                "char_start": c.char_start, "char_end": c.char_end, "lang": lang, "centring": cid,
+                "norm": float(norm), "terms": cut(terms), "bm25_text": cut(bm25_text(terms)),
+                "vector": vec.tolist()})
+        parts = [r.text[i:i + TEXT_PART] for i in range(0, len(r.text), TEXT_PART)] or [""]
+        text_rows = [{"pk": pk(r.info.doc_id, version, i), "doc_id": r.info.doc_id, "version": version,
+                      "part": i, "text": part, "_v": [0.0, 0.0]} for i, part in enumerate(parts)]
+        row = {"doc_id": r.info.doc_id, "path": cut(r.info.path, 4096), "title": cut(r.info.title, 2048),
+               "file_type": r.info.file_type[:32], "content_hash": r.info.content_hash, "size": r.info.size,
+               "mtime": r.info.mtime, "ingested_at": r.info.ingested_at, "version": version,
+               "chunks": len(r.chunks), "parts": len(parts)}
+        for lang in LANGUAGES:
+            mine = raw[np.asarray(langs) == lang] if len(raw) else raw
+            row[f"n_{lang}"] = int(len(mine))
+            row[f"sum_{lang}"] = (mine.sum(axis=0) if len(mine) else np.zeros(self.dim)).astype(np.float32).tolist()
+        return chunk_rows, text_rows, row
+
+    def touch_document(self, path: str, mtime: float) -> None:
+        doc = next((r for r in self._doc_rows().values() if r["path"] == path), None)
+        if doc is None:
+            return
+        full = self.client.query(self.docs, filter=f"doc_id == {json.dumps(doc['doc_id'])}", output_fields=["*"])
+        if full:
+            row = {k: v for k, v in full[0].items() if k in DOC_FIELDS}
+            row["mtime"] = mtime
+            self.client.upsert(self.docs, [row])
+            self._bump({row["doc_id"]: row})
+
+    def remove_documents(self, doc_ids: Iterable[str]) -> int:
+        """The document rows first (the commit), then their chunks and text parts."""
+        ids = [d for d in doc_ids]
+        if not ids:
+            return 0
+        self._recover()
+        removed = 0
+        for part in batches(ids, 500):
+            removed += sum(r["chunks"] for r in self.client.query(self.docs, filter=f"doc_id in {literal(part)}",
+                                                                  output_fields=["chunks"]))
+            self._set_meta({f"pending:{d}:0": "" for d in part})
+            self.client.delete(self.docs, filter=f"doc_id in {literal(part)}")
+            self.client.delete(self.chunks, filter=f"doc_id in {literal(part)}")
+            self.client.delete(self.texts, filter=f"doc_id in {literal(part)}")
+            self.client.delete(self.meta, filter=f"key in {literal(f'pending:{d}:0' for d in part)}")
+        self._bump(dict.fromkeys(ids))
+        return removed
