@@ -37,7 +37,7 @@ def doctor(as_json: DoctorJsonOpt = False) -> None:
     A damaged or missing vector index file is a warning: nothing is lost, kb rebuilds the index from
     meta.sqlite. Exit status: 1 when there is an error, else 0.
     """
-    from kb.doctor import exit_code, run_checks, to_json
+    from kb.doctor import exit_code, run_checks, to_json  # start-up: about 0.4 s, only for this command
 
     findings = run_checks(load_settings())
     if as_json:
