@@ -133,11 +133,11 @@ def stages(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
 
 def serial_child(as_json: bool) -> None:
     """`kb ask` as kb ran it before the loads overlapped: model, embedder, chain, one after another."""
-    import kb.cli  # noqa: F401  (the command's own imports)
-    from kb.cli_answer import _open, _report, _run, _settings, out, since_process_start
+    from kb.cli.answer import _report, _run, since_process_start  # the command's own imports
+    from kb.cli.options import AnswerOptions, open_kb, out
 
     imports = since_process_start()
-    base = _open(KB, _settings(None, None, None, False))
+    base = open_kb(KB, AnswerOptions().settings())
     call = time.perf_counter()
     backend = base.backend()
     load_model = time.perf_counter() - call

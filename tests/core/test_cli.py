@@ -64,3 +64,73 @@ def test_help_explains_commands(run):
     out = run("--help").stdout
     for command in ("ingest", "search", "list", "remove", "kbs", "config"):
         assert command in out
+
+
+# --- the command line's structure, in process -----------------------------------------------------------
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from kb.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})  # the error box on one line
+
+
+def test_every_command_group_is_listed_without_the_optional_packages(settings):
+    """Optional packages load inside the commands: `kb --help` lists every command whatever is installed."""
+    hidden = ["torch", "peft", "transformers", "fastapi", "uvicorn", "streamlit", "llama_cpp"]
+    code = (f"import sys; sys.modules.update(dict.fromkeys({hidden!r})); sys.argv = ['kb', '--help']\n"
+            "from kb.cli import main\nmain()")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "COLUMNS": "200"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    listed = {line.strip("│ ").split()[0] for line in done.stdout.splitlines() if line.startswith("│ ")}
+    assert {"ingest", "list", "remove", "kbs", "migrate", "config", "search", "eval", "ask", "chat", "serve", "app",
+            "doctor", "finetune", "finetune-eval", "finetune-merge", "model"} <= listed
+
+
+def test_ask_and_chat_share_their_options():
+    import typer
+
+    from kb.cli import app
+
+    def options(name):
+        command = typer.main.get_command(app).commands[name]
+        return {p.name: (p.opts, p.help, p.default) for p in command.params if p.param_type_name == "option"}
+
+    ask, chat = options("ask"), options("chat")
+    assert set(ask) - set(chat) == {"as_json"}
+    assert {k: v for k, v in ask.items() if k != "as_json"} == chat
+    assert {"kb", "model", "backend", "quantize", "path", "file_type", "general", "answer_mode"} <= set(chat)
+
+
+def test_modes_are_checked_against_the_one_list(settings):
+    import typer
+
+    from kb.cli import app
+    from kb.config import RETRIEVAL_MODES
+
+    for args in (["search", "tea", "--mode", "fuzzy"], ["eval", "q.jsonl", "--compare", "dense,fuzzy"]):
+        result = _invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert "'fuzzy' is not one of " + ", ".join(RETRIEVAL_MODES) in " ".join(result.output.split())
+    for command in ("search", "eval"):
+        mode = next(p for p in typer.main.get_command(app).commands[command].params if p.name == "mode")
+        assert "Retrieval mode: " + ", ".join(RETRIEVAL_MODES) in mode.help
+    result = _invoke("ask", "tea?", "--answer-mode", "guess")
+    assert result.exit_code == 2 and "'guess' is not one of auto" in " ".join(result.output.split())
+
+
+def test_a_missing_optional_package_names_its_extra(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from kb.errors import MissingDependencyError
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if the hf extra were not installed
+    result = _invoke("model", "info", str(folder))
+    assert isinstance(result.exception, MissingDependencyError)
+    assert "pip install 'kb[hf]'" in str(result.exception)

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("transformers")
 from typer.testing import CliRunner  # noqa: E402
 
+from kb.cli.model import model_app  # noqa: E402
 from kb.llm.chatglm2_convert import MANIFEST  # noqa: E402
-from kb.llm.cli import model_app  # noqa: E402
 
 runner = CliRunner()
 

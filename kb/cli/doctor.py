@@ -1,28 +1,27 @@
-"""`kb doctor` (registered in kb/cli.py): prints kb.doctor's findings, or them as JSON, and exits 1 when
-something the settings need is missing. The checks themselves are in kb/doctor.py."""
+"""`kb doctor`: prints kb.doctor's findings, or them as JSON, and exits 1 when something the settings need
+is missing. The checks themselves are in kb/doctor.py."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kb.cli.options import json_option, out
 from kb.config import load_settings
 
-out = Console(highlight=False)
 _STYLE = {"ok": "green", "warn": "yellow", "error": "bold red"}
 _TITLES = {"system": "System", "embedder": "Embedder", "chat model": "Chat model", "documents": "Documents",
            "extras": "Optional extras", "knowledge bases": "Knowledge bases"}
 
 
-def doctor_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON: {exit_code, counts, "
-                                          "findings: [{section, name, level, summary, fix, facts}]}.")] = False,
-) -> None:
+DoctorJsonOpt = json_option("Print the findings as JSON: {exit_code, counts, "
+                            "findings: [{section, name, level, summary, fix, facts}]}.")
+
+
+def doctor(as_json: DoctorJsonOpt = False) -> None:
     """Check this machine and the settings, and say what to do next.
 
     Reports Python; torch (CUDA, GPU, free VRAM) and bitsandbytes; the embedder the settings resolve to
@@ -38,7 +37,7 @@ def doctor_command(
     A damaged or missing vector index file is a warning: nothing is lost, kb rebuilds the index from
     meta.sqlite. Exit status: 1 when there is an error, else 0.
     """
-    from kb.doctor import exit_code, run_checks, to_json
+    from kb.doctor import exit_code, run_checks, to_json  # start-up: about 0.4 s, only for this command
 
     findings = run_checks(load_settings())
     if as_json:
@@ -65,3 +64,8 @@ def doctor_command(
                                                                         (counts["warn"], "warning")))
     out.print(f"\n{tally}: {verdict}")
     raise typer.Exit(exit_code(findings))
+
+
+def register(app: typer.Typer) -> None:
+    """Add doctor to `app`."""
+    app.command()(doctor)

@@ -1,6 +1,6 @@
-"""`kb serve` (the HTTP API) and `kb app` (the Streamlit web app): long-running faces over the same KBs
-(registered in kb/cli.py). Both only start a server; kb.server and kb.app do the work, and are imported
-only here, so the rest of the CLI never loads FastAPI or Streamlit.
+"""`kb serve` (the HTTP API) and `kb app` (the Streamlit web app): long-running faces over the same KBs.
+Both only start a server; kb.server and kb.app do the work. FastAPI loads inside `kb serve` and Streamlit in
+its own process, so the rest of the CLI never loads either.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+import kb.app
+from kb.cli.options import err, out
 from kb.config import Settings, load_settings
 from kb.errors import MissingDependencyError
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to listen on (default: server.host, 127.0.0.1). "
                                              "0.0.0.0 exposes your documents to the network.")]
@@ -93,8 +90,6 @@ def streamlit_command(settings: Settings, host: str, port: int) -> list[str]:
     which kb does instead. Setting browser.gatherUsageStats here keeps the telemetry notice quiet too."""
     import math
 
-    import kb.app
-
     script = Path(kb.app.__file__).parent / "main.py"
     return [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host,
             "--server.port", str(port), "--server.headless", "true",
@@ -156,3 +151,9 @@ def _wait_then_open(url: str, server_pid: int | None, timeout: float = APP_START
             pass
         time.sleep(0.3)
     return False
+
+
+def register(app: typer.Typer) -> None:
+    """Add serve and app to `app`."""
+    app.command("serve")(serve_command)
+    app.command("app")(app_command)

@@ -1,65 +1,37 @@
-"""The `kb` command line. It turns KBError into a one-line message and an exit status; nothing else
-here knows about the index. Heavy libraries (torch, unstructured) load only in commands that need them.
+"""Commands that manage knowledge bases: `kb ingest`, `list`, `remove`, `kbs`, `migrate` and `config`.
 
-Exit status: 0 success, 1 some files failed to ingest, 2 usage or input error.
+They open a KB through kb's public API and print what it reports; searching and answering are in
+kb/cli/search.py and kb/cli/answer.py. The knowledge base, the ingest display and the migration load inside
+the commands, so `kb --help` imports none of them.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+import yaml
 from rich.markup import escape
 
-from kb.cli_answer import ask_command, chat_command
-from kb.cli_doctor import doctor_command
-from kb.cli_serve import app_command, serve_command
-from kb.config import ANSWER_MODES, Settings, config_path, load_settings
-from kb.errors import KBError
-
-app = typer.Typer(
-    help="kb: ask questions of your own documents (Chinese and English), with cited sources.\n\n"
-    "Start with `kb ingest ./docs`, then `kb search \"...\"`. Settings come from config.yaml in KB_HOME "
-    "(default ~/.kb) and KB_* environment variables; `kb config` shows them.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console()
-err = Console(stderr=True)
-
-KbOpt = Annotated[str | None, typer.Option("--kb", help="Knowledge base name (default: settings 'kb').")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+from kb.cli.options import JsonOpt, KbOpt, WaitOpt, err, open_kb, out
+from kb.config import config_path, load_settings
 
 
-def _settings() -> Settings:
-    return load_settings()
-
-
-def _open(kb: str | None, create: bool = False):
-    from kb.knowledge_base import KnowledgeBase
-
-    return KnowledgeBase.open(kb, settings=_settings(), create=create)
-
-
-@app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to add (folders are searched recursively).")],
     kb: KbOpt = None,
     prune: Annotated[bool, typer.Option(help="Remove documents under these folders that no longer exist.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Re-parse and re-embed everything into a fresh index "
                                           "(after changing the embedding model or chunking).")] = False,
-    wait: Annotated[float, typer.Option(help="Seconds to wait if another process is writing this KB.")] = 0,
+    wait: WaitOpt = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the summary and failures.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add documents to a knowledge base. Unchanged files are skipped; changed ones are replaced."""
-    from kb.cli_progress import IngestDisplay
+    from kb.cli.progress import IngestDisplay  # start-up: rich.progress, about 10 ms
 
-    base = _open(kb, create=True)
+    base = open_kb(kb, create=True)
     display = IngestDisplay(err, enabled=not (quiet or as_json))
     with display:
         report = base.ingest(*paths, prune=prune, rebuild=rebuild, wait=wait, progress=display.update)
@@ -106,37 +78,9 @@ def _print_ingest_summary(name: str, report, quiet: bool) -> None:
                   "run again with --prune to remove them.", highlight=False)
 
 
-@app.command()
-def search(
-    query: Annotated[str, typer.Argument(help="What to look for, in any language.")],
-    kb: KbOpt = None,
-    k: Annotated[int | None, typer.Option("-k", help="Number of passages (default: retrieval.k).")] = None,
-    mode: Annotated[str | None, typer.Option(help="hybrid, dense or bm25 (default: retrieval.mode).")] = None,
-    path: Annotated[list[str] | None, typer.Option(
-        "--path", help="Only documents matching this glob or under this folder (repeatable).")] = None,
-    file_type: Annotated[list[str] | None, typer.Option(
-        "--type", help="Only documents of this file type, e.g. pdf (repeatable).")] = None,
-    rerank: Annotated[bool | None, typer.Option(
-        "--rerank/--no-rerank", help="Use / skip the configured retrieval.reranker.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Show the passages that best match a query: score, file, page, section and a snippet."""
-    hits = _open(kb).search(query, k, mode=mode, paths=path, file_types=file_type, rerank=rerank)
-    if as_json:
-        out.print_json(data=[h.__dict__ for h in hits])
-        return
-    if not hits:
-        out.print("No passage matched.")
-    for i, h in enumerate(hits, 1):
-        out.print(f"[bold][{i}][/bold] {h.score:.3f}  [cyan]{h.location}[/cyan]", highlight=False)
-        snippet = " ".join(h.text.split())
-        out.print("    " + (snippet[:300] + ("…" if len(snippet) > 300 else "")), highlight=False)
-
-
-@app.command("list")
 def list_documents(kb: KbOpt = None, as_json: JsonOpt = False) -> None:
     """List the documents in a knowledge base."""
-    docs = _open(kb).documents()
+    docs = open_kb(kb).documents()
     if as_json:
         out.print_json(data=[d.__dict__ for d in docs])
         return
@@ -145,35 +89,31 @@ def list_documents(kb: KbOpt = None, as_json: JsonOpt = False) -> None:
     out.print(f"{len(docs)} documents", highlight=False)
 
 
-@app.command()
 def remove(
     target: Annotated[str, typer.Argument(help="Document path, folder, or document id.")],
     kb: KbOpt = None,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for another writer.")] = 0,
+    wait: WaitOpt = 0,
 ) -> None:
     """Remove a document (or every document under a folder) from a knowledge base."""
-    removed = _open(kb).remove(target, wait=wait)
+    removed = open_kb(kb).remove(target, wait=wait)
     for d in removed:
         out.print(f"removed {d.path} ({d.chunks} chunks)", highlight=False)
 
 
-@app.command()
 def kbs(as_json: JsonOpt = False) -> None:
     """List the knowledge bases in KB_HOME."""
     from kb.knowledge_base import KnowledgeBase
+    from kb.stores import catalog
 
-    settings = _settings()
-    names = KnowledgeBase.names(settings)
+    settings = load_settings()
     stats = []
-    for name in names:
+    for name in KnowledgeBase.names(settings):
         with KnowledgeBase.open(name, settings=settings, create=False) as base:
             stats.append(base.stats())
     if as_json:
         out.print_json(data=stats)
         return
     if not stats:
-        from kb.stores import catalog
-
         out.print(f"No knowledge bases in {catalog(settings).where} yet; create one with `kb ingest PATH`.")
     for s in stats:
         size = f"{s['bytes_on_disk'] / 1e6:8.1f} MB" if s["bytes_on_disk"] is not None else "  (in Milvus)"
@@ -181,7 +121,6 @@ def kbs(as_json: JsonOpt = False) -> None:
                   highlight=False)
 
 
-@app.command()
 def migrate(
     to: Annotated[str, typer.Option("--to", help="Where to copy the KB: 'local' ($KB_HOME/kbs), a Milvus Lite file "
                                     "(./kb.db) or a Milvus server (http://host:19530).")],
@@ -199,10 +138,10 @@ def migrate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from kb.knowledge_base import check_name
-    from kb.migrate import migrate as run
+    from kb.migrate import migrate as run  # start-up: rich.progress and kb.migrate, about 30 ms
     from kb.migrate import target_settings
 
-    settings = _settings()
+    settings = load_settings()
     name = check_name(kb or settings.kb)
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), "chunks",
                    TimeRemainingColumn(), console=err, disable=as_json, transient=True)
@@ -226,63 +165,9 @@ def migrate(
               highlight=False, soft_wrap=True)
 
 
-@app.command("eval")
-def evaluate(
-    questions: Annotated[Path, typer.Argument(help="JSONL file: {id, question, evidence: [...], lang?}.")],
-    kb: KbOpt = None,
-    mode: Annotated[str | None, typer.Option(help="Retrieval mode to evaluate (default: retrieval.mode).")] = None,
-    compare: Annotated[str | None, typer.Option(
-        help="Comma-separated modes to run side by side, e.g. dense,bm25,hybrid.")] = None,
-    k: Annotated[int, typer.Option("-k", help="Passages retrieved per question.")] = 10,
-    answers: Annotated[bool, typer.Option(
-        "--answers", help="Ask each question through the answer chain (llm settings) and report, per group: "
-        "answers citing a passage that holds the evidence, citation precision, keyword recall, loop rate, "
-        "language match, refusal rates, time to first token and total time.")] = False,
-    answer_mode: Annotated[str | None, typer.Option(
-        "--answer-mode", help="With --answers: generate, extract or auto (default: answer.mode); "
-        "comma-separated to compare, e.g. generate,extract,auto.")] = None,
-    limit: Annotated[int | None, typer.Option(
-        help="With --answers: only the first N answerable questions (all unanswerable ones are kept).")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Measure retrieval on a question file: hit@1/5/10, MRR@10 and latency, overall and per group
-    (--answers: the answers themselves)."""
-    from kb.eval import load_questions, run_retrieval, summarize
-
-    qs = load_questions(questions)
-    base = _open(kb)
-    if answers:
-        from kb.cli_progress import answer_tables
-        from kb.eval import answer_summary, run_answers
-
-        answer_modes = [m.strip() for m in (answer_mode or base.settings.answer.mode).split(",")]
-        for m in answer_modes:
-            if m not in ANSWER_MODES:
-                raise typer.BadParameter(f"{m!r} is not an answer mode; use {', '.join(ANSWER_MODES)}",
-                                         param_hint="--answer-mode")
-        data = {m: answer_summary(run_answers(base, qs, limit, m)) for m in answer_modes}
-        if as_json:
-            out.print_json(data=data)
-        else:
-            for table in answer_tables(data):
-                out.print(table)
-        return
-    modes = [m.strip() for m in compare.split(",")] if compare else [mode or base.settings.retrieval.mode]
-    results = {m: summarize(run_retrieval(base, qs, m, k)) for m in modes}
-    if as_json:
-        out.print_json(data=results)
-        return
-    from kb.cli_progress import eval_table
-
-    out.print(eval_table(results, len(qs)))
-
-
-@app.command()
 def config(as_json: JsonOpt = False) -> None:
     """Print the effective settings (defaults + config.yaml + KB_* variables)."""
-    import yaml
-
-    data = _settings().model_dump(mode="json")
+    data = load_settings().model_dump(mode="json")
     if as_json:
         out.print_json(data=data)
     else:
@@ -290,43 +175,11 @@ def config(as_json: JsonOpt = False) -> None:
         out.print(yaml.safe_dump(data, allow_unicode=True, sort_keys=False).rstrip(), highlight=False)
 
 
-app.command("ask")(ask_command)
-app.command("chat")(chat_command)
-
-app.command("serve")(serve_command)
-app.command("app")(app_command)
-app.command("doctor")(doctor_command)
-
-
-def _mount_optional_commands() -> None:
-    try:
-        from kb.llm.finetune_cli import register as register_finetune
-    except ImportError:
-        register_finetune = None
-    if register_finetune:
-        register_finetune(app)  # finetune, finetune-eval, finetune-merge
-    try:
-        from kb.llm.cli import model_app
-    except ImportError:
-        return
-    app.add_typer(model_app, name="model", help="Model tools: convert a ChatGLM2 checkpoint, show model info.")
-
-
-_mount_optional_commands()
-
-
-def main() -> None:
-    try:
-        app()
-    except KBError as e:
-        # Escaped and unwrapped: a message holds paths and "pip install 'kb[extra]'", which rich would
-        # otherwise read as markup or cut in two at the terminal's width.
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted; everything committed so far is kept.")
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    """Add ingest, list, remove, kbs, migrate and config to `app`."""
+    app.command()(ingest)
+    app.command("list")(list_documents)
+    app.command()(remove)
+    app.command()(kbs)
+    app.command()(migrate)
+    app.command()(config)

@@ -1,9 +1,10 @@
-"""`kb ask` and `kb chat`: streamed, cited answers on the command line (registered in kb/cli.py).
+"""`kb ask` and `kb chat`: streamed, cited answers on the command line.
 
 The answer streams to stdout as it is generated, then the sources it cites; notes (passages left
 out, sentences without a source, timings) go to stderr. Ctrl-C stops the generation cleanly: the
-model's stream is closed and, in `kb chat`, the interrupted turn is not kept. This module leaves out
-everything about how the answer is made (kb/chain.py).
+model's stream is closed and, in `kb chat`, the interrupted turn is not kept. Both commands take the
+same options (AnswerOptions, kb/cli/options.py). This module leaves out everything about how the
+answer is made (kb/chain.py).
 """
 
 from __future__ import annotations
@@ -16,53 +17,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from kb.config import ANSWER_MODES, LLMSettings, Settings, load_settings
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-KbOpt = Annotated[str | None, typer.Option("--kb", help="Knowledge base name (default: settings 'kb').")]
-ModelOpt = Annotated[str | None, typer.Option(
-    "--model", help="Override llm.model: a .gguf file, a ChatGLM2 / Hugging Face folder, or a server's model name.")]
-BackendOpt = Annotated[str | None, typer.Option(
-    "--backend", help="Override llm.backend: auto, gguf, chatglm2, hf, openai, scripted.")]
-QuantizeOpt = Annotated[str | None, typer.Option(
-    "--quantize", help="Override llm.quantize: 4 (NF4), 8 or none (CUDA, chatglm2/hf).")]
-PathOpt = Annotated[list[str] | None, typer.Option(
-    "--path", help="Only use documents matching this glob or under this folder (repeatable).")]
-TypeOpt = Annotated[list[str] | None, typer.Option("--type", help="Only documents of this file type (repeatable).")]
-GeneralOpt = Annotated[bool, typer.Option(
-    "--general", help="With no relevant passage, let the model answer from general knowledge (labelled).")]
-
-
-AnswerModeOpt = Annotated[str | None, typer.Option(
-    "--answer-mode", help="Override answer.mode: generate (the chat model writes the answer), extract (quote the "
-    "passages' sentences that answer; no model, instant) or auto (extract when the model cannot write the "
-    "question's language, e.g. the embedded SmolLM2 and a Chinese question, or no chat model is installed).")]
-
-
-def _settings(model: str | None, backend: str | None, quantize: str | None, general: bool,
-              answer_mode: str | None = None) -> Settings:
-    settings = load_settings()
-    if answer_mode is not None:
-        if answer_mode not in ANSWER_MODES:
-            raise typer.BadParameter(f"{answer_mode!r} is not one of {', '.join(ANSWER_MODES)}",
-                                     param_hint="--answer-mode")
-        settings.answer = settings.answer.model_copy(update={"mode": answer_mode})
-    llm = settings.llm.model_dump()
-    llm.update({k: v for k, v in (("model", model), ("backend", backend), ("quantize", quantize)) if v is not None})
-    settings.llm = LLMSettings(**llm)
-    if general:
-        settings.answer = settings.answer.model_copy(update={"no_sources": "general"})
-    return settings
-
-
-def _open(kb: str | None, settings: Settings):
-    from kb.knowledge_base import KnowledgeBase
-
-    return KnowledgeBase.open(kb, settings=settings, create=False)
+import kb
+from kb.answer import Answer
+from kb.cli.options import AnswerOptions, answer_options, err, json_option, open_kb, out
 
 
 def _run(items) -> object | None:
@@ -72,8 +30,6 @@ def _run(items) -> object | None:
     Python (its sampler), ctypes prints the KeyboardInterrupt and swallows it, and the answer would
     stream on to the end. The flag stops it at the next piece instead.
     """
-    from kb.answer import Answer
-
     pressed = threading.Event()
 
     def on_sigint(signum, frame):
@@ -150,8 +106,6 @@ def since_process_start() -> float | None:
     Linux: /proc says when the process started, in clock ticks since boot. A shell may exec the last
     command of a line in its own process (`... && kb ask ...`), which then started with the shell: past
     about a second more than the time since kb itself began importing, that time is used instead."""
-    import kb
-
     imported = time.perf_counter() - kb.IMPORTED_AT
     try:
         started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
@@ -162,51 +116,39 @@ def since_process_start() -> float | None:
     return since if since <= imported + 1.0 else imported
 
 
-def ask_command(
+AskJsonOpt = json_option("Print the Answer as JSON (no streaming); its timings also hold imports: seconds from "
+                         "the command's start to the question.")
+
+
+@answer_options
+def ask(
     question: Annotated[str, typer.Argument(help="Your question, in Chinese or English.")],
-    kb: KbOpt = None,
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    quantize: QuantizeOpt = None,
-    path: PathOpt = None,
-    file_type: TypeOpt = None,
-    general: GeneralOpt = False,
-    answer_mode: AnswerModeOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the Answer as JSON (no streaming); its timings "
-                                          "also hold imports: seconds from the command's start to the question.")] = False,
+    opts: AnswerOptions,
+    as_json: AskJsonOpt = False,
 ) -> None:
     """Answer a question from a knowledge base, citing the passages [n] it comes from."""
     imports = since_process_start()
-    base = _open(kb, _settings(model, backend, quantize, general, answer_mode))
-    search = {"paths": path, "file_types": file_type}
+    base = open_kb(opts.kb, opts.settings())
     if as_json:
-        data = base.ask(question, **search).to_dict()
+        data = base.ask(question, **opts.search()).to_dict()
         if imports is not None:
             data["timings"]["imports"] = imports
         out.print_json(data=data)
         return
-    answer = _run(base.stream(question, **search))
+    answer = _run(base.stream(question, **opts.search()))
     if answer is None:
         raise typer.Exit(130)
     _report(answer, imports)
 
 
-def chat_command(
-    kb: KbOpt = None,
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    quantize: QuantizeOpt = None,
-    path: PathOpt = None,
-    file_type: TypeOpt = None,
-    general: GeneralOpt = False,
-    answer_mode: AnswerModeOpt = None,
-) -> None:
+@answer_options
+def chat(opts: AnswerOptions) -> None:
     """Multi-turn chat with a knowledge base; follow-up questions see the conversation.
 
     Type /clear to forget the conversation, /exit (or Ctrl-D) to leave; Ctrl-C stops an answer."""
-    base = _open(kb, _settings(model, backend, quantize, general, answer_mode))
+    base = open_kb(opts.kb, opts.settings())
     session = base.chat()
-    session.search = {"paths": path, "file_types": file_type}
+    session.search = opts.search()
     err.print(f"kb chat on '{base.name}' ({base.settings.llm.model or 'embedded SmolLM2'}); /exit to leave")
     while True:
         try:
@@ -227,3 +169,9 @@ def chat_command(
             if answer.query != answer.question:
                 err.print(f"[dim]searched for: {answer.query}[/dim]", markup=True)
             _report(answer)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ask and chat to `app`."""
+    app.command()(ask)
+    app.command()(chat)
