@@ -37,8 +37,8 @@ from kb.doctor_kbs import kb_findings
 from kb.doctor_models import cuda_usable, embedder_finding, probe_torch, torch_finding
 from kb.errors import KBError
 from kb.findings import LEVELS, Finding, installed
-from kb.ingest.ocr import OcrOptions, available
 from kb.ingest import office as legacy_office
+from kb.ingest.ocr import OcrOptions, available
 from kb.llm.base import resolve_backend_name
 
 __all__ = ["Finding", "run_checks", "exit_code", "to_json"]

