@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kb.errors import ParseError
-from kb.types import Chunk, DocumentInfo
+from kb.types import Chunk, DocumentInfo, DocumentState
 
 from .loaders import Limits, document_title, load
 from .ocr import IMAGE_SUFFIXES, OcrOptions, OcrRun
@@ -37,16 +37,6 @@ class ParseSettings:
     overlap_tokens: int
     limits: Limits = Limits()
     ocr: OcrOptions = OcrOptions()
-
-
-@dataclass(frozen=True)
-class DocumentState:
-    """What the store holds for a file's current version: how a run tells what changed."""
-
-    content_hash: str
-    size: int
-    mtime: float
-    doc_id: str
 
 
 @dataclass(frozen=True)

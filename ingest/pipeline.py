@@ -23,7 +23,7 @@ from kb.stores import Record, Store
 from .embed import Embedder
 from .loaders import Limits, supported_suffixes
 from .ocr import OcrOptions, available
-from .parse import DocumentState, FileToParse, Parsed, ParseSettings, parsed
+from .parse import FileToParse, Parsed, ParseSettings, parsed
 from .report import FileResult, IngestReport, Progress
 
 __all__ = ["run_ingest", "discover", "Discovered", "FileResult", "IngestReport", "Progress"]
@@ -92,7 +92,7 @@ def run_ingest(
                         for p in unsupported)
     report.files.extend(FileResult(str(e.filename), "failed", reason=f"cannot list folder: {e.strerror or e}")
                         for e in unlisted)
-    known = {path: DocumentState(*state) for path, state in store.document_states().items()}
+    known = store.document_states()
     notify(Progress("start", total=len(files)))
 
     todo: list[FileToParse] = []

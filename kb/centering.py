@@ -8,7 +8,7 @@ of its language, and from a question the mean of its language, then renormalisin
 the same questions found their answer in the top 5 for 0.31 (zh→en) and 0.44 (en→zh) by dense search
 alone, while same-language questions moved by at most 0.06 either way (within the set's noise).
 
-The means belong to one knowledge base and one commit: the local store (kb/stores/local.py) fits them when it
+The means belong to one knowledge base and one commit: the local store (kb/stores/local/index.py) fits them when it
 builds the dense index and records them next to it; the Milvus store refits them from running sums. A language with fewer than MIN_CHUNKS chunks has no reliable mean
 of its own: it gets the KB's overall mean (or, in a KB too small for that, the prior's average) moved
 by the language's offset in the *prior*: the embedder's mean vectors of 160 generic sentences in each

@@ -1,6 +1,6 @@
 """The dense (vector) index: FAISS building, reading, writing and searching, with no knowledge of SQLite.
 
-kb/stores/local.py decides when an index is built or trusted; this module only does the FAISS work. An index
+kb/stores/local/index.py decides when an index is built or trusted; this module only does the FAISS work. An index
 is exact flat inner-product search up to a size threshold and HNSW (approximate) above it, wrapped in an
 id map so its ids are the SQLite chunk ids. Vectors are L2-normalised, so inner product is cosine.
 """

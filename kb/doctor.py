@@ -1,6 +1,6 @@
 """`kb doctor`: what this machine and these settings give a user, and what to do next.
 
-`run_checks(settings)` returns a list of `Finding`s (kb/findings.py; no printing: kb/cli_doctor.py renders
+`run_checks(settings)` returns a list of `Finding`s (kb/findings.py; no printing: kb/cli/doctor.py renders
 them): the Python and torch in use (CUDA, GPU, free VRAM) and whether bitsandbytes can quantize; the
 embedder the settings resolve to (kb/doctor_models.py); the chat model, its languages and window, and
 whether answers will be generated or extracted (kb/doctor_chat.py); the optional extras installed; and

@@ -3,7 +3,7 @@
 
 Also here: the question's language (zh or en, which picks the prompt and the refusal wording), how a
 numbered passage is written into the prompt, and the fixed sentences kb itself says (refusal,
-general-knowledge label). It leaves out token budgeting (kb/chain.py).
+general-knowledge label). It leaves out token budgeting (kb/packing.py).
 """
 
 from __future__ import annotations

@@ -54,6 +54,16 @@ class DocumentInfo:
 
 
 @dataclass(frozen=True)
+class DocumentState:
+    """What a store holds for a file's current version: how an ingest run tells what changed."""
+
+    content_hash: str
+    size: int
+    mtime: float
+    doc_id: str
+
+
+@dataclass(frozen=True)
 class Hit:
     """One search result. `score` is in [0, 1], higher is more relevant."""
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from kb.centering import Centering
-from kb.types import Chunk, DocumentInfo
+from kb.types import Chunk, DocumentInfo, DocumentState
 
 # A dense search prepared on the caller's thread and safe to run on another:
 # (query vector, limit, question language) -> [(chunk_id, cosine in the centred space)], best first.
@@ -68,8 +68,8 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     # documents
-    def document_states(self) -> dict[str, tuple[str, int, float, str]]:
-        """path -> (content_hash, size, mtime, doc_id), for deciding what changed."""
+    def document_states(self) -> dict[str, DocumentState]:
+        """path -> the stored version's hash, size, mtime and doc_id, for deciding what changed."""
     def documents(self) -> list[DocumentInfo]: ...
     def document_text(self, doc_id: str) -> str | None: ...
     def put_documents(self, records: list[Record]) -> int:

@@ -22,7 +22,7 @@ from kb.keywords import fts_query
 from kb.stores.base import CHUNK_FIELDS, Record, batches, filter_documents
 from kb.stores.local.index import LocalDenseIndex
 from kb.stores.local.schema import connect
-from kb.types import Chunk, DocumentInfo
+from kb.types import Chunk, DocumentInfo, DocumentState
 
 
 class LocalStore(LocalDenseIndex):
@@ -64,10 +64,9 @@ class LocalStore(LocalDenseIndex):
         return int(self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
 
     # -- documents ---------------------------------------------------------------------------
-    def document_states(self) -> dict[str, tuple[str, int, float, str]]:
-        """path -> (content_hash, size, mtime, doc_id), for deciding what changed."""
+    def document_states(self) -> dict[str, DocumentState]:
         rows = self._db.execute("SELECT path, content_hash, size, mtime, doc_id FROM documents")
-        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+        return {r[0]: DocumentState(r[1], r[2], r[3], r[4]) for r in rows}
 
     def documents(self) -> list[DocumentInfo]:
         rows = self._db.execute(

@@ -21,7 +21,7 @@ from kb.keywords import query_terms
 from kb.stores.base import CHUNK_FIELDS, DenseQuery, Record, batches, filter_documents
 from kb.stores.milvus.schema import BATCH, CHUNK_OUT, bm25_text, literal
 from kb.stores.milvus.writes import MilvusWrites
-from kb.types import Chunk, DocumentInfo
+from kb.types import Chunk, DocumentInfo, DocumentState
 
 EXTRA = 16  # more hits asked of Milvus than needed, for versions that are not (or no longer) committed
 
@@ -29,8 +29,9 @@ EXTRA = 16  # more hits asked of Milvus than needed, for versions that are not (
 class MilvusStore(MilvusWrites):
     """One build of one KB in Milvus (kb/stores/base.py's Store)."""
 
-    def document_states(self) -> dict[str, tuple[str, int, float, str]]:
-        return {r["path"]: (r["content_hash"], r["size"], r["mtime"], r["doc_id"]) for r in self._doc_rows().values()}
+    def document_states(self) -> dict[str, DocumentState]:
+        return {r["path"]: DocumentState(r["content_hash"], r["size"], r["mtime"], r["doc_id"])
+                for r in self._doc_rows().values()}
 
     def documents(self) -> list[DocumentInfo]:
         return sorted((DocumentInfo(r["doc_id"], r["path"], r["title"], r["content_hash"], r["size"], r["mtime"],
