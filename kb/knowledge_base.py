@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from kb.loading import Loader, answer_stream
 from kb.retrieval import Retriever, SearchOptions
 from kb.stores import Catalog, Store, catalog
 from kb.types import DocumentInfo, Hit
+
+if TYPE_CHECKING:
+    from kb.retriever import KBRetriever
 
 __all__ = ["KnowledgeBase", "check_name"]
 
@@ -199,7 +202,7 @@ class KnowledgeBase:
         session.kb = self
         return session
 
-    def as_retriever(self, k: int | None = None, **search: Any):
+    def as_retriever(self, k: int | None = None, **search: Any) -> KBRetriever:
         """This KB as a langchain-core BaseRetriever (Documents with path/page/section/score metadata)."""
         from kb.retriever import (
             KBRetriever,  # langchain-core: only for callers that want LangChain's interface

@@ -137,6 +137,16 @@ class LLMSettings(BaseModel):
             tell_renamed(f"llm.{old}", f"llm.{group}.{name}")
         return data
 
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> LLMSettings:
+        """As pydantic's, with the flat names of earlier versions in `update` moved into their groups."""
+        if update and MOVED.keys() & update.keys():
+            update = dict(update)
+            for old in MOVED.keys() & update.keys():
+                group, name = MOVED[old]
+                update[group] = getattr(self, group).model_copy(update={name: update.pop(old)})
+                tell_renamed(f"llm.{old}", f"llm.{group}.{name}")
+        return super().model_copy(update=update, deep=deep)
+
     # The flat names, read-only, for code written against earlier versions (settings.llm.base_url).
     repeat_penalty = _moved("repeat_penalty")
     no_repeat_ngram = _moved("no_repeat_ngram")

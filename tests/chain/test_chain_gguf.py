@@ -27,7 +27,8 @@ def test_the_loop_guard_stops_the_real_embedded_model_where_it_starts_repeating(
     # greedy SmolLM2-135M without the n-gram ban writes a list whose items repeat on this question (as on
     # 0.94 of the dev set's English questions)
     kb = open_kb(backend="gguf", n_ctx=2048, mode="generate")
-    kb.settings.llm = kb.settings.llm.model_copy(update={"no_repeat_ngram": 0})  # no sampling help
+    llm = kb.settings.llm
+    kb.settings.llm = llm.model_copy(update={"gguf": llm.gguf.model_copy(update={"no_repeat_ngram": 0})})  # no help
     answer = kb.ask("How do remote staff connect to the office network?")
     assert answer.repetition_stopped and not repeats_a_sentence(answer.text)
     assert not answer.text.rstrip().endswith(".") or not answer.text.rstrip()[-2].isdigit()  # no dangling "4."

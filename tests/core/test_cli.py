@@ -134,3 +134,28 @@ def test_a_missing_optional_package_names_its_extra(tmp_path, monkeypatch):
     result = _invoke("model", "info", str(folder))
     assert isinstance(result.exception, MissingDependencyError)
     assert "pip install 'kb[hf]'" in str(result.exception)
+
+
+def test_ctrl_c_stops_the_answer_even_when_a_native_callback_swallows_it(capsys):
+    import signal
+    import time
+
+    from kb.cli.answer import _run
+
+    made = []
+
+    def pieces():
+        for i in range(200):
+            try:  # llama.cpp calls its sampler back in Python; ctypes prints an exception raised there and drops it
+                if i == 5:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.05)  # the handler runs here, inside the "callback"
+            except KeyboardInterrupt:
+                pass
+            made.append(i)
+            yield f"piece {i} "
+
+    assert _run(pieces()) is None
+    assert len(made) < 10  # stopped at the next piece, not at the end of the answer
+    assert "stopped" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back

@@ -32,6 +32,8 @@ def test_flat_names_from_file_env_and_python_land_in_their_groups(settings, tmp_
     assert len([x for x in lines if "llm.dtype is now" in x]) == 1  # once per name and process
     LLMSettings(base_url="http://again/v1")
     assert "llm.base_url" not in capsys.readouterr().err
+    copied = py.model_copy(update={"no_repeat_ngram": 3, "model": "m"})  # code written for the flat names
+    assert copied.gguf.no_repeat_ngram == 3 and copied.model == "m" and copied.openai.api_key == "k"
 
 
 def test_a_flat_override_wins_over_the_files_group(settings, tmp_path, monkeypatch):
