@@ -12,9 +12,10 @@ import re
 from collections.abc import Iterator
 
 from kb.errors import ConfigError, ModelError
+from kb.lang import HAN, HANGUL, KANA
 from kb.llm.base import ChatBackend, Message, Sampling, require
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_CJK = re.compile(f"[{KANA}{HAN}{HANGUL}]")
 DEFAULT_WINDOW = 8192
 
 

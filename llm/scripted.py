@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kb.errors import ConfigError
+from kb.lang import HAN
 from kb.llm.base import ChatBackend, Message, check_messages, truncate_at_stop
 
-_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]+")
+_TOKEN = re.compile(f"[{HAN}]|[^\\s{HAN}]+")
 
 
 class ScriptedBackend(ChatBackend):
