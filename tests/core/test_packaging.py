@@ -5,8 +5,9 @@ An editable install (`pip install -e .`) finds every subpackage from its folder,
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 
