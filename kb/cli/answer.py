@@ -26,15 +26,17 @@ from kb.cli.options import AnswerOptions, answer_options, err, json_option, open
 def _run(items) -> object | None:
     """Print streamed pieces; return the Answer, or None when Ctrl-C stopped it.
 
-    Ctrl-C is also remembered, not only raised: when it lands while llama.cpp is calling back into
-    Python (its sampler), ctypes prints the KeyboardInterrupt and swallows it, and the answer would
-    stream on to the end. The flag stops it at the next piece instead.
+    Ctrl-C is remembered, and raised only where Python can stop cleanly. While llama.cpp's bindings run Python
+    code (its sampler is called back from C), a KeyboardInterrupt raised there is printed by ctypes as an
+    "Exception ignored" traceback and dropped, and the answer streams on to its end; so there the press only
+    sets the flag, and the answer stops at the next piece (a few tens of milliseconds later).
     """
     pressed = threading.Event()
 
     def on_sigint(signum, frame):
         pressed.set()
-        raise KeyboardInterrupt
+        if not _in_llama_cpp(frame):
+            raise KeyboardInterrupt
 
     previous = _swap_sigint(on_sigint)
     try:
@@ -52,6 +54,15 @@ def _run(items) -> object | None:
     finally:
         _swap_sigint(previous)
     return None
+
+
+def _in_llama_cpp(frame) -> bool:
+    """Whether the interrupted Python code is llama-cpp-python's (or called by it)."""
+    while frame is not None:
+        if f"{os.sep}llama_cpp{os.sep}" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _swap_sigint(handler):

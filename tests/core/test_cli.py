@@ -159,3 +159,29 @@ def test_ctrl_c_stops_the_answer_even_when_a_native_callback_swallows_it(capsys)
     assert len(made) < 10  # stopped at the next piece, not at the end of the answer
     assert "stopped" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+
+
+def test_ctrl_c_inside_llama_cpps_python_code_is_not_raised_there(capsys):
+    import signal
+
+    from kb.cli.answer import _run
+
+    # Code that runs as if it were llama-cpp-python's (its file is in a llama_cpp folder): its sampler callback.
+    callback = {}
+    exec(compile("def sample(kill):\n    kill()\n    import time\n    time.sleep(0.05)\n",
+                 os.path.join(os.sep, "site-packages", "llama_cpp", "_internals.py"), "exec"), callback)
+    raised_inside = []
+    made = []
+
+    def pieces():
+        for i in range(200):
+            if i == 5:
+                try:
+                    callback["sample"](lambda: os.kill(os.getpid(), signal.SIGINT))
+                except KeyboardInterrupt:
+                    raised_inside.append(i)  # ctypes would print this as a traceback and drop it
+            made.append(i)
+            yield f"piece {i} "
+
+    assert _run(pieces()) is None
+    assert not raised_inside and len(made) < 10 and "stopped" in capsys.readouterr().err
