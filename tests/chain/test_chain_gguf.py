@@ -24,15 +24,23 @@ def test_embedded_model_answers_an_english_question_citing_the_right_file(open_k
 def test_the_loop_guard_stops_the_real_embedded_model_where_it_starts_repeating(open_kb):
     from kb.eval import repeats_a_sentence
 
-    # greedy SmolLM2-135M without the n-gram ban writes a list whose items repeat on this question (as on
-    # 0.94 of the dev set's English questions)
+    # Greedy SmolLM2-135M without the n-gram ban loops on 0.94 of the dev set's English questions, but which
+    # ones varies with the prompt's bytes, and the prompt names each passage by its full path (pytest's
+    # temporary folder): of three questions that loop on it, at least one does wherever the tests run.
     kb = open_kb(backend="gguf", n_ctx=2048, mode="generate")
     llm = kb.settings.llm
     kb.settings.llm = llm.model_copy(update={"gguf": llm.gguf.model_copy(update={"no_repeat_ngram": 0})})  # no help
-    answer = kb.ask("How do remote staff connect to the office network?")
-    assert answer.repetition_stopped and not repeats_a_sentence(answer.text)
-    assert not answer.text.rstrip().endswith(".") or not answer.text.rstrip()[-2].isdigit()  # no dangling "4."
-    assert answer.timings.generate < 30  # stopped early, not at the 384-token limit
+    stopped = []
+    for question in ("How do remote staff connect to the office network?", "Summarize the backup policy in detail.",
+                     "What are the rules for guests on the Wi-Fi?"):
+        answer = kb.ask(question)
+        assert not repeats_a_sentence(answer.text), answer.text  # whatever it wrote, nothing shows twice
+        if answer.repetition_stopped:
+            stopped.append(answer)
+    assert stopped  # the guard had to step in
+    for answer in stopped:
+        assert not answer.text.rstrip().endswith(".") or not answer.text.rstrip()[-2].isdigit()  # no dangling "4."
+        assert answer.timings.generate < 30  # stopped early, not at the 384-token limit
 
 
 def test_auto_quotes_for_the_small_embedded_model_without_calling_it(open_kb):
