@@ -1,7 +1,8 @@
 """The ingest run: find files -> skip unchanged -> parse + split (a child process) -> embed -> write.
 
 For large jobs (and any job with images to OCR), parsing runs in a child process a few files ahead while
-the main process embeds and writes, so parsing and OCR overlap the embedder; the child reports each
+the main process embeds and writes, so parsing and OCR overlap the embedder (and the KB's other embedders,
+each on the chunks it can read); the child reports each
 OCR'd page back through a queue, for the progress display. Embedding batches span documents, so a folder of
 tiny files still fills the model's batches. Each document is written in its own transaction as soon
 as its vectors exist: a run that is killed keeps every document it finished, and the next run picks
@@ -16,9 +17,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from kb.errors import KBError
 from kb.keywords import index_text
-from kb.stores import Record, Store
+from kb.stores import Record, SideVectors, Store
 
 from .embed import Embedder
 from .loaders import Limits, supported_suffixes
@@ -82,8 +85,10 @@ def run_ingest(
     progress: Callable[[Progress], None] | None = None,
     limits: Limits | None = None,
     ocr: OcrOptions | None = None,
+    ensemble: Callable[[], list[Embedder]] = list,
 ) -> IngestReport:
-    """Bring the store up to date with the files under `roots`. The caller holds the write lock."""
+    """Bring the store up to date with the files under `roots`. The caller holds the write lock. `ensemble` gives
+    the KB's other embedders (each embeds the chunks it can read into its own index)."""
     started = time.perf_counter()
     notify = progress or (lambda event: None)
     report = IngestReport()
@@ -110,7 +115,7 @@ def run_ingest(
 
     if todo:
         parse = ParseSettings(max_tokens, overlap_tokens, limits or Limits(), ocr or OcrOptions())
-        _embed_and_write(store, embedder, todo, report, notify, parse)
+        _embed_and_write(store, embedder, ensemble, todo, report, notify, parse)
         if report.unread_pages:
             report.ocr_missing = available(parse.ocr).why
 
@@ -141,9 +146,11 @@ def _under(path: str, roots: list[Path]) -> bool:
     return False
 
 
-def _embed_and_write(store: Store, embedder_factory: Callable[[], Embedder], todo: list[FileToParse],
-                     report: IngestReport, notify: Callable[[Progress], None], parse: ParseSettings) -> None:
+def _embed_and_write(store: Store, embedder_factory: Callable[[], Embedder], ensemble: Callable[[], list[Embedder]],
+                     todo: list[FileToParse], report: IngestReport, notify: Callable[[Progress], None],
+                     parse: ParseSettings) -> None:
     model = embedder_factory()
+    others = ensemble()
     pending: list[Parsed] = []
     for item in parsed(todo, model.token_counter, parse, notify):
         if isinstance(item, FileResult):
@@ -155,25 +162,42 @@ def _embed_and_write(store: Store, embedder_factory: Callable[[], Embedder], tod
         report.ocr_engine = report.ocr_engine or item.ocr.engine
         pending.append(item)
         if sum(len(p.chunks) for p in pending) >= BATCH_CHUNKS:
-            _write(store, model, pending, report, notify)
+            _write(store, model, others, pending, report, notify)
             pending = []
-    _write(store, model, pending, report, notify)
+    _write(store, model, others, pending, report, notify)
 
 
-def _write(store: Store, model: Embedder, pending: list[Parsed], report: IngestReport,
+def _write(store: Store, model: Embedder, others: list[Embedder], pending: list[Parsed], report: IngestReport,
            notify: Callable[[Progress], None]) -> None:
     if not pending:
         return
     texts = [t for p in pending for t in p.keyword_texts]
     vectors = model.encode(texts)
+    sides = [_side_vectors(other, texts) for other in others]
     notify(Progress("embedded", chunks=len(texts)))
     records, offset = [], 0
     for p in pending:
         n = len(p.chunks)
-        records.append(Record(p.info, p.text, p.chunks, vectors[offset:offset + n], [index_text(t) for t in p.keyword_texts]))
+        ensemble = {other.model_id: _rows_of(side, offset, n) for other, side in zip(others, sides)}
+        records.append(Record(p.info, p.text, p.chunks, vectors[offset:offset + n],
+                              [index_text(t) for t in p.keyword_texts], ensemble))
         offset += n
     report.chunks_removed += store.put_documents(records)
     for p in pending:
         report.chunks_added += len(p.chunks)
         _done(report, notify, FileResult(str(p.path), "updated" if p.previous else "added", len(p.chunks),
                                          ocr_pages=p.ocr.pages, unread_pages=p.ocr.unread))
+
+
+def _side_vectors(model: Embedder, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, vectors) of the texts an ensemble member embeds: those it can mostly read (an English-only
+    model skips Chinese chunks, whose tokens it does not know)."""
+    rows = np.asarray([i for i, t in enumerate(texts) if model.reads(t)], dtype=np.int64)
+    return rows, model.encode([texts[i] for i in rows])
+
+
+def _rows_of(side: tuple[np.ndarray, np.ndarray], offset: int, n: int) -> SideVectors:
+    """One document's share of a batch's side vectors (its chunks are positions offset .. offset + n)."""
+    rows, vectors = side
+    mine = (rows >= offset) & (rows < offset + n)
+    return SideVectors(tuple(int(r) - offset for r in rows[mine]), vectors[mine])

@@ -67,8 +67,10 @@ def run_checks(settings: Settings) -> list[Finding]:
     chat, model = chat_finding(settings, torch)
     findings = [python_finding(), torch_finding(torch), bitsandbytes_finding(settings, cuda_usable(torch)),
                 settings_finding(),
-                embedder_finding(settings.embedding, settings.models_dir, torch),
-                chat, answer_finding(settings.answer.mode, model)]
+                embedder_finding(settings.embedding, settings.models_dir, torch)]
+    findings += [embedder_finding(settings.embedding.model_copy(update={"model": m, "models": [m]}),
+                                  settings.models_dir, torch, name=f"embedder {m}") for m in settings.embedding.ensemble]
+    findings += [chat, answer_finding(settings.answer.mode, model)]
     findings += document_findings(settings)
     findings += extras_findings()
     findings += kb_findings(settings, torch)

@@ -21,6 +21,7 @@ from kb.errors import IndexFormatError, KBError
 from kb.findings import LEVELS, Finding, Level
 from kb.knowledge_base import KnowledgeBase
 from kb.stores import catalog
+from kb.stores import manifest as manifests
 from kb.stores.local import saved_index_state
 from kb.stores.manifest import read as read_manifest
 
@@ -68,16 +69,17 @@ def kb_health(name: str, folder: Path, settings: Settings, t: TorchInfo) -> Find
     index = _index_problem(name, stats, data, built["dim"], docs)
     if index and stats["index"] == "saved":
         stats["index"] = "unreadable"
-    facts.update(stats, embedder=built["model"], dim=built["dim"])
+    facts.update(stats, embedder=built["model"], dim=built["dim"], embedders=manifests.models(manifest))
     problems = [p for p in (
         _embedder_problem(name, built, docs, settings, t),
         _chunking_problem(name, manifest["chunking"], docs, settings),
         index,
         _lock_problem(name, folder),
     ) if p]
-    summary = f"{stats['documents']} documents, {stats['chunks']} chunks, embedder {built['model']}"
-    if built["model"] != settings.embedding.model and not any(p.check == "embedder" for p in problems):
-        summary += (f" (its own; the settings' {settings.embedding.model} applies after "
+    own, want = manifests.models(manifest), settings.embedding.models
+    summary = f"{stats['documents']} documents, {stats['chunks']} chunks, embedder{'s' * (len(own) > 1)} {' + '.join(own)}"
+    if own != want and not any(p.check == "embedder" for p in problems):
+        summary += (f" (its own; the settings' {' + '.join(want)} appl{'y' if len(want) > 1 else 'ies'} after "
                     f"`kb ingest {docs} --kb {name} --rebuild`)")
     if not index:
         summary += "; vector index saved and verified"

@@ -50,7 +50,20 @@ def new_manifest(settings: Settings) -> dict[str, Any]:
     if settings.chunking.max_tokens > limit:
         raise ConfigError(f"chunking.max_tokens={settings.chunking.max_tokens} exceeds what embedding model "
                           f"'{embedder.model_id}' reads ({embedder.max_seq_length} tokens); use at most {limit}")
-    return manifests.new(embedder, settings.chunking.model_dump())
+    return manifests.new(embedder, settings.chunking.model_dump(), configured_ensemble(settings))
+
+
+def configured_ensemble(settings: Settings) -> list[Embedder]:
+    """The embedders the settings name besides the main one (loaded; shared per process)."""
+    return [get_embedder(_alone(settings, name), settings.models_dir) for name in settings.embedding.ensemble]
+
+
+def _alone(settings: Settings, name: str, entry: dict[str, Any] | None = None):
+    """Embedding settings for one member of an ensemble: its own model and prefixes (the manifest's, if given)."""
+    update: dict[str, Any] = {"model": name, "models": [name], "query_prefix": None, "passage_prefix": None}
+    if entry is not None:
+        update.update(query_prefix=entry.get("query_prefix", ""), passage_prefix=entry.get("passage_prefix", ""))
+    return settings.embedding.model_copy(update=update)
 
 
 class Handle:
@@ -147,6 +160,25 @@ class Handle:
                 f"here ({e}); make that model available, or run `kb ingest PATH --kb {self.name} --rebuild` "
                 f"to re-embed the KB with '{want.model}'"
             ) from e
+
+    def ensemble(self) -> list[Embedder]:
+        """The KB's other embedders, as its manifest pins them (none for a KB of one embedder). Unlike the main
+        one, configuring another set is no error: the KB keeps its own until `kb ingest --rebuild`."""
+        out = []
+        for entry in self.manifest.get("ensemble", []):
+            try:
+                out.append(get_embedder(_alone(self.settings, entry["model"], entry), self.settings.models_dir))
+            except ModelError as e:
+                raise EmbedderMismatchError(
+                    f"KB '{self.name}' was built with embedding model '{entry['model']}' beside "
+                    f"'{self.manifest['embedder']['model']}', and it cannot be loaded here ({e}); make it "
+                    f"available, or run `kb ingest PATH --kb {self.name} --rebuild` to re-embed the KB with "
+                    f"embedding.models {self.settings.embedding.models}") from e
+        return out
+
+    def configured_ensemble(self) -> list[Embedder]:
+        """The other embedders the settings name (what a rebuild embeds with)."""
+        return configured_ensemble(self.settings)
 
     def configured_embedder(self) -> Embedder:
         """The embedder the settings name (what a rebuild embeds with)."""

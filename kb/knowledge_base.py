@@ -26,6 +26,7 @@ from kb.llm import ChatBackend, load_backend
 from kb.loading import Loader, answer_stream
 from kb.retrieval import Retriever, SearchOptions
 from kb.stores import Catalog, Store, catalog
+from kb.stores import manifest as manifests
 from kb.types import DocumentInfo, Hit
 
 if TYPE_CHECKING:
@@ -146,7 +147,8 @@ class KnowledgeBase:
             return {
                 "name": self.name, "path": self._handle.location, "documents": len(docs),
                 "chunks": self._store.chunk_count(), "bytes_on_disk": self._store.disk_bytes(),
-                "embedder": self.manifest["embedder"]["model"], "created_at": self.manifest.get("created_at"),
+                "embedder": self.manifest["embedder"]["model"], "embedders": manifests.models(self.manifest),
+                "created_at": self.manifest.get("created_at"),
             }
 
     def passage_similarity(self, query: str, chunk_ids: list[int]) -> dict[int, float] | None:

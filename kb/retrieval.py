@@ -1,6 +1,6 @@
 """What the answer chain asks of a knowledge base, as one typed object: `Retriever`.
 
-It searches (kb/search.py's hybrid retrieval with the KB's embedder, an optional reranker and the caller's
+It searches (kb/search.py's hybrid retrieval with the KB's embedders, an optional reranker and the caller's
 filters), and it answers the questions the chain asks about passages: how similar they are to the query (for
 refusal and for quoting), and a document's text between two offsets (for merging touching hits). The chain
 is built with a Retriever (kb/chain.py), so a test or another app can hand it any object with these methods.
@@ -17,11 +17,13 @@ import numpy as np
 
 from kb.config import RETRIEVAL_MODES, Settings
 from kb.errors import KBError
+from kb.glossary import gloss
 from kb.handle import Handle
 from kb.ingest.embed import Embedder
 from kb.lang import language
 from kb.rerank import get_reranker
-from kb.search import Filter, search
+from kb.search import DenseSide, Filter, search
+from kb.stores import Store
 from kb.types import Hit
 
 
@@ -68,14 +70,45 @@ class Retriever:
         if settings.reranker and options.rerank is not False:
             reranker = get_reranker(settings.reranker, self._settings.embedding.device)
 
-        def embed(text: str):
-            readable, unknown = self.embedder().readable(text)
-            vector = self.embedder().encode([readable if readable.strip() else text], query=True)[0]
-            return vector, 1.0 - unknown
-
+        mode = options.mode or settings.mode
+        sides = [DenseSide(None, query_embedding(self.embedder()))]
+        if mode != "bm25":
+            sides += [DenseSide(e.model_id, query_embedding(e)) for e in self.ensemble()]
         with self._handle.lock:
-            return search(self._handle.store(), embed, query, settings, k or settings.k, options.mode,
-                          options.where, reranker, also=tuple(q for q in also if q and q.strip()))
+            extra = self.dictionary_rankings(query, mode, options.where)
+            return search(self._handle.store(), sides, query, settings, k or settings.k, mode,
+                          options.where, reranker, also=tuple(q for q in also if q and q.strip()), extra_rankings=extra)
+
+    def ensemble(self) -> list[Embedder]:
+        """The KB's other embedders (none for a KB of one embedder)."""
+        return self._handle.ensemble()
+
+    def store(self) -> Store:
+        """The KB's current store (for benchmarks and tools that search it directly)."""
+        return self._handle.store()
+
+    def dictionary_rankings(self, query: str, mode: str | None = None,
+                            where: Filter | None = None) -> dict[str, tuple[list[int], float]]:
+        """The dictionary search across languages, as a ranking to fuse: the query translated word by word
+        (kb/glossary.py, CC-CEDICT) and searched by keyword, when the KB holds passages in the other language
+        and the search is hybrid. {} when it does not apply."""
+        settings = self._settings.retrieval
+        if (mode or settings.mode) != "hybrid" or settings.dictionary_weight <= 0:
+            return {}
+        other = "en" if language(query) == "zh" else "zh"
+        if not self.languages().get(other):
+            return {}
+        words = gloss(query)
+        if not words:
+            return {}
+        with self._handle.lock:
+            store = self._handle.store()
+            doc_ids = None
+            if where:
+                doc_ids = store.matching_documents(list(where.paths) or None, list(where.file_types) or None,
+                                                   list(where.doc_ids) or None)
+            found = store.keyword_search(words, settings.candidates, doc_ids)
+        return {"dictionary": ([cid for cid, _ in found], settings.dictionary_weight)} if found else {}
 
     def languages(self) -> dict[str, int]:
         """How many chunks of each language ('en', 'zh') the KB holds."""
@@ -111,3 +144,11 @@ class Retriever:
         with self._handle.lock:
             text = self._handle.store().document_text(doc_id)
         return None if text is None else text[start:end]
+
+
+def query_embedding(embedder: Embedder) -> Callable[[str], tuple[np.ndarray, float]]:
+    """text -> (the query vector of the part the model reads, the share it reads)."""
+    def embed(text: str) -> tuple[np.ndarray, float]:
+        readable, unknown = embedder.readable(text)
+        return embedder.encode([readable if readable.strip() else text], query=True)[0], 1.0 - unknown
+    return embed

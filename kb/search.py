@@ -1,10 +1,13 @@
 """Hybrid retrieval: dense (FAISS) and keyword (FTS5 BM25) rankings fused by reciprocal rank, then
-optional rerank, de-duplication, MMR diversity and neighbour expansion.
+optional rerank, de-duplication, MMR diversity and neighbour expansion. A KB built with an ensemble of
+embedders (embedding.models) has one dense ranking per embedder, each weighted by how much of the query its
+model reads: the two default embedders miss different questions (README, Performance).
 
 Scores users see are in [0, 1], higher is more relevant:
 - hybrid: the fused RRF score divided by the best possible one (rank 1 in every retriever), so 1.0
   means "first for both", 0.5 roughly "first for one of two equally weighted retrievers";
-- dense: the cosine similarity in the KB's language-centred space (kb/centering.py), clipped at 0;
+- dense: the cosine similarity in the KB's language-centred space (kb/centering.py), clipped at 0; with
+  several embedders that read the query, their RRF score as in hybrid;
 - bm25: bm25 / (bm25 + 1), a monotone squashing of FTS5's unbounded score;
 - with a reranker: the sigmoid of the cross-encoder's logit (its own probability of relevance).
 `retrieval.threshold` applies to whichever of these is in force.
@@ -12,6 +15,7 @@ Scores users see are in [0, 1], higher is more relevant:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -50,17 +54,35 @@ def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int) 
     return [(cid, s / best if best > 0 else 0.0) for cid, s in fused]
 
 
+@dataclass(frozen=True)
+class DenseSide:
+    """One of the KB's embedders as search uses it: `model` None for the main one (its ranking is "dense"), else
+    an ensemble member's name ("dense:NAME"); `embed(text) -> (query vector, readable share 0..1)`."""
+
+    model: str | None
+    embed: Callable[[str], tuple[np.ndarray, float]]
+
+    @property
+    def ranking(self) -> str:
+        return "dense" if self.model is None else f"dense:{self.model}"
+
+
 def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k: int,
-           mode: str | None = None, where: Filter | None = None, reranker=None, also: tuple[str, ...] = ()) -> list[Hit]:
+           mode: str | None = None, where: Filter | None = None, reranker=None, also: tuple[str, ...] = (),
+           extra_rankings: dict[str, tuple[list[int], float]] | None = None) -> list[Hit]:
     """Top-k hits for a query.
 
-    `embed_query(text) -> (vector, readable)` is only called when dense search runs; `readable` (0..1)
-    is the share of the query the embedding model can read, and scales the dense ranking's fusion
-    weight (an English-only model sees a Chinese query as unknown tokens). `reranker(query, texts) ->
-    scores in [0, 1]` re-scores the fused candidates when given. `also` holds other wordings of the query
-    (a translation): each adds its own rankings, fused like the query's (dense and bm25 modes keep each
-    chunk's best score)."""
+    `embed_query` is the KB's embedders as DenseSide objects (or one `embed(text) -> (vector, readable)`
+    function, the main embedder alone), called only when dense search runs; `readable` (0..1) is the share of
+    the query the model can read, and scales that dense ranking's fusion weight (an English-only model sees a
+    Chinese query as unknown tokens, and gets weight 0 for it). `reranker(query, texts) -> scores in [0, 1]`
+    re-scores the fused candidates when given. `also` holds other wordings of the query (a translation): each
+    adds its own rankings, fused like the query's. Dense mode with several embedders fuses their rankings by
+    RRF too; with one (or one that reads the query) it keeps the cosine, as bm25 mode keeps each chunk's best
+    keyword score. `extra_rankings` (name -> (chunk ids best first, weight)) are rankings made elsewhere (the
+    dictionary search across languages, kb/retrieval.py), fused in hybrid mode."""
     mode = mode or settings.mode
+    sides = list(embed_query) if isinstance(embed_query, list | tuple) else [DenseSide(None, embed_query)]
     n = max(settings.candidates, k, settings.rerank_candidates if reranker else 0)
     doc_ids = None
     if where:
@@ -71,15 +93,22 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     weights: dict[str, float] = {}
     for i, text in enumerate((query, *also)):
         suffix = f"@{i}" if i else ""  # "dense", "bm25" for the query; "dense@1", ... for a translation
-        ranks, scores, readable = _rank(store, embed_query, text, mode, n, doc_ids)
+        ranks, scores, readable = _rank(store, sides, text, mode, n, doc_ids)
         rankings.update({name + suffix: ids for name, ids in ranks.items()})
         raw.update({name + suffix: s for name, s in scores.items()})
-        weights.update({"dense" + suffix: settings.dense_weight * readable, "bm25" + suffix: settings.bm25_weight})
+        weights.update({name + suffix: settings.dense_weight * share for name, share in readable.items()})
+        weights["bm25" + suffix] = settings.bm25_weight
 
+    reading = {name for name in rankings if weights[name] > 0}
     if mode == "hybrid":
+        for name, (ids, weight) in (extra_rankings or {}).items():
+            rankings[name], weights[name] = ids, weight
         scored = rrf_fuse(rankings, weights, settings.rrf_k)
+    elif mode == "dense" and len({name.split("@")[0] for name in reading}) > 1:
+        scored = rrf_fuse({name: rankings[name] for name in reading}, weights, settings.rrf_k)
     elif mode == "dense":
-        scored = _best_of([{cid: max(0.0, s) for cid, s in r.items()} for r in raw.values()])
+        scored = _best_of([{cid: max(0.0, s) for cid, s in r.items()} for name, r in raw.items()
+                           if name in reading or not reading])
     else:
         scored = _best_of([{cid: s / (s + 1.0) for cid, s in r.items()} for r in raw.values()])
 
@@ -108,34 +137,36 @@ def _best_of(scores: list[dict[int, float]]) -> list[tuple[int, float]]:
     return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def _rank(store, embed_query, query, mode, n, doc_ids):
-    """Each retriever's ranking (chunk ids, best first), its raw scores, and the query's readable share.
+def _rank(store, sides: list[DenseSide], query, mode, n, doc_ids):
+    """Each retriever's ranking (chunk ids, best first), its raw scores, and each dense ranking's readable share.
 
-    In hybrid mode the query embedding and the dense search run in a worker thread while the store runs the
-    keyword search here: all of them release the GIL, so the two retrievers overlap on two cores."""
+    Each embedder embeds the query and searches its index in a worker thread (one thread each: a single query
+    gains nothing from more) while the store runs the keyword search here: all of them release the GIL, so the
+    retrievers overlap on two cores."""
     rankings: dict[str, list[int]] = {}
     raw: dict[str, dict[int, float]] = {}
-    readable = 1.0
-    dense_job = None
+    readable: dict[str, float] = {}
+    jobs = []
     if mode in ("hybrid", "dense"):
-        dense_query = store.dense_query(doc_ids)  # prepared here, on the thread that owns the store
+        lang = language(query)
+        for side in sides:
+            dense_query = store.dense_query(doc_ids, side.model)  # prepared here, on the thread that owns the store
 
-        def dense_part():
-            vector, share = embed_query(query)
-            return dense_query(vector, n, language(query)), share
+            def dense_part(side=side, dense_query=dense_query):
+                vector, share = side.embed(query)
+                return dense_query(vector, n, lang), share
 
-        dense_job = _pool.submit(dense_part) if mode == "hybrid" else None
-        if dense_job is None:
-            dense, readable = dense_part()
+            jobs.append((side.ranking, _pool.submit(dense_part) if len(sides) > 1 or mode == "hybrid" else None,
+                         dense_part))
     if mode in ("hybrid", "bm25"):
         keyword = store.keyword_search(query, n, doc_ids)
         rankings["bm25"] = [cid for cid, _ in keyword]
         raw["bm25"] = dict(keyword)
-    if dense_job is not None:
-        dense, readable = dense_job.result()
-    if mode in ("hybrid", "dense"):
-        rankings["dense"] = [cid for cid, _ in dense]
-        raw["dense"] = dict(dense)
+    for name, job, run in jobs:
+        dense, share = job.result() if job is not None else run()
+        rankings[name] = [cid for cid, _ in dense]
+        raw[name] = dict(dense)
+        readable[name] = share
     return rankings, raw, readable
 
 

@@ -25,8 +25,9 @@ from kb.types import DocumentInfo
 
 def ingest(handle: Handle, roots: list[Path], *, prune: bool = False, rebuild: bool = False, wait: float = 0,
            progress: Callable[[Any], None] | None = None) -> IngestReport:
-    """Add or update the documents under `roots`; with `rebuild`, re-embed the whole KB with the settings'
-    embedder and chunking (the documents it holds whose files still exist, and `roots`)."""
+    """Add or update the documents under `roots` (embedded by the KB's own embedders); with `rebuild`, re-embed
+    the whole KB with the settings' embedders and chunking (the documents it holds whose files still exist, and
+    `roots`)."""
     # The pipeline pulls in the parsers (pypdfium2, the OCR engines): only a command that ingests pays for them.
     from kb.ingest.pipeline import run_ingest
 
@@ -43,7 +44,7 @@ def ingest(handle: Handle, roots: list[Path], *, prune: bool = False, rebuild: b
                 return run_ingest(fresh, handle.configured_embedder, roots + keep,
                                   max_tokens=settings.chunking.max_tokens,
                                   overlap_tokens=settings.chunking.overlap_tokens, prune=False, progress=progress,
-                                  limits=limits, ocr=ocr)
+                                  limits=limits, ocr=ocr, ensemble=handle.configured_ensemble)
             return handle.replace(fill)
         _check_chunking(handle)
         chunking = handle.manifest["chunking"]
@@ -51,7 +52,7 @@ def ingest(handle: Handle, roots: list[Path], *, prune: bool = False, rebuild: b
         _record_language_prior(store, handle.embedder)
         return run_ingest(store, handle.embedder, roots, max_tokens=chunking["max_tokens"],
                           overlap_tokens=chunking["overlap_tokens"], prune=prune, progress=progress,
-                          limits=limits, ocr=ocr)
+                          limits=limits, ocr=ocr, ensemble=handle.ensemble)
 
 
 def remove(handle: Handle, target: str | Path, wait: float = 0) -> list[DocumentInfo]:

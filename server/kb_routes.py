@@ -52,7 +52,8 @@ UPLOAD_ERRORS = {
 def _info(kb) -> KBInfo:
     stats = kb.stats()
     return KBInfo(name=stats["name"], documents=stats["documents"], chunks=stats["chunks"],
-                  bytes_on_disk=stats["bytes_on_disk"], embedder=stats["embedder"], created_at=stats["created_at"])
+                  bytes_on_disk=stats["bytes_on_disk"], embedder=stats["embedder"], embedders=stats["embedders"],
+                  created_at=stats["created_at"])
 
 
 def _filters(body) -> dict:

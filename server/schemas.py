@@ -161,7 +161,8 @@ class KBInfo(BaseModel):
     documents: int
     chunks: int
     bytes_on_disk: int | None = Field(description="Size of the KB's folder; null for a KB kept in Milvus.")
-    embedder: str
+    embedder: str = Field(description="The main embedding model.")
+    embedders: list[str] = Field(description="Every embedding model the KB is searched with, the main one first.")
     created_at: float | None
 
 

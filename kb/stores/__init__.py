@@ -7,9 +7,9 @@ implement it.
 from __future__ import annotations
 
 from kb.config import Settings
-from kb.stores.base import Catalog, Record, Store
+from kb.stores.base import Catalog, Record, SideVectors, Store
 
-__all__ = ["Catalog", "Record", "Store", "catalog"]
+__all__ = ["Catalog", "Record", "SideVectors", "Store", "catalog"]
 
 
 def catalog(settings: Settings) -> Catalog:

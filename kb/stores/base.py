@@ -15,6 +15,9 @@ Rules every store keeps:
 - Chunk ids are kb's own (deterministic from document id, ordinal and text), unique within a KB.
 - Vectors go in raw (as the embedder gave them, unit length); `dense_query` compares in the KB's
   language-centred space (kb/centering.py); `vectors_of` and `export` give the raw vectors back.
+- A KB built with an ensemble of embedders (manifest "ensemble") keeps one dense index per embedder; the
+  others' vectors (Record.ensemble) cover only the chunks each can read, and `dense_query(model=...)` searches
+  one of them. `vectors_of` and `centering` are the main embedder's.
 - Keyword terms are computed by kb (kb.keywords.index_text) and stored verbatim, so both stores agree on
   what a term is (jieba for Chinese, whole words for the rest).
 
@@ -27,7 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any, Protocol, TypeVar
 
@@ -46,18 +49,35 @@ CHUNK_FIELDS = ("chunk_id", "doc_id", "path", "title", "section", "page", "text"
 
 
 @dataclass(frozen=True)
+class SideVectors:
+    """One other embedder's vectors of a document (an ensemble member, kb/stores/manifest.py): it embeds only the
+    chunks it can read, so each vector names its chunk by position in Record.chunks."""
+
+    rows: tuple[int, ...]
+    vectors: np.ndarray  # float32 [len(rows), its dim], unit length
+
+    def __post_init__(self) -> None:
+        if len(self.rows) != len(self.vectors):
+            raise ValueError("side vectors and their rows must line up")
+
+
+@dataclass(frozen=True)
 class Record:
-    """One document as a store writes it: its row, full text, chunks, their raw vectors and keyword terms."""
+    """One document as a store writes it: its row, full text, chunks, their raw vectors and keyword terms, and the
+    other embedders' vectors (model name -> SideVectors)."""
 
     info: DocumentInfo
     text: str
     chunks: list[Chunk]
     vectors: np.ndarray  # float32 [len(chunks), dim], unit length
     terms: list[str]  # kb.keywords.index_text of each chunk's embedding text
+    ensemble: dict[str, SideVectors] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.chunks) != len(self.vectors) or len(self.chunks) != len(self.terms):
             raise ValueError("chunks, vectors and keyword terms must line up")
+        if any(r < 0 or r >= len(self.chunks) for side in self.ensemble.values() for r in side.rows):
+            raise ValueError("side vectors name chunks the record does not hold")
 
 
 class Store(Protocol):
@@ -93,7 +113,8 @@ class Store(Protocol):
     # the two rankings
     def keyword_search(self, query: str, limit: int, doc_ids: list[str] | None = None) -> list[tuple[int, float]]:
         """(chunk_id, bm25 >= 0) best first, optionally only in some documents."""
-    def dense_query(self, doc_ids: list[str] | None = None) -> DenseQuery: ...
+    def dense_query(self, doc_ids: list[str] | None = None, model: str | None = None) -> DenseQuery:
+        """The dense search of the main embedder, or of `model`, another embedder of the KB's ensemble."""
     def centering(self) -> Centering: ...
 
     # the embedder's language prior (kb.centering.reference_means), recorded once per KB

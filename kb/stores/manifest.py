@@ -1,4 +1,4 @@
-"""A knowledge base's manifest: the format version, the embedder and the chunking it was built with.
+"""A knowledge base's manifest: the format version, the embedders and the chunking it was built with.
 
 Every store keeps one (the local store as manifest.json in the KB folder, the Milvus store in its
 registry) and checks it on open with `check`, so that a KB is never searched with another embedder's
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +20,36 @@ FORMAT = "kb-index"
 VERSION = 1
 
 
-def new(embedder, chunking: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of a new KB built with this embedder (a loaded Embedder) and chunking settings."""
-    return {
+def new(embedder, chunking: dict[str, Any], ensemble: Sequence[Any] = ()) -> dict[str, Any]:
+    """The manifest of a new KB built with this embedder (a loaded Embedder), the other embedders of its ensemble
+    (each with its own dense index; kb/search.py fuses them) and chunking settings."""
+    data = {
         "format": FORMAT,
         "version": VERSION,
-        "embedder": {"model": embedder.model_id, "dim": embedder.dim, "max_seq_length": embedder.max_seq_length,
-                     "query_prefix": embedder.query_prefix, "passage_prefix": embedder.passage_prefix,
-                     "backend": embedder.backend, "normalized": True},
+        "embedder": entry(embedder),
         "chunking": chunking,
         "created_at": time.time(),
     }
+    if ensemble:  # absent in KBs of one embedder, as in those built before ensembles existed
+        data["ensemble"] = [entry(e) for e in ensemble]
+    return data
+
+
+def entry(embedder) -> dict[str, Any]:
+    """What a manifest records of one embedder."""
+    return {"model": embedder.model_id, "dim": embedder.dim, "max_seq_length": embedder.max_seq_length,
+            "query_prefix": embedder.query_prefix, "passage_prefix": embedder.passage_prefix,
+            "backend": embedder.backend, "normalized": True}
+
+
+def ensemble_dims(data: dict[str, Any]) -> dict[str, int]:
+    """The other embedders of a KB's ensemble: model -> vector dimension."""
+    return {e["model"]: e["dim"] for e in data.get("ensemble", [])}
+
+
+def models(data: dict[str, Any]) -> list[str]:
+    """Every embedder a KB was built with, the main one first."""
+    return [data["embedder"]["model"], *(e["model"] for e in data.get("ensemble", []))]
 
 
 def check(data: Any, where: str) -> dict[str, Any]:
@@ -44,6 +64,10 @@ def check(data: Any, where: str) -> dict[str, Any]:
     emb = data.get("embedder")
     if not isinstance(emb, dict) or not isinstance(emb.get("model"), str) or not isinstance(emb.get("dim"), int):
         raise IndexFormatError(f"{where} has no valid \"embedder\" entry (model, dim)")
+    ensemble = data.get("ensemble", [])
+    if not isinstance(ensemble, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("model"), str) and isinstance(e.get("dim"), int) for e in ensemble):
+        raise IndexFormatError(f"{where} has an invalid \"ensemble\" entry (a list of embedders: model, dim)")
     return data
 
 

@@ -54,7 +54,8 @@ class LocalCatalog:
         manifests.write_json_atomic(folder / "manifest.json", manifest)
 
     def open(self, name: str, manifest: dict[str, Any]) -> LocalStore:
-        return LocalStore(self.folder(name), manifest["embedder"]["dim"], self.hnsw_threshold)
+        return LocalStore(self.folder(name), manifest["embedder"]["dim"], self.hnsw_threshold,
+                          manifests.ensemble_dims(manifest))
 
     def delete(self, name: str) -> None:
         folder = self.folder(name)
@@ -94,7 +95,8 @@ class _FolderSwap:
         shutil.rmtree(self.fresh, ignore_errors=True)
         self.fresh.mkdir(parents=True)
         manifests.write_json_atomic(self.fresh / "manifest.json", manifest)
-        self.store = LocalStore(self.fresh, manifest["embedder"]["dim"], catalog.hnsw_threshold)
+        self.store = LocalStore(self.fresh, manifest["embedder"]["dim"], catalog.hnsw_threshold,
+                                manifests.ensemble_dims(manifest))
 
     def commit(self) -> None:
         self.store.close()

@@ -35,6 +35,8 @@ class LocalDenseIndex:
     db_path: Path
     _db: sqlite3.Connection
     _index: tuple[int, dense.DenseIndex] | None
+    ensemble_dims: dict[str, int]
+    _ensemble_indexes: dict[str, tuple[int, dense.DenseIndex]]
     generation: int
 
     def dense_index(self) -> dense.DenseIndex:
@@ -71,6 +73,36 @@ class LocalDenseIndex:
         centering = fit_centering(vectors, langs, self.language_prior())
         hnsw = len(ids) > self.hnsw_threshold
         return dense.build_index(ids, centering.vectors(vectors, langs), hnsw), centering
+
+    def ensemble_index(self, model: str) -> dense.DenseIndex:
+        """The dense index of another embedder of the KB's ensemble, for the current generation: built in memory
+        from ensemble_vectors (flat, exact; centred on its own language means) when first searched after a
+        write. Not saved: at 100k chunks the build takes about a second."""
+        if model not in self.ensemble_dims:
+            raise StorageError(f"{self.folder} holds no vectors of embedding model '{model}'")
+        self._db.execute("BEGIN")
+        try:
+            gen = self.generation
+            cached = self._ensemble_indexes.get(model)
+            if cached is not None and cached[0] == gen:
+                return cached[1]
+            count = self._db.execute("SELECT COUNT(*) FROM ensemble_vectors WHERE model=?", (model,)).fetchone()[0]
+            langs: list[str] = []
+
+            def rows():
+                for chunk_id, blob, text in self._db.execute(
+                        "SELECT e.chunk_id, e.vector, c.text FROM ensemble_vectors e JOIN chunks c USING (chunk_id) "
+                        "WHERE e.model=?", (model,)):
+                    langs.append(language(text))
+                    yield chunk_id, blob
+
+            ids, vectors = dense.vectors_from_rows(rows(), self.ensemble_dims[model], self.db_path, count)
+        finally:
+            self._db.execute("COMMIT")
+        centering = fit_centering(vectors, langs)
+        built = dense.DenseIndex(dense.build_index(ids, centering.vectors(vectors, langs), hnsw=False), centering)
+        self._ensemble_indexes[model] = (gen, built)
+        return built
 
     def language_prior(self) -> dict[str, np.ndarray] | None:
         """The embedder's per-language mean vectors over generic text, if recorded (kb.centering)."""
@@ -145,10 +177,11 @@ class LocalDenseIndex:
                 old.unlink(missing_ok=True)
         return path
 
-    def dense_query(self, doc_ids: list[str] | None = None) -> DenseQuery:
+    def dense_query(self, doc_ids: list[str] | None = None, model: str | None = None) -> DenseQuery:
         """A dense search over the current generation that another thread may run: the index and the allowed
-        chunk ids are read here, on the thread that owns the SQLite connection."""
-        index = self.dense_index()
+        chunk ids are read here, on the thread that owns the SQLite connection. `model`: one of the ensemble's
+        other embedders instead of the main one."""
+        index = self.dense_index() if model is None else self.ensemble_index(model)
         allowed = None if doc_ids is None else self.chunk_ids_of(doc_ids)
         return lambda vector, limit, lang: index.search(vector, limit, allowed, lang)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from kb.errors import StorageError
 from kb.keywords import fts_query
-from kb.stores.base import CHUNK_FIELDS, Record, batches, filter_documents
+from kb.stores.base import CHUNK_FIELDS, Record, SideVectors, batches, filter_documents
 from kb.stores.local.index import LocalDenseIndex
 from kb.stores.local.schema import connect
 from kb.types import Chunk, DocumentInfo, DocumentState
@@ -28,10 +28,13 @@ from kb.types import Chunk, DocumentInfo, DocumentState
 class LocalStore(LocalDenseIndex):
     """One KB folder. Writers must hold the KB's lock (LocalCatalog.writer); readers need none."""
 
-    def __init__(self, folder: Path, dim: int, hnsw_threshold: int = 200_000) -> None:
+    def __init__(self, folder: Path, dim: int, hnsw_threshold: int = 200_000,
+                 ensemble: dict[str, int] | None = None) -> None:
         self.folder = folder
         self.where = str(folder)
         self.dim = dim
+        self.ensemble_dims = dict(ensemble or {})  # the other embedders' model -> dimension
+        self._ensemble_indexes = {}  # model -> (generation, DenseIndex)
         self.hnsw_threshold = hnsw_threshold
         self.db_path = folder / "meta.sqlite"
         self._db = connect(self.db_path)
@@ -82,12 +85,17 @@ class LocalStore(LocalDenseIndex):
 
     def put_documents(self, records: list[Record]) -> int:
         """Replace each document and all its chunks, one transaction per document. Returns chunks removed."""
-        return sum(self._put(r.info, r.text, r.chunks, r.vectors, r.terms) for r in records)
+        return sum(self._put(r) for r in records)
 
-    def _put(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray, terms: list[str]) -> int:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    def _put(self, record: Record) -> int:
+        info, text, chunks, terms = record.info, record.text, record.chunks, record.terms
+        vectors = np.ascontiguousarray(record.vectors, dtype=np.float32)
         with self.transaction() as db:
             removed = self._delete_doc(db, info.doc_id, info.path)
+            for model, side in record.ensemble.items():
+                side_vectors = np.ascontiguousarray(side.vectors, dtype=np.float32)
+                db.executemany("INSERT INTO ensemble_vectors VALUES (?,?,?)",
+                               [(model, chunks[r].chunk_id, v.tobytes()) for r, v in zip(side.rows, side_vectors)])
             db.execute(
                 "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?)",
                 (info.doc_id, info.path, info.title, info.file_type, info.content_hash, info.size,
@@ -121,6 +129,7 @@ class LocalStore(LocalDenseIndex):
     def _delete_doc(db: sqlite3.Connection, doc_id: str, path: str | None) -> int:
         ids = [r[0] for r in db.execute("SELECT chunk_id FROM chunks WHERE doc_id=?", (doc_id,))]
         db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in ids])
+        db.executemany("DELETE FROM ensemble_vectors WHERE chunk_id=?", [(i,) for i in ids])
         db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
         db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
         if path is not None:  # a path re-used under another id (should not happen, but never duplicate)
@@ -158,6 +167,13 @@ class LocalStore(LocalDenseIndex):
         rows = self._db.execute(sql + " ORDER BY s LIMIT ?", (*params, limit))
         return [(r[0], -r[1]) for r in rows]
 
+    def term_document_frequency(self, terms: list[str]) -> dict[str, int]:
+        """How many chunks hold each keyword term (kb.keywords terms; FTS5 stems English ones as it stemmed
+        the index), for weighting a question's terms by their rarity in this KB."""
+        return {t: self._db.execute("SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?",
+                                    ('"' + t.replace('"', '""') + '"',)).fetchone()[0]
+                for t in dict.fromkeys(terms) if t.strip()}
+
     def matching_documents(self, paths: list[str] | None, file_types: list[str] | None,
                            doc_ids: list[str] | None) -> list[str]:
         """Ids of the documents that pass a filter: path globs (fnmatch), file types, document ids."""
@@ -185,6 +201,19 @@ class LocalStore(LocalDenseIndex):
                 out[cid] = np.frombuffer(blob, dtype=np.float32)
         return out
 
+    def _side_vectors(self, db: sqlite3.Connection, chunks: list[Chunk]) -> dict[str, SideVectors]:
+        """The ensemble's vectors of one document's chunks, for export."""
+        position = {c.chunk_id: i for i, c in enumerate(chunks)}
+        out = {}
+        for model, dim in self.ensemble_dims.items():
+            rows = [r for part in batches(list(position), 500) for r in db.execute(
+                f"SELECT chunk_id, vector FROM ensemble_vectors WHERE model=? AND chunk_id IN ({','.join('?' * len(part))})",
+                (model, *part))]
+            rows.sort(key=lambda r: position[r[0]])
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            out[model] = SideVectors(tuple(position[r[0]] for r in rows), vectors)
+        return out
+
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
 
@@ -203,6 +232,6 @@ class LocalStore(LocalDenseIndex):
                 chunks = [Chunk(r[0], doc_id, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
                 vectors = np.frombuffer(b"".join(r[7] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
                 info = DocumentInfo(doc_id, path, title, digest, size, mtime, len(rows), at, file_type)
-                yield Record(info, text, chunks, vectors, [r[8] for r in rows])
+                yield Record(info, text, chunks, vectors, [r[8] for r in rows], self._side_vectors(reader, chunks))
         finally:
             reader.close()
