@@ -2,7 +2,7 @@
 """Mechanical check of the public retrieval dev set (tests/devset/qa.jsonl).
 
 Usage:
-    python tests/devset/check_devset.py [--corpus DIR] [--qa FILE] [--verbose]
+    python tests/devset/check_devset.py [--corpus DIR] [--qa FILE] [--translations FILE] [--verbose]
     python tests/devset/check_devset.py --dump FILE.html      # print the blocks of one file
 
 DIR defaults to .corpus/devset (relative to the repository root), as written by
@@ -26,6 +26,13 @@ What is checked (exit status 1 on any problem):
     dropped; the parts of a dotted or hyphenated token count too) occurs,
     case-insensitively and as a whole word, in the context of the evidence (see
     term_context): such questions can be connected to their evidence by meaning only;
+  * "paraphrase": true (Chinese questions in everyday words): no CJK character bigram
+    of the question (two adjacent Han characters) occurs in any of its evidence
+    strings or in the innermost block holding one (for a table cell: its whole row),
+    and no Latin/digit term of the question (as above) occurs there either;
+  * every question has exactly one line in translations.jsonl (FILE next to qa.jsonl
+    by default), in the other language, and that file names no other id;
+  * minimum group sizes (MIN_GROUP, MIN_PARAPHRASE, MIN_TOTAL);
   * the corpus holds exactly the files listed in FILES below.
 
 It also reports, for each evidence string, in how many innermost blocks of the
@@ -79,6 +86,11 @@ SOURCE_DIR = {"en": "en/", "zh": "zh/", "x": "en/", "y": "zh/"}
 TERM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 CONTEXT_MAX = 1500  # enclosing blocks up to this many characters count as the evidence's context
 NO_SHARED_TERMS_FROM = {"x": 12, "y": 1}  # ids from which the no-shared-literal-term rule applies
+MIN_GROUP = {"en": 25, "zh": 55, "x": 45, "y": 10, "none": 8}
+MIN_PARAPHRASE = 20  # questions with "paraphrase": true
+MIN_TOTAL = 160
+CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
+CJK_GAP = re.compile(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])")
 
 
 def collapse(s: str) -> str:
@@ -218,6 +230,71 @@ def shared_terms(q: str, texts: list[str]) -> set[str]:
     return found
 
 
+def cjk_bigrams(s: str) -> set[str]:
+    """Pairs of adjacent Han characters (punctuation, Latin text and spaces break a pair)."""
+    return {run[i:i + 2] for run in CJK_RUN.findall(s) for i in range(len(run) - 1)}
+
+
+def shared_bigrams(q: str, texts: list[str]) -> set[str]:
+    """Han bigrams of q that occur in any of texts (spaces between Han characters ignored)."""
+    flat = [CJK_GAP.sub("", t) for t in texts]
+    return {bg for bg in cjk_bigrams(q) if any(bg in t for t in flat)}
+
+
+def paraphrase_context(block: Block) -> list[str]:
+    """Texts a "paraphrase" question must share no Chinese word or term with: the innermost
+    block holding the evidence and, for a table cell, its whole row (the command and its
+    description sit in neighbouring cells)."""
+    texts = [block.text]
+    cell: Block | None = block
+    while cell is not None and cell.tag not in ("td", "th"):
+        cell = cell.parent
+    row = cell.parent if cell is not None else None
+    if row is not None and row.tag == "tr" and len(row.text) <= CONTEXT_MAX:
+        texts.append(row.text)
+    return texts
+
+
+def paraphrase_problems(q: str, evidence: str, hits: list[Block]) -> list[str]:
+    """What a "paraphrase" question shares with one evidence string and the blocks holding it
+    (anywhere in the corpus): Chinese character bigrams, then Latin/digit terms."""
+    ctx = [evidence] + [t for b in hits for t in paraphrase_context(b)]
+    out = []
+    bigrams = shared_bigrams(q, ctx)
+    if bigrams:
+        out.append(f"paraphrase question shares Chinese word(s) {sorted(bigrams)} with evidence "
+                   f"{evidence!r} or its block; say it in other words")
+    latin = shared_terms(q, ctx)
+    if latin:
+        out.append(f"paraphrase question shares term(s) {sorted(latin)} with the block of "
+                   f"evidence {evidence!r}")
+    return out
+
+
+def check_translations(path: Path, questions: dict[str, str], problem) -> int:
+    """Every question id has exactly one translation, in the other language; returns the count."""
+    seen: Counter = Counter()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            problem(f"{path.name} line {n}: bad JSON: {e}")
+            continue
+        tid, text = (row.get("id"), row.get("translation")) if isinstance(row, dict) else (None, None)
+        if not isinstance(text, str) or not text.strip():
+            problem(f"{path.name} line {n}: needs an id and a non-empty translation")
+            continue
+        seen[tid] += 1
+        if tid not in questions:
+            problem(f"{path.name} line {n}: translation of unknown id {tid!r}")
+        elif bool(CJK_RUN.search(text)) == bool(CJK_RUN.search(questions[tid])):
+            problem(f"{path.name} line {n} ({tid}): translation is in the question's own language")
+    for qid in questions:
+        if seen[qid] != 1:
+            problem(f"{path.name}: {seen[qid]} translations of {qid} (want 1)")
+    return sum(seen.values())
+
+
 def overlap_terms(s: str) -> set[str]:
     """English words of 4+ letters and Chinese character bigrams: a crude string-overlap measure."""
     words = {t for t in re.findall(r"[a-z0-9_]+", s.lower()) if len(t) >= 4}
@@ -229,6 +306,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=str(REPO / ".corpus" / "devset"))
     ap.add_argument("--qa", default=str(Path(__file__).with_name("qa.jsonl")))
+    ap.add_argument("--translations", help="question translations (default: translations.jsonl next to --qa)")
     ap.add_argument("--verbose", "-v", action="store_true")
     ap.add_argument("--dump", metavar="HTML", help="print the innermost blocks of one file and exit")
     args = ap.parse_args()
@@ -288,7 +366,8 @@ def main() -> int:
     overlaps: list[str] = []
     n_evidence = 0
     n_no_shared = 0
-    allowed = {"id", "question", "evidence", "answer_keywords", "lang", "answerable", "source"}
+    n_paraphrase = 0
+    allowed = {"id", "question", "evidence", "answer_keywords", "lang", "answerable", "source", "paraphrase"}
 
     for n, r in rows:
         rid = r.get("id")
@@ -311,7 +390,12 @@ def main() -> int:
         if not isinstance(q, str) or not q.strip():
             problem(f"{where}: empty question")
             continue
-        has_cjk = bool(re.search(r"[\u4e00-\u9fff]", q))
+        has_cjk = bool(CJK_RUN.search(q))
+        paraphrase = r.get("paraphrase", False)
+        if not isinstance(paraphrase, bool):
+            problem(f"{where}: paraphrase must be true/false")
+            paraphrase = False
+        n_paraphrase += paraphrase
         if lang in ("zh", "zh-en") and not has_cjk:
             problem(f"{where}: lang {lang} but the question has no Chinese")
         if lang in ("en", "en-zh") and has_cjk:
@@ -369,9 +453,11 @@ def main() -> int:
                 problem(f"{where}: evidence not found in {src}: {e!r}")
                 continue
             total = 0
+            all_hits: list[Block] = []
             for f, bl in blocks.items():
                 h = innermost_hits(bl, ec)
                 total += len(h)
+                all_hits += h
                 if prefix == "x" and h and f.startswith("zh/"):
                     problem(f"{where}: cross-lingual evidence also in Chinese file {f}")
                 if prefix == "y" and h and f.startswith("en/"):
@@ -381,6 +467,9 @@ def main() -> int:
                 if shared:
                     problem(f"{where}: question shares literal term(s) {sorted(shared)} with the "
                             f"block of evidence {e!r}; cross-lingual questions must connect by meaning only")
+            if paraphrase:
+                for msg in paraphrase_problems(q, ec, all_hits):
+                    problem(f"{where}: {msg}")
             if total > 1:
                 multi.append(f"{rid}: {total} blocks: {e!r}")
             if not any(ec in run for b in hits for run in b.runs):
@@ -410,12 +499,22 @@ def main() -> int:
     for m in overlaps:
         print(f"  overlap: {m}")
     print(f"questions under the no-shared-literal-term rule (x-012.., y-*): {n_no_shared}")
-    need = {"en": 25, "zh": 25, "x": 30, "y": 10, "none": 8}
-    for g, k in need.items():
+    print(f"paraphrase questions (no Chinese bigram or term shared with the evidence block): {n_paraphrase}")
+    for g, k in MIN_GROUP.items():
         if groups[g] < k:
             problem(f"group {g}: {groups[g]} questions (want >= {k})")
-    if len(rows) < 120:
-        problem(f"{len(rows)} questions (want >= 120)")
+    if n_paraphrase < MIN_PARAPHRASE:
+        problem(f"{n_paraphrase} paraphrase questions (want >= {MIN_PARAPHRASE})")
+    if len(rows) < MIN_TOTAL:
+        problem(f"{len(rows)} questions (want >= {MIN_TOTAL})")
+    tr_path = Path(args.translations) if args.translations else Path(args.qa).with_name("translations.jsonl")
+    if tr_path.is_file():
+        questions = {r["id"]: r["question"] for _, r in rows
+                     if isinstance(r.get("id"), str) and isinstance(r.get("question"), str)}
+        n_tr = check_translations(tr_path, questions, problem)
+        print(f"translations: {n_tr} in {tr_path.name}")
+    else:
+        problem(f"no translations file {tr_path}")
     for p in problems:
         print("PROBLEM:", p)
     print("OK" if not problems else f"{len(problems)} problem(s)")
