@@ -13,11 +13,14 @@ is lives there, so a second machine sees the same KB:
                                  and the sum of its chunks' raw vectors per language (for centring)
     ..._texts                    each document's full text in parts (for neighbour expansion and citations)
     ..._meta                     generation, the embedder's language prior, centrings, pending writes
+    ..._side_<tag>               a KB built with an ensemble: one per other embedder, one row per chunk version it
+                                 embedded (none for chunks it skipped), centred on its own language means
 
 Commits. Milvus has no transactions, so a document is written as a new *version* beside the old one: its
 chunks and text parts first, then its document row, whose upsert is the commit point (readers only see
-chunks whose version is the one their document row names), then the old version is deleted. A "pending"
-row in meta, written before and deleted after, lets the next writer delete whatever a killed one left.
+chunks whose version is the one their document row names), then the old version is deleted (the ensemble's
+side rows are versioned with the chunks). A "pending" row in meta, written before and deleted after, lets the
+next writer delete whatever a killed one left.
 
 Centring (kb/centering.py). Stored vectors are already moved into the KB's language-centred space with the
 centring recorded under the id in each row, and keep their norm, so the raw vector is exactly
@@ -31,8 +34,8 @@ after LEASE_SETTLE seconds: of two writers that raced, only the one whose write 
 
 The parts: client.py (store.uri, the client, Milvus's errors as kb's), schema.py (the collections and the
 row helpers), catalog.py (MilvusCatalog: the registry, builds, the writer Lease), rows.py, centring.py,
-writes.py and store.py (MilvusStore, in layers: the rows and meta, centring upkeep, commits, reads and
-search). This package gives their public names in one place.
+sides.py, writes.py and store.py (MilvusStore, in layers: the rows and meta, centring upkeep, the ensemble's
+side collections, commits, reads and search). This package gives their public names in one place.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The Milvus catalog: named KBs in one Milvus database, and the writer lease of each.
 
 `MilvusCatalog` keeps the registry ("kb:<name>" -> {build, manifest}) and the builds (four collections per
-KB, schema.py); `_BuildSwap` makes a rebuild or migration the KB with one registry upsert. `Lease` is a KB's
-writer lock: written to the registry ("lease:<name>"), read back after LEASE_SETTLE seconds (Milvus has no
-compare-and-set), renewed by a background thread, free when it expires or at once when its holder's process
-on this machine is gone. What is inside a build is MilvusStore's (store.py).
+KB, and one per other embedder of its ensemble: schema.py); `_BuildSwap` makes a rebuild or migration the KB
+with one registry upsert. `Lease` is a KB's writer lock: written to the registry ("lease:<name>"), read back
+after LEASE_SETTLE seconds (Milvus has no compare-and-set), renewed by a background thread, free when it
+expires or at once when its holder's process on this machine is gone. What is inside a build is
+MilvusStore's (store.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ LEASE_SETTLE = 0.3  # seconds between writing the lease and reading it back
 
 
 class MilvusCatalog:
-    """Named KBs in one Milvus database: a registry collection plus four collections per KB build."""
+    """Named KBs in one Milvus database: a registry collection plus four collections per KB build (and a side
+    collection per other embedder of a KB's ensemble)."""
 
     def __init__(self, client, uri: str, db_name: str, lease_seconds: float) -> None:
         self.client = client
@@ -75,12 +77,12 @@ class MilvusCatalog:
 
     def create(self, name: str, manifest: dict[str, Any]) -> None:
         self._drop_builds(name, keep=None)  # collections of a creation that was killed before registering
-        build = self._new_build(name, manifest["embedder"]["dim"])
+        build = self._new_build(name, manifest)
         self._put(f"kb:{name}", {"build": build, "manifest": manifest})
 
     def open(self, name: str, manifest: dict[str, Any]) -> MilvusStore:
         return MilvusStore(self.client, self._entry(name)["build"], manifest["embedder"]["dim"],
-                           f"KB '{name}' in {self.where}", collection_prefix(name))
+                           f"KB '{name}' in {self.where}", collection_prefix(name), manifests.ensemble_dims(manifest))
 
     def delete(self, name: str) -> None:
         if not self.exists(name):
@@ -99,7 +101,7 @@ class MilvusCatalog:
     def replacement(self, name: str, manifest: dict[str, Any]) -> _BuildSwap:
         current = self.stamp(name)
         self._drop_builds(name, keep=current)  # leftovers of a rebuild or migration that was killed
-        return _BuildSwap(self, name, manifest, self._new_build(name, manifest["embedder"]["dim"]))
+        return _BuildSwap(self, name, manifest, self._new_build(name, manifest))
 
     def location(self, name: str) -> str:
         entry = self._get(f"kb:{name}")
@@ -109,10 +111,11 @@ class MilvusCatalog:
     def close(self) -> None:
         pass
 
-    # -- builds: the four collections of one KB ---------------------------------------------------
-    def _new_build(self, name: str, dim: int) -> str:
+    # -- builds: the four collections of one KB (and one per other embedder of its ensemble) ---------
+    def _new_build(self, name: str, manifest: dict[str, Any]) -> str:
         build = uuid.uuid4().hex[:10]
-        create_collections(self.client, collection_prefix(name) + build, dim)
+        create_collections(self.client, collection_prefix(name) + build, manifest["embedder"]["dim"],
+                           manifests.ensemble_dims(manifest))
         return build
 
     def _drop_builds(self, name: str, keep: str | None) -> None:
@@ -134,7 +137,7 @@ class _BuildSwap:
     def __init__(self, catalog: MilvusCatalog, name: str, manifest: dict[str, Any], build: str) -> None:
         self.catalog, self.name, self.manifest, self.build = catalog, name, manifest, build
         self.store = MilvusStore(catalog.client, build, manifest["embedder"]["dim"], f"KB '{name}' in {catalog.where}",
-                                 prefix=collection_prefix(name))
+                                 prefix=collection_prefix(name), ensemble=manifests.ensemble_dims(manifest))
 
     def commit(self) -> None:
         self.catalog._put(f"kb:{self.name}", {"build": self.build, "manifest": self.manifest})

@@ -1,13 +1,17 @@
-"""Centring upkeep for the Milvus store: `MilvusCentring`, between MilvusRows and the writes.
+"""Centring upkeep for the Milvus store: `MilvusCentring`, between MilvusRows and MilvusSides (sides.py).
 
 Stored vectors are kept in the KB's language-centred space (kb/centering.py) under the id of the centring
 they were moved with; the documents' rows carry per-language sums of the raw vectors. This module records
 the language prior and the centring applied on the first write, refits from the sums as the KB grows
 (`_refit_early`, at every doubling from REFIT_FROM chunks) and at `finish()`, and rewrites the stored
-vectors only when a mean moved more than RECENTRE_AT. How a vector is centred is rows.py's `centre`.
+vectors only when a mean moved more than RECENTRE_AT (`_rewrite`, which sides.py uses for the ensemble's
+vectors too). How a vector is centred is rows.py's `centre`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +87,7 @@ class MilvusCentring(MilvusRows):
         self._recover()
         if self._meta("applied") is not None:
             self._recentre()
-        for collection in (self.chunks, self.docs, self.texts, self.meta):
+        for collection in (*self._versioned, self.docs, self.meta):
             self.client.flush(collection)
 
     def _refit_early(self) -> None:
@@ -110,16 +114,7 @@ class MilvusCentring(MilvusRows):
         self._centrings[new] = fitted
         fields = CHUNK_OUT + ["pk", "lang", "centring", "norm", "terms", "bm25_text", "vector"]
         try:
-            todo = [r["pk"] for r in self._scan(self.chunks, f"centring != {new}", ["pk"])]
-            for part in batches(todo, BATCH):
-                rows = self.client.query(self.chunks, filter=f"pk in {literal(part)}", output_fields=fields)
-                if not rows:
-                    continue
-                raw = np.stack(self._raw(rows))
-                centred, norms = centre(fitted, raw, [r["lang"] for r in rows])
-                for r, vec, norm in zip(rows, centred, norms):
-                    r.update(vector=vec.tolist(), norm=float(norm), centring=new)
-                self.client.upsert(self.chunks, [{k: r[k] for k in fields} for r in rows])
+            self._rewrite(self.chunks, fields, new, fitted, self._raw)
             self._set_meta({"applied": str(new)})
             self.client.delete(self.meta, filter=f"key like \"centring:%\" and key != \"centring:{new}\"")
             self._centrings = {new: fitted}
@@ -127,3 +122,18 @@ class MilvusCentring(MilvusRows):
         except Exception as e:
             raise StorageError(f"cannot rewrite the vectors of {self.where} ({first_line(e)}); searches still work "
                                "and the next `kb ingest` finishes it") from e
+
+    def _rewrite(self, collection: str, fields: list[str], new: int, fitted: Centering,
+                 raw: Callable[[list[dict[str, Any]]], list[np.ndarray]]) -> None:
+        """Move every row of `collection` not yet in centring `new` into `fitted` (`raw`: the rows' vectors as
+        the embedder gave them); rows are upserted whole (`fields`). A writer killed half-way leaves rows of
+        both centrings, each naming its own, and the next refit finishes the rest."""
+        todo = [r["pk"] for r in self._scan(collection, f"centring != {new}", ["pk"])]
+        for part in batches(todo, BATCH):
+            rows = self.client.query(collection, filter=f"pk in {literal(part)}", output_fields=fields)
+            if not rows:
+                continue
+            centred, norms = centre(fitted, np.stack(raw(rows)), [r["lang"] for r in rows])
+            for r, vec, norm in zip(rows, centred, norms):
+                r.update(vector=vec.tolist(), norm=float(norm), centring=new)
+            self.client.upsert(collection, [{k: r[k] for k in fields} for r in rows])

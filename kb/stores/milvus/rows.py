@@ -1,18 +1,19 @@
 """The rows of one KB build in Milvus as the store reads them: `MilvusRows`, the base of MilvusStore.
 
-It holds what every part of the store needs: the four collections' names, the meta collection (the
-generation that counts commits, pending records, the recorded centrings), the list of committed documents
-(a document's chunks are live only in the version its document row names; the list is cached per
-generation), recovery from a killed writer's pending records, and the way back from a stored vector to the
-embedder's (`_raw`, the inverse of `centre`). Writing is writes.py's, centring upkeep centring.py's, reads
-and search store.py's; the collections themselves are schema.py's.
+It holds what every part of the store needs: the collections' names (the four of a build, and the side
+collection of each other embedder of the KB's ensemble), the meta collection (the generation that counts
+commits, pending records, the recorded centrings), the list of committed documents (a document's chunks
+are live only in the version its document row names; the list is cached per generation), recovery from a
+killed writer's pending records, and the way back from a stored vector to the embedder's (`_raw`, the
+inverse of `centre`). Writing is writes.py's, centring upkeep centring.py's, the ensemble's vectors
+sides.py's, reads and search store.py's; the collections themselves are schema.py's.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -20,20 +21,24 @@ import numpy as np
 from kb.centering import Centering
 from kb.errors import IndexFormatError
 from kb.stores.milvus.client import load
-from kb.stores.milvus.schema import BATCH, DOC_LIST, check_chunks, literal
+from kb.stores.milvus.schema import BATCH, DOC_LIST, check_chunks, check_sides, literal, side_collection
 
 
 class MilvusRows:
     """One build of one KB in Milvus: its collections, meta and committed documents."""
 
-    def __init__(self, client, build: str, dim: int, where: str, prefix: str) -> None:
+    def __init__(self, client, build: str, dim: int, where: str, prefix: str,
+                 ensemble: dict[str, int] | None = None) -> None:
         self.client = client
         self.dim = dim
         self.where = where
         base = prefix + build
         self.chunks, self.docs, self.texts, self.meta = (f"{base}_{k}" for k in ("chunks", "docs", "texts", "meta"))
+        self.side_dims = dict(ensemble or {})  # the other embedders' model -> dimension (manifest "ensemble")
+        self.sides = {model: side_collection(base, model) for model in self.side_dims}  # model -> collection
         check_chunks(client, self.chunks, where)
-        for collection in (self.chunks, self.docs, self.texts, self.meta):
+        check_sides(client, self.docs, self.sides, where)
+        for collection in (self.chunks, self.docs, self.texts, self.meta, *self.sides.values()):
             load(client, collection)
         self._docs: dict[str, dict[str, Any]] | None = None  # doc_id -> row (no sums), for the generation below
         self._docs_generation = -1
@@ -41,9 +46,16 @@ class MilvusRows:
         self._recovered = False
         self._last_version = 0
         self._centrings: dict[int, Centering] = {}
+        self._side_centrings: dict[str, Centering] = {}  # meta key "side:<tag>:centring:<id>" -> centring
 
     def close(self) -> None:
         pass  # the client is shared by the process
+
+    @property
+    def _versioned(self) -> tuple[str, ...]:
+        """The collections whose rows belong to one version of a document (doc_id, version): written before the
+        document row's commit, deleted with the version."""
+        return (self.chunks, self.texts, *self.sides.values())
 
     # -- meta: generation, pending records, centrings -------------------------------------------
     def _meta(self, key: str) -> str | None:
@@ -122,8 +134,8 @@ class MilvusRows:
             doc_id = row["key"].split(":")[1]
             keep = docs[doc_id]["version"] if doc_id in docs else -1
             expr = f"doc_id == {json.dumps(doc_id)} and version != {keep}"
-            self.client.delete(self.chunks, filter=expr)
-            self.client.delete(self.texts, filter=expr)
+            for collection in self._versioned:
+                self.client.delete(collection, filter=expr)
         self.client.delete(self.meta, filter=f"key in {literal(r['key'] for r in pending)}")
 
     def _centring(self, cid: int) -> Centering:
@@ -135,12 +147,14 @@ class MilvusRows:
             self._centrings[cid] = Centering.from_json(value)
         return self._centrings[cid]
 
-    def _raw(self, rows: list[dict[str, Any]]) -> list[np.ndarray]:
-        """The embedder's vectors back from stored rows: centred * norm + the row's centring mean."""
+    def _raw(self, rows: list[dict[str, Any]], centring: Callable[[int], Centering] | None = None) -> list[np.ndarray]:
+        """The embedder's vectors back from stored rows: centred * norm + the row's centring mean (`centring`: id ->
+        Centering, the main embedder's by default)."""
+        centring = centring or self._centring
         out = []
         for r in rows:
             vec = np.asarray(r["vector"], dtype=np.float32) * np.float32(r["norm"])
-            shift = self._centring(r["centring"]).shift(r["lang"]) if self._centring(r["centring"]).means else None
+            shift = centring(r["centring"]).shift(r["lang"]) if centring(r["centring"]).means else None
             out.append(vec if shift is None else vec + shift)
         return out
 

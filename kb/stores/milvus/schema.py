@@ -1,10 +1,12 @@
 """The Milvus collections kb keeps, and how values are written into their rows.
 
 One registry collection per database (kb_registry: key -> JSON value) and four collections per KB build
-(<prefix><build>_chunks, _docs, _texts, _meta), created here with their indexes; `check_chunks` refuses a
-chunks collection of another format. The row helpers (`literal` for lists in filters, `pk` for primary
-keys, `cut` for VARCHAR limits, `bm25_text` for the BM25 field) are shared by the store's reads and writes.
-The meaning of the rows (versions, commits, centrings) is the store's (rows.py, writes.py).
+(<prefix><build>_chunks, _docs, _texts, _meta), plus one per other embedder of a KB's ensemble
+(_side_<tag>), created here with their indexes; `check_chunks` refuses a chunks collection of another
+format and `check_sides` a build without its ensemble's collections. The row helpers (`literal` for lists
+in filters, `pk` for primary keys, `cut` for VARCHAR limits, `bm25_text` for the BM25 field) are shared by
+the store's reads and writes. The meaning of the rows (versions, commits, centrings) is the store's
+(rows.py, writes.py, sides.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from kb.errors import IndexFormatError
+from kb.errors import IndexFormatError, StorageError
 from kb.lang import LANGUAGES
 from kb.stores.milvus.client import first_line, import_pymilvus, load
 
@@ -34,7 +36,8 @@ CHUNK_OUT = ["chunk_id", "doc_id", "version", "ordinal", "text", "section", "pag
 DOC_LIST = ["doc_id", "path", "title", "file_type", "content_hash", "size", "mtime", "ingested_at", "version", "chunks",
             "parts"] + [f"n_{lang}" for lang in LANGUAGES]  # a document row without its vector sums
 DOC_FIELDS = {"doc_id", "path", "title", "file_type", "content_hash", "size", "version", "chunks", "parts", "mtime",
-              "ingested_at"} | {f"{k}_{lang}" for k in ("n", "sum") for lang in LANGUAGES}
+              "ingested_at", "side_sums"} | {f"{k}_{lang}" for k in ("n", "sum") for lang in LANGUAGES}
+SIDE_FIELDS = ["pk", "chunk_id", "doc_id", "version", "lang", "centring", "norm", "vector"]  # a side collection's row
 
 
 def create_collection(client, name: str, schema, indexes: list[tuple]) -> None:
@@ -68,9 +71,15 @@ def _key_value(pymilvus):
     return schema
 
 
-def create_collections(client, prefix: str, dim: int) -> None:
-    """The four collections of one KB build: <prefix>_chunks, _docs, _texts and _meta."""
+def create_collections(client, prefix: str, dim: int, ensemble: dict[str, int] | None = None) -> None:
+    """The four collections of one KB build: <prefix>_chunks, _docs, _texts and _meta; and for each other embedder
+    of its ensemble (model -> dim) a side collection, with the documents' rows holding its running sums."""
     pymilvus = import_pymilvus()
+    ensemble = ensemble or {}
+    # each model's per-language sums, base64 float32 in JSON (side_sums), must fit one VARCHAR
+    if sum(ensemble.values()) * len(LANGUAGES) * 6 + 200 * len(ensemble) > VARCHAR_MAX:
+        raise StorageError(f"the ensemble {sorted(ensemble)} has too many dimensions in all for the Milvus store "
+                           "(about 5000 at most); configure fewer embedding.models, or use store.backend=local")
     DataType, Function, FunctionType = pymilvus.DataType, pymilvus.Function, pymilvus.FunctionType
     schema = pymilvus.MilvusClient.create_schema
 
@@ -109,6 +118,8 @@ def create_collections(client, prefix: str, dim: int) -> None:
     for lang in LANGUAGES:
         docs.add_field(f"n_{lang}", DataType.INT64)
         docs.add_field(f"sum_{lang}", DataType.FLOAT_VECTOR, dim=dim)
+    if ensemble:  # not a vector field per model and language: Milvus allows few vector fields per collection
+        docs.add_field("side_sums", DataType.VARCHAR, max_length=VARCHAR_MAX)
     create_collection(client, prefix + "_docs", docs, [(f"sum_{lang}", "FLAT", "IP") for lang in LANGUAGES])
 
     texts = schema(auto_id=False, enable_dynamic_field=False)
@@ -122,6 +133,28 @@ def create_collections(client, prefix: str, dim: int) -> None:
 
     create_collection(client, prefix + "_meta", _key_value(pymilvus), [("_v", "FLAT", "L2")])
 
+    for model, side_dim in ensemble.items():
+        side = schema(auto_id=False, enable_dynamic_field=False)
+        side.add_field("pk", DataType.INT64, is_primary=True)
+        side.add_field("chunk_id", DataType.INT64)
+        side.add_field("doc_id", DataType.VARCHAR, max_length=64)
+        side.add_field("version", DataType.INT64)
+        side.add_field("lang", DataType.VARCHAR, max_length=8)
+        side.add_field("centring", DataType.INT64)
+        side.add_field("norm", DataType.FLOAT)
+        side.add_field("vector", DataType.FLOAT_VECTOR, dim=side_dim)
+        create_collection(client, side_collection(prefix, model), side, [("vector", "AUTOINDEX", "IP")])
+
+
+def side_collection(prefix: str, model: str) -> str:
+    """The collection of one other embedder's vectors in a build: named by a hash of the model's name (Milvus
+    names allow letters, digits and '_' only)."""
+    return f"{prefix}_side_{side_tag(model)}"
+
+
+def side_tag(model: str) -> str:
+    return hashlib.blake2b(model.encode(), digest_size=4).hexdigest()
+
 
 def check_chunks(client, collection: str, where: str) -> None:
     """IndexFormatError naming the KB and the fix unless `collection` is a chunks collection in kb's format."""
@@ -133,6 +166,17 @@ def check_chunks(client, collection: str, where: str) -> None:
     missing = {"chunk_id", "doc_id", "version", "vector", "sparse", "terms", "bm25_text", "norm", "centring"} - fields
     if missing:
         raise IndexFormatError(f"{where}: collection {collection} is not in kb's format (no {sorted(missing)}); "
+                               "rebuild the KB with `kb ingest PATH --rebuild`")
+
+
+def check_sides(client, docs: str, sides: dict[str, str], where: str) -> None:
+    """IndexFormatError naming the KB and the fix unless the build holds a collection for each embedder of the
+    manifest's ensemble (model -> collection) and documents' rows with their sums."""
+    missing = [model for model, collection in sides.items() if not client.has_collection(collection)]
+    if sides and not missing and "side_sums" not in {f["name"] for f in client.describe_collection(docs)["fields"]}:
+        missing = sorted(sides)
+    if missing:
+        raise IndexFormatError(f"{where} holds no vectors of embedding model(s) {missing}, which its manifest lists; "
                                "rebuild the KB with `kb ingest PATH --rebuild`")
 
 

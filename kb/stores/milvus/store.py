@@ -3,10 +3,11 @@
 `MilvusStore` is kb/stores/base.py's Store for one build of one KB (the collections are described in
 kb/stores/milvus/__init__.py). This module holds the reads: documents and their text, chunks by id or
 document, neighbours, raw vectors, filters, the two rankings (Milvus's BM25 over kb's terms, and dense
-search in the KB's centred space, both asking EXTRA more hits than needed and keeping only committed
-versions) and the export for `kb migrate`. Its bases hold the rest: writes.py (MilvusWrites) the commits,
-centring.py (MilvusCentring) the centring upkeep, rows.py (MilvusRows) the collections, meta and the
-committed document list.
+search in the KB's centred space, or in an ensemble member's side collection, all asking EXTRA more hits than
+needed and keeping only committed versions) and the export for `kb migrate`. Its bases hold the rest:
+writes.py (MilvusWrites) the commits, sides.py (MilvusSides) the ensemble's side collections, centring.py
+(MilvusCentring) the centring upkeep, rows.py (MilvusRows) the collections, meta and the committed document
+list.
 """
 
 from __future__ import annotations
@@ -90,12 +91,14 @@ class MilvusStore(MilvusWrites):
         rows = ((r["doc_id"], r["path"], r["file_type"]) for r in self._doc_rows().values())
         return filter_documents(rows, paths, file_types, doc_ids)
 
-    def _search(self, data, field: str, limit: int, doc_ids: list[str] | None, params: dict) -> list[tuple[int, float]]:
+    def _search(self, data, field: str, limit: int, doc_ids: list[str] | None, params: dict,
+                collection: str | None = None) -> list[tuple[int, float]]:
+        """Hits of committed versions in the chunks collection (or a side collection), best first."""
         if doc_ids == []:
             return []
         expr = "" if doc_ids is None else f"doc_id in {literal(doc_ids)}"
-        found = self.client.search(self.chunks, data=[data], anns_field=field, limit=limit + EXTRA, filter=expr,
-                                   output_fields=["chunk_id", "doc_id", "version"], search_params=params)
+        found = self.client.search(collection or self.chunks, data=[data], anns_field=field, limit=limit + EXTRA,
+                                   filter=expr, output_fields=["chunk_id", "doc_id", "version"], search_params=params)
         out, seen = [], set()
         for hit in found[0]:
             row = hit["entity"]
@@ -114,12 +117,17 @@ class MilvusStore(MilvusWrites):
         # in both)
         return [(cid, abs(score)) for cid, score in hits]
 
-    def dense_query(self, doc_ids: list[str] | None = None) -> DenseQuery:
-        centring = self._applied_for_reading()
+    def dense_query(self, doc_ids: list[str] | None = None, model: str | None = None) -> DenseQuery:
+        """Dense search in the main embedder's centred space, or (`model`) in that ensemble member's, over the
+        chunks it embedded only."""
+        if model is None:
+            collection, centring = self.chunks, self._applied_for_reading()
+        else:
+            collection, centring = self._side(model), self._side_applied_for_reading(model)
 
         def run(vector: np.ndarray, limit: int, lang: str) -> list[tuple[int, float]]:
             q = centring.query(np.asarray(vector, dtype=np.float32), lang)
-            return self._search(q.tolist(), "vector", limit, doc_ids, {"metric_type": "IP"})
+            return self._search(q.tolist(), "vector", limit, doc_ids, {"metric_type": "IP"}, collection)
 
         self._doc_rows()  # read here, on the caller's thread
         return run
@@ -140,12 +148,15 @@ class MilvusStore(MilvusWrites):
             by_doc: dict[str, list[dict[str, Any]]] = {}
             for r in rows:
                 by_doc.setdefault(r["doc_id"], []).append(r)
+            ordered = {d["doc_id"]: sorted(by_doc.get(d["doc_id"], []), key=lambda r: r["ordinal"]) for d in group}
+            chunks = {doc_id: [Chunk(r["chunk_id"], r["doc_id"], r["ordinal"], r["text"], r["section"], r["page"],
+                                     r["char_start"], r["char_end"]) for r in mine] for doc_id, mine in ordered.items()}
+            sides = self._side_export(chunks) if self.sides else {}
             for d in group:
-                mine = sorted(by_doc.get(d["doc_id"], []), key=lambda r: r["ordinal"])
-                chunks = [Chunk(r["chunk_id"], r["doc_id"], r["ordinal"], r["text"], r["section"], r["page"],
-                                r["char_start"], r["char_end"]) for r in mine]
+                mine = ordered[d["doc_id"]]
                 vectors = np.stack(self._raw(mine)) if mine else np.zeros((0, self.dim), dtype=np.float32)
                 info = DocumentInfo(d["doc_id"], d["path"], d["title"], d["content_hash"], d["size"], d["mtime"],
-                                    len(chunks), d["ingested_at"], d["file_type"])
-                yield Record(info, self.document_text(d["doc_id"]) or "", chunks, vectors, [r["terms"] for r in mine])
+                                    len(mine), d["ingested_at"], d["file_type"])
+                yield Record(info, self.document_text(d["doc_id"]) or "", chunks[d["doc_id"]], vectors,
+                             [r["terms"] for r in mine], sides.get(d["doc_id"], {}))
             group = []

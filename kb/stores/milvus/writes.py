@@ -4,8 +4,10 @@ Milvus has no transactions, so a document is written as a new *version* beside t
 and text parts first, then its document row, whose upsert is the commit point (readers only see chunks
 whose version is the one their document row names), then the old version is deleted. A "pending:<doc>:
 <version>" record in meta, written before and deleted after, lets the next writer delete whatever a killed
-one left (MilvusRows._recover). Vectors are stored centred in the applied centring (centring.py), which a
-growing KB refits before it writes. Reads and search are store.py's.
+one left (MilvusRows._recover). The other embedders' vectors of a KB built with an ensemble go into their side
+collections (sides.py) with the chunks, under the same version. Vectors are stored centred in the applied
+centring (centring.py; each side model's own), which a growing KB refits before it writes. Reads and search are
+store.py's.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from kb.centering import Centering
 from kb.errors import StorageError
 from kb.lang import LANGUAGES, language
 from kb.stores.base import Record, batches
-from kb.stores.milvus.centring import MilvusCentring
 from kb.stores.milvus.client import first_line
 from kb.stores.milvus.rows import centre
 from kb.stores.milvus.schema import BATCH, DOC_FIELDS, DOC_LIST, TEXT_PART, bm25_text, cut, literal, pk
+from kb.stores.milvus.sides import MilvusSides
 
 
-class MilvusWrites(MilvusCentring):
+class MilvusWrites(MilvusSides):
     """put_documents, touch_document and remove_documents of kb/stores/base.py's Store (the caller holds the lease)."""
 
     def put_documents(self, records: list[Record]) -> int:
@@ -34,9 +36,11 @@ class MilvusWrites(MilvusCentring):
         the old versions deleted. Returns chunks removed."""
         if not records:
             return 0
+        self._check_sides(records)
         self._recover()
         self._refit_early()
         cid, centring = self._applied()
+        side_centrings = {model: self._side_applied(model) for model in self.sides}
         # every document version is a number no other version of any document has: old ones are deleted by it
         first = max(time.time_ns(), self._last_version + 1)
         versions = {r.info.doc_id: first + i for i, r in enumerate(records)}
@@ -47,8 +51,11 @@ class MilvusWrites(MilvusCentring):
         pending = [f"pending:{d}:{v}" for d, v in versions.items()]
         self._set_meta(dict.fromkeys(pending, ""))
         chunk_rows, text_rows, doc_rows = [], [], []
+        side_rows: dict[str, list[dict]] = {collection: [] for collection in self.sides.values()}
         for r in records:
-            chunks, texts, doc = self._version_rows(r, versions[r.info.doc_id], cid, centring)
+            chunks, texts, doc, sides = self._version_rows(r, versions[r.info.doc_id], cid, centring, side_centrings)
+            for collection, rows in sides.items():
+                side_rows[collection].extend(rows)
             chunk_rows.extend(chunks)
             text_rows.extend(texts)
             doc_rows.append(doc)
@@ -57,6 +64,9 @@ class MilvusWrites(MilvusCentring):
                 self.client.insert(self.chunks, part)
             for part in batches(text_rows, 64):
                 self.client.insert(self.texts, part)
+            for collection, rows in side_rows.items():
+                for part in batches(rows, BATCH):
+                    self.client.insert(collection, part)
             # a path re-used under another id (should not happen, but never list one file twice)
             paths = literal(r.info.path for r in records)
             stale = [row["doc_id"] for row in self.client.query(self.docs, filter=f"path in {paths}",
@@ -64,8 +74,8 @@ class MilvusWrites(MilvusCentring):
             self.client.upsert(self.docs, doc_rows)  # the commit point of each document
             gone = [row["version"] for row in old.values() if row is not None]
             if gone:
-                self.client.delete(self.chunks, filter=f"version in {literal(gone)}")
-                self.client.delete(self.texts, filter=f"version in {literal(gone)}")
+                for collection in self._versioned:
+                    self.client.delete(collection, filter=f"version in {literal(gone)}")
             if stale:
                 self.remove_documents(stale)
             self.client.delete(self.meta, filter=f"key in {literal(pending)}")
@@ -75,8 +85,10 @@ class MilvusWrites(MilvusCentring):
                                "kept, and the next `kb ingest` finishes the rest") from e
         return sum(row["chunks"] for row in old.values() if row is not None)
 
-    def _version_rows(self, r: Record, version: int, cid: int, centring: Centering):
-        """(chunk rows, text part rows, document row) of one version of a document, its vectors in `centring`."""
+    def _version_rows(self, r: Record, version: int, cid: int, centring: Centering,
+                      side_centrings: dict[str, tuple[int, Centering]]):
+        """(chunk rows, text part rows, document row, side collection -> rows) of one version of a document, its
+        vectors in `centring` (the ensemble's in `side_centrings`)."""
         langs = [language(c.text) for c in r.chunks]
         raw = np.ascontiguousarray(r.vectors, dtype=np.float32)
         centred, norms = centre(centring, raw, langs)
@@ -99,7 +111,10 @@ class MilvusWrites(MilvusCentring):
             mine = raw[np.asarray(langs) == lang] if len(raw) else raw
             row[f"n_{lang}"] = int(len(mine))
             row[f"sum_{lang}"] = (mine.sum(axis=0) if len(mine) else np.zeros(self.dim)).astype(np.float32).tolist()
-        return chunk_rows, text_rows, row
+        side_rows: dict[str, list[dict]] = {}
+        if self.sides:
+            side_rows, row["side_sums"] = self._side_rows(r, version, langs, side_centrings)
+        return chunk_rows, text_rows, row, side_rows
 
     def touch_document(self, path: str, mtime: float) -> None:
         doc = next((r for r in self._doc_rows().values() if r["path"] == path), None)
@@ -113,7 +128,7 @@ class MilvusWrites(MilvusCentring):
             self._bump({row["doc_id"]: row})
 
     def remove_documents(self, doc_ids: Iterable[str]) -> int:
-        """The document rows first (the commit), then their chunks and text parts."""
+        """The document rows first (the commit), then their chunks, text parts and side vectors."""
         ids = [d for d in doc_ids]
         if not ids:
             return 0
@@ -124,8 +139,8 @@ class MilvusWrites(MilvusCentring):
                                                                   output_fields=["chunks"]))
             self._set_meta({f"pending:{d}:0": "" for d in part})
             self.client.delete(self.docs, filter=f"doc_id in {literal(part)}")
-            self.client.delete(self.chunks, filter=f"doc_id in {literal(part)}")
-            self.client.delete(self.texts, filter=f"doc_id in {literal(part)}")
+            for collection in self._versioned:
+                self.client.delete(collection, filter=f"doc_id in {literal(part)}")
             self.client.delete(self.meta, filter=f"key in {literal(f'pending:{d}:0' for d in part)}")
         self._bump(dict.fromkeys(ids))
         return removed
