@@ -11,13 +11,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kb.config import DEFAULT_EMBEDDER, MINILM_EMBEDDER, EmbeddingSettings
+from kb.config import DEFAULT_EMBEDDER, EMBEDDER_LANGUAGES, EmbeddingSettings
 from kb.errors import ModelError
 from kb.findings import Finding, installed, languages_text, split_fix
 
 GiB = 1024**3
 # What each packaged embedder reads (kb has no other record of it): e5 puts both languages in one space.
-EMBEDDER_LANGUAGES = {DEFAULT_EMBEDDER: ("zh", "en"), MINILM_EMBEDDER: ("en",)}
 BUILD_BYTES = 600 * 1024**2  # the e5 build writes about 540 MB (kb.ingest.e5_build)
 
 

@@ -42,16 +42,19 @@ class Filter:
         return bool(self.paths or self.file_types or self.doc_ids)
 
 
-def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion: score(d) = sum_r w_r / (k + rank_r(d)), normalized by its maximum."""
+def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int,
+             bonus: frozenset[str] = frozenset()) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: score(d) = sum_r w_r / (k + rank_r(d)), normalized by its maximum over the rankings
+    not in `bonus` (capped at 1): a bonus ranking (the dictionary search) can lift a passage, but a passage it
+    does not find (one in the question's own language) keeps the score it would have without it."""
     scores: dict[int, float] = {}
     for name, ids in rankings.items():
         w = weights.get(name, 1.0)
         for rank, chunk_id in enumerate(ids, start=1):
             scores[chunk_id] = scores.get(chunk_id, 0.0) + w / (k + rank)
-    best = sum(weights.get(name, 1.0) for name in rankings) / (k + 1)
+    best = sum(weights.get(name, 1.0) for name in rankings if name not in bonus) / (k + 1)
     fused = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [(cid, s / best if best > 0 else 0.0) for cid, s in fused]
+    return [(cid, min(1.0, s / best) if best > 0 else 0.0) for cid, s in fused]
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     if mode == "hybrid":
         for name, (ids, weight) in (extra_rankings or {}).items():
             rankings[name], weights[name] = ids, weight
-        scored = rrf_fuse(rankings, weights, settings.rrf_k)
+        scored = rrf_fuse(rankings, weights, settings.rrf_k, frozenset(extra_rankings or ()))
     elif mode == "dense" and len({name.split("@")[0] for name in reading}) > 1:
         scored = rrf_fuse({name: rankings[name] for name in reading}, weights, settings.rrf_k)
     elif mode == "dense":

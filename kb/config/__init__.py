@@ -21,6 +21,7 @@ from kb.config.renamed import tell_renamed
 from kb.config.sections import (
     ANSWER_MODES,
     DEFAULT_EMBEDDER,
+    EMBEDDER_LANGUAGES,
     MINILM_EMBEDDER,
     RETRIEVAL_MODES,
     AnswerModeSetting,
@@ -36,7 +37,7 @@ from kb.config.sections import (
 from kb.errors import ConfigError
 
 __all__ = [
-    "ANSWER_MODES", "DEFAULT_EMBEDDER", "KB_NAME_PATTERN", "MINILM_EMBEDDER", "RETRIEVAL_MODES",
+    "ANSWER_MODES", "DEFAULT_EMBEDDER", "EMBEDDER_LANGUAGES", "KB_NAME_PATTERN", "MINILM_EMBEDDER", "RETRIEVAL_MODES",
     "AnswerModeSetting", "AnswerSettings", "ChunkSettings", "EmbeddingSettings", "IngestSettings", "LLMSettings",
     "RetrievalMode", "RetrievalSettings", "ServerSettings", "Settings", "StoreSettings", "config_path",
     "default_models_dir", "load_settings", "save_settings",

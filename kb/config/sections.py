@@ -12,6 +12,10 @@ from pydantic import BaseModel, Field, model_validator
 DEFAULT_EMBEDDER = "multilingual-e5-small"
 MINILM_EMBEDDER = "all-MiniLM-L6-v2"
 DEFAULT_ENSEMBLE = (DEFAULT_EMBEDDER, MINILM_EMBEDDER)  # embedding.models
+# The languages kb's packaged embedders were trained on (others: whatever their model card says, taken as all).
+# all-MiniLM-L6-v2's vocabulary holds a few thousand CJK characters, so "how many tokens it knows" alone would
+# let it rank Chinese; it was never trained to.
+EMBEDDER_LANGUAGES = {DEFAULT_EMBEDDER: ("zh", "en"), MINILM_EMBEDDER: ("en",)}
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
 RETRIEVAL_MODES: tuple[str, ...] = get_args(RetrievalMode)  # how a search ranks (retrieval.mode, --mode)

@@ -115,7 +115,7 @@ class Variant:
         if self.ensemble:
             sides += [DenseSide(e.model_id, query_embedding(e)) for e in retriever.ensemble()]
         if self.prf:
-            sides = [DenseSide(s.model, _rocchio(self.base, s)) for s in sides]
+            sides = [DenseSide(s.model, _rocchio(self.base, s, question)) for s in sides]
         extra = retriever.dictionary_rankings(question, mode) if self.dictionary else {}
         if self._bigrams is not None:
             extra["bigrams"] = (self._bigrams.ranking(question), self.base.settings.retrieval.bm25_weight)
@@ -144,20 +144,21 @@ class _BigramIndex:
         return [self.ids[i] for i in top if scores[i] > 0]
 
 
-def _rocchio(base, side, beta: float = 0.5, top: int = 3):
-    """embed(text) moved towards the mean of its first `top` dense hits (Rocchio's positive feedback)."""
-    def embed(text: str):
-        vector, share = side.embed(text)
+def _rocchio(base, side, question: str, beta: float = 0.5, top: int = 3):
+    """embed(text) with the question's vector moved towards the mean of its first `top` dense hits (Rocchio's
+    positive feedback), computed here, on the thread that owns the store (the main embedder's vectors only:
+    the ensemble's are not read back by chunk id)."""
+    vector, share = side.embed(question)
+    if side.model is None:
         store = base.retriever.store()
-        first = store.dense_query(None, side.model)(vector, top, _language(text))
-        if side.model is None:
-            docs = store.vectors_of([cid for cid, _ in first])
-        else:
-            return vector, share  # the ensemble's vectors are not exposed by chunk id: its query stays as is
-        if not docs:
-            return vector, share
-        moved = vector + beta * np.mean(list(docs.values()), axis=0)
-        return (moved / np.linalg.norm(moved)).astype(np.float32), share
+        first = store.dense_query(None, None)(vector, top, _language(question))
+        docs = store.vectors_of([cid for cid, _ in first])
+        if docs:
+            moved = vector + beta * np.mean(list(docs.values()), axis=0)
+            vector = (moved / np.linalg.norm(moved)).astype(np.float32)
+
+    def embed(text: str):
+        return (vector, share) if text == question else side.embed(text)
     return embed
 
 
