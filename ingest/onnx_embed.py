@@ -1,10 +1,11 @@
-"""Sentence embeddings with ONNX Runtime: kb's fast path for its default embedder.
+"""Sentence embeddings with ONNX Runtime: kb's fast path for its packaged embedders.
 
 Runs a folder's `onnx/model_qint8.onnx` (inputs input_ids / attention_mask, output a normalised
-`sentence_embedding`, as kb.ingest.e5_onnx writes it) with the folder's `tokenizer.json`, through the
-`tokenizers` library directly. No torch is imported. Batches are sorted by length so that little
-padding is computed. A single query runs on a one-thread session: on a busy 2-core machine, spreading
-one short input over two threads makes it wait for the other core (see kb.ingest.embed.SMALL_BATCH).
+`sentence_embedding`, as kb.ingest.e5_onnx writes it for multilingual-e5-small and all-MiniLM-L6-v2)
+with the folder's `tokenizer.json`, through the `tokenizers` library directly. No torch is imported.
+Batches are sorted by length so that little padding is computed. A single query runs on a one-thread
+session: on a busy 2-core machine, spreading one short input over two threads makes it wait for the
+other core (see kb.ingest.embed.SMALL_BATCH).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class OnnxSentenceModel:
         self.tokenizer.no_padding()
         self.max_seq_length = max_seq_length or _max_length(self.folder)
         self.pad_id = self.tokenizer.token_to_id("<pad>") or 0
+        # WordPiece and BPE models name their unknown token (MiniLM's [UNK]); Unigram (e5's) does not: <unk>.
+        self.unk_id: int | None = self.tokenizer.token_to_id(getattr(self.tokenizer.model, "unk_token", None) or "<unk>")
         self._sessions: dict[int, object] = {}
         self._lock = threading.Lock()
         self.dim = int(self._session(0).get_outputs()[0].shape[-1])
