@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,11 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from kb.config import DEFAULT_EMBEDDER, MINILM_EMBEDDER, EmbeddingSettings, default_models_dir
+from kb.config import (
+    DEFAULT_EMBEDDER,
+    EMBEDDER_LANGUAGES,
+    MINILM_EMBEDDER,
+    EmbeddingSettings,
+    default_models_dir,
+)
 from kb.errors import ModelError
 from kb.ingest import minilm_build
 from kb.ingest.e5_build import ensure_built
 from kb.ingest.onnx_embed import OnnxSentenceModel, has_onnx
+from kb.lang import CJK_PUNCT, FULLWIDTH, HAN
 
 _MINILM = {MINILM_EMBEDDER, f"sentence-transformers/{MINILM_EMBEDDER}"}
 # A query or two is too small to split across threads: on a busy 2-core machine, two OpenMP threads
@@ -37,6 +45,7 @@ SMALL_BATCH = 8
 # multilingual-e5-small, on the dev set (tests/bench/bench_refusal.py): English 0.835 refuses 2/5
 # unanswerable questions and 0/28 answerable ones whose answer was retrieved; Chinese 0.875: 3/5 and 1/28.
 REFUSAL_SIMILARITY = {DEFAULT_EMBEDDER: {"en": 0.835, "zh": 0.875}, MINILM_EMBEDDER: {"en": 0.4, "zh": 0.4}}
+_CJK_TEXT = re.compile(f"[{HAN}{CJK_PUNCT}{FULLWIDTH}]")  # Chinese characters and punctuation
 _loaded: dict[tuple, Embedder] = {}  # one loaded model per (model, backend, device, folder)
 _cache: dict[tuple, Embedder] = {}  # ... and one Embedder per prefixes on top of it
 _cache_lock = threading.Lock()
@@ -191,26 +200,42 @@ class Embedder:
     def readable(self, text: str) -> tuple[str, float]:
         """(the part of the text the model can read, the share of tokens it cannot read).
 
-        An English-only model sees Chinese as [UNK] tokens; embedding only the rest of a mixed query
-        ('用 json.dumps 输出中文' -> 'json.dumps') gives a vector that means something."""
+        An English-only model sees Chinese as [UNK] tokens (or as the few CJK characters its vocabulary holds,
+        which it was never trained to read: those count as unknown too); embedding only the rest of a mixed
+        query ('用 json.dumps 输出中文' -> 'json.dumps') gives a vector that means something."""
         if self._unk is None:
             return text, 0.0
         ids, spans = self._ids_and_spans(text)
         if not ids:
             return text, 0.0
-        unknown = sum(1 for i in ids if i == self._unk)
+        foreign = self.languages and "zh" not in self.languages
+        known = [i != self._unk and not (foreign and _CJK_TEXT.search(text[a:b])) for i, (a, b) in zip(ids, spans)]
+        unknown = known.count(False)
         if not unknown:
             return text, 0.0
         pieces: list[str] = []
         end = -1
-        for i, (a, b) in zip(ids, spans):
-            if i == self._unk:
+        for ok, (a, b) in zip(known, spans):
+            if not ok:
                 continue
             if pieces and a != end:
                 pieces.append(" ")
             pieces.append(text[a:b])
             end = b
         return "".join(pieces), unknown / len(ids)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The languages the model was trained on (kb.lang codes); () = not known, taken as all."""
+        return EMBEDDER_LANGUAGES.get(MINILM_EMBEDDER if self.model_id in _MINILM else self.model_id, ())
+
+    def read_share(self, text: str) -> float:
+        """How much of the text the model reads (the share of its tokens that `readable` keeps)."""
+        return 1.0 - self.readable(text)[1]
+
+    def reads(self, text: str) -> bool:
+        """Whether the model reads most of the text (an ensemble member indexes only such chunks)."""
+        return self.read_share(text) > 0.5
 
     def _ids_and_spans(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         if self._onnx is not None:

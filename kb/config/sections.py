@@ -39,8 +39,8 @@ class EmbeddingSettings(BaseModel):
         "(intfloat/multilingual-e5-small, BAAI/bge-m3, ...).",
     )
     backend: Literal["auto", "onnx", "torch"] = Field(
-        "auto", description="auto: ONNX Runtime int8 when the model folder has onnx/model_qint8.onnx (kb's "
-        "default does), else sentence-transformers on torch; onnx or torch force one."
+        "auto", description="auto: ONNX Runtime int8 when the model folder has onnx/model_qint8.onnx (kb builds "
+        "one for both of its default embedders), else sentence-transformers on torch; onnx or torch force one."
     )
     device: str = Field("cpu", description="Torch device for the embedder: cpu, cuda, cuda:1, mps.")
     batch_size: int = Field(
@@ -142,7 +142,7 @@ class RetrievalSettings(BaseModel):
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in fusion.")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the keyword ranking in fusion.")
     dictionary_weight: float = Field(
-        0.5, ge=0, description="Weight in hybrid fusion of the dictionary search across languages: a Chinese "
+        1.0, ge=0, description="Weight in hybrid fusion of the dictionary search across languages: a Chinese "
         "question's words looked up in CC-CEDICT and their English glosses searched by keyword in English "
         "passages, and back. It runs when the KB holds passages in the other language; 0 turns it off.",
     )
