@@ -10,6 +10,7 @@ store (kb/handle.py) and LangChain's retriever interface (kb/retriever.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -75,9 +76,9 @@ class Retriever:
         if mode != "bm25":
             sides += [DenseSide(e.model_id, query_embedding(e)) for e in self.ensemble()]
         with self._handle.lock:
-            extra = self.dictionary_rankings(query, mode, options.where)
-            return search(self._handle.store(), sides, query, settings, k or settings.k, mode,
-                          options.where, reranker, also=tuple(q for q in also if q and q.strip()), extra_rankings=extra)
+            return search(self._handle.store(), sides, query, settings, k or settings.k, mode, options.where,
+                          reranker, also=tuple(q for q in also if q and q.strip()),
+                          dictionary=self.dictionary_query(query, mode))
 
     def ensemble(self) -> list[Embedder]:
         """The KB's other embedders (none for a KB of one embedder)."""
@@ -87,48 +88,59 @@ class Retriever:
         """The KB's current store (for benchmarks and tools that search it directly)."""
         return self._handle.store()
 
-    def dictionary_rankings(self, query: str, mode: str | None = None,
-                            where: Filter | None = None) -> dict[str, tuple[list[int], float]]:
-        """The dictionary search across languages, as a ranking to fuse: the query translated word by word
-        (kb/glossary.py, CC-CEDICT) and searched by keyword, when the KB holds passages in the other language
-        and the search is hybrid. {} when it does not apply."""
+    def dictionary_query(self, query: str, mode: str | None = None) -> str | None:
+        """The query glossed word by word into the other language (kb/glossary.py, CC-CEDICT) for the dictionary
+        search across languages, when the search is hybrid and the KB holds passages in the other language."""
         settings = self._settings.retrieval
         if (mode or settings.mode) != "hybrid" or settings.dictionary_weight <= 0:
-            return {}
+            return None
         other = "en" if language(query) == "zh" else "zh"
         if not self.languages().get(other):
-            return {}
-        words = gloss(query)
-        if not words:
-            return {}
-        with self._handle.lock:
-            store = self._handle.store()
-            doc_ids = None
-            if where:
-                doc_ids = store.matching_documents(list(where.paths) or None, list(where.file_types) or None,
-                                                   list(where.doc_ids) or None)
-            found = store.keyword_search(words, settings.candidates, doc_ids)
-        return {"dictionary": ([cid for cid, _ in found], settings.dictionary_weight)} if found else {}
+            return None
+        return gloss(query, self._settings.models_dir)
 
     def languages(self) -> dict[str, int]:
         """How many chunks of each language ('en', 'zh') the KB holds."""
         with self._handle.lock:
             return dict(self._handle.store().centering().counts)
 
-    def refusal_similarity(self, lang: str) -> float:
-        """The embedder's calibrated similarity below which no passage answers a question in `lang`."""
-        return self.embedder().refusal_similarity(lang)
+    def refusal_similarity(self, lang: str, passage_lang: str | None = None) -> float:
+        """The embedder's calibrated similarity below which a passage in `passage_lang` (default: `lang`) does not
+        answer a question in `lang` (kb.ingest.embed.REFUSAL_SIMILARITY; 0.0: none known)."""
+        return self.embedder().refusal_similarity(lang, passage_lang or lang)
+
+    def term_rarity(self, terms: list[str]) -> dict[str, float]:
+        """Each keyword term's IDF over the KB's chunks (BM25's form), for weighting a question's terms when
+        quoting; {} where the store cannot count them."""
+        with self._handle.lock:
+            store = self._handle.store()
+            counts = store.term_document_frequency(terms)
+            total = store.chunk_count() if counts else 0
+        return {t: math.log(1 + (total - n + 0.5) / (n + 0.5)) for t, n in counts.items()}
 
     def passage_similarity(self, query: str, chunk_ids: list[int]) -> dict[int, float] | None:
         """Cosine similarity of the query to each chunk, or None when the embedder cannot read most of it."""
+        both = self.passage_similarities(query, dict.fromkeys(chunk_ids, language(query)))
+        return None if both is None else {cid: raw for cid, (raw, _) in both.items()}
+
+    def passage_similarities(self, query: str, chunks: dict[int, str]) -> dict[int, tuple[float, float]] | None:
+        """(raw cosine, cosine in the KB's language-centred space) of the query to each chunk, given as chunk id ->
+        the chunk's language; None when the embedder cannot read most of the query."""
         embedder = self.embedder()
         readable = getattr(embedder, "readable", None)
         if readable is not None and readable(query)[1] > 0.5:
             return None
         vector = embedder.encode([query], query=True)[0]
         with self._handle.lock:
-            vectors = self._handle.store().vectors_of(chunk_ids)
-        return {cid: float(vector @ v) for cid, v in vectors.items()}
+            store = self._handle.store()
+            vectors = store.vectors_of(list(chunks))
+            centering = store.centering()
+        ids = [cid for cid in chunks if cid in vectors]
+        if not ids:
+            return {}
+        raw = np.stack([vectors[cid] for cid in ids])
+        centred = centering.vectors(raw, [chunks[cid] for cid in ids]) @ centering.query(vector, language(query))
+        return {cid: (float(r), float(c)) for cid, r, c in zip(ids, raw @ vector, centred)}
 
     def similarity(self, query: str, texts: list[str]) -> np.ndarray:
         """Cosine similarity of the query to each text, in the KB's language-centred space (so a question
@@ -149,6 +161,6 @@ class Retriever:
 def query_embedding(embedder: Embedder) -> Callable[[str], tuple[np.ndarray, float]]:
     """text -> (the query vector of the part the model reads, the share it reads)."""
     def embed(text: str) -> tuple[np.ndarray, float]:
-        readable, unknown = embedder.readable(text)
-        return embedder.encode([readable if readable.strip() else text], query=True)[0], 1.0 - unknown
+        readable, _ = embedder.readable(text)
+        return embedder.encode([readable if readable.strip() else text], query=True)[0], embedder.read_share(text)
     return embed

@@ -72,7 +72,7 @@ class DenseSide:
 
 def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k: int,
            mode: str | None = None, where: Filter | None = None, reranker=None, also: tuple[str, ...] = (),
-           extra_rankings: dict[str, tuple[list[int], float]] | None = None) -> list[Hit]:
+           dictionary: str | None = None, extra_rankings: dict[str, tuple[list[int], float]] | None = None) -> list[Hit]:
     """Top-k hits for a query.
 
     `embed_query` is the KB's embedders as DenseSide objects (or one `embed(text) -> (vector, readable)`
@@ -82,8 +82,10 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     re-scores the fused candidates when given. `also` holds other wordings of the query (a translation): each
     adds its own rankings, fused like the query's. Dense mode with several embedders fuses their rankings by
     RRF too; with one (or one that reads the query) it keeps the cosine, as bm25 mode keeps each chunk's best
-    keyword score. `extra_rankings` (name -> (chunk ids best first, weight)) are rankings made elsewhere (the
-    dictionary search across languages, kb/retrieval.py), fused in hybrid mode."""
+    keyword score. `dictionary` is the query glossed word by word into the other language (kb/glossary.py), in
+    hybrid mode searched by keyword at retrieval.dictionary_weight ("dictionary"), a bonus ranking (it lifts a
+    passage, never lowers one). `extra_rankings`
+    (name -> (chunk ids best first, weight)) are bonus rankings made elsewhere (benchmarks' variants)."""
     mode = mode or settings.mode
     sides = list(embed_query) if isinstance(embed_query, list | tuple) else [DenseSide(None, embed_query)]
     n = max(settings.candidates, k, settings.rerank_candidates if reranker else 0)
@@ -104,9 +106,12 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
 
     reading = {name for name in rankings if weights[name] > 0}
     if mode == "hybrid":
-        for name, (ids, weight) in (extra_rankings or {}).items():
+        bonus = dict(extra_rankings or {})
+        if dictionary and settings.dictionary_weight > 0:
+            bonus.update(_dictionary_rankings(store, dictionary, settings, n, doc_ids))
+        for name, (ids, weight) in bonus.items():
             rankings[name], weights[name] = ids, weight
-        scored = rrf_fuse(rankings, weights, settings.rrf_k, frozenset(extra_rankings or ()))
+        scored = rrf_fuse(rankings, weights, settings.rrf_k, frozenset(bonus))
     elif mode == "dense" and len({name.split("@")[0] for name in reading}) > 1:
         scored = rrf_fuse({name: rankings[name] for name in reading}, weights, settings.rrf_k)
     elif mode == "dense":
@@ -129,6 +134,18 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     if settings.neighbors:
         hits = [_expand(store, h, rows[h.chunk_id]["ordinal"], settings.neighbors) for h in hits]
     return hits
+
+
+def _dictionary_rankings(store, gloss: str, settings: RetrievalSettings, n: int,
+                         doc_ids) -> dict[str, tuple[list[int], float]]:
+    """The gloss's keyword ranking ("dictionary") with its weight.
+
+    Keyword only: embedding the gloss too (a bag of glosses, searched by each embedder at half weight) found 4
+    more dev-set questions of 160, but in a KB that holds both languages' versions of one text it put the other
+    language's version above an exact match in the question's own (first by keyword and by meaning): the
+    dictionary's total weight must stay under what one same-language ranking adds."""
+    found = store.keyword_search(gloss, n, doc_ids)
+    return {"dictionary": ([cid for cid, _ in found], settings.dictionary_weight)} if found else {}
 
 
 def _best_of(scores: list[dict[int, float]]) -> list[tuple[int, float]]:

@@ -116,11 +116,13 @@ class Variant:
             sides += [DenseSide(e.model_id, query_embedding(e)) for e in retriever.ensemble()]
         if self.prf:
             sides = [DenseSide(s.model, _rocchio(self.base, s, question)) for s in sides]
-        extra = retriever.dictionary_rankings(question, mode) if self.dictionary else {}
+        extra = {}
         if self._bigrams is not None:
             extra["bigrams"] = (self._bigrams.ranking(question), self.base.settings.retrieval.bm25_weight)
         store = retriever.store()
-        return search(store, sides, question, self.base.settings.retrieval, k, mode, extra_rankings=extra)
+        return search(store, sides, question, self.base.settings.retrieval, k, mode,
+                      dictionary=retriever.dictionary_query(question, mode) if self.dictionary else None,
+                      extra_rankings=extra)
 
 
 class _BigramIndex:
