@@ -84,8 +84,11 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     RRF too; with one (or one that reads the query) it keeps the cosine, as bm25 mode keeps each chunk's best
     keyword score. `dictionary` is the query glossed word by word into the other language (kb/glossary.py), in
     hybrid mode searched by keyword at retrieval.dictionary_weight ("dictionary"), a bonus ranking (it lifts a
-    passage, never lowers one). `extra_rankings`
-    (name -> (chunk ids best first, weight)) are bonus rankings made elsewhere (benchmarks' variants)."""
+    passage, never lowers one). Keyword only: embedding the gloss too (a bag of glosses, searched by each
+    embedder at half weight) found 4 more dev-set questions of 160, but in a KB that holds both languages'
+    versions of one text it put the other language's version above an exact match in the question's own: the
+    dictionary's weight must stay under what one same-language ranking adds. `extra_rankings` (name -> (chunk ids best first, weight)) are bonus rankings
+    made elsewhere (benchmarks' variants)."""
     mode = mode or settings.mode
     sides = list(embed_query) if isinstance(embed_query, list | tuple) else [DenseSide(None, embed_query)]
     n = max(settings.candidates, k, settings.rerank_candidates if reranker else 0)
@@ -96,6 +99,9 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     rankings: dict[str, list[int]] = {}
     raw: dict[str, dict[int, float]] = {}
     weights: dict[str, float] = {}
+    glossed = None  # the dictionary search runs beside the query's own searches
+    if mode == "hybrid" and dictionary and settings.dictionary_weight > 0:
+        glossed = _pool.submit(store.keyword_query(doc_ids), dictionary, n)
     for i, text in enumerate((query, *also)):
         suffix = f"@{i}" if i else ""  # "dense", "bm25" for the query; "dense@1", ... for a translation
         ranks, scores, readable = _rank(store, sides, text, mode, n, doc_ids)
@@ -104,21 +110,11 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
         weights.update({name + suffix: settings.dense_weight * share for name, share in readable.items()})
         weights["bm25" + suffix] = settings.bm25_weight
 
-    reading = {name for name in rankings if weights[name] > 0}
-    if mode == "hybrid":
-        bonus = dict(extra_rankings or {})
-        if dictionary and settings.dictionary_weight > 0:
-            bonus.update(_dictionary_rankings(store, dictionary, settings, n, doc_ids))
-        for name, (ids, weight) in bonus.items():
-            rankings[name], weights[name] = ids, weight
-        scored = rrf_fuse(rankings, weights, settings.rrf_k, frozenset(bonus))
-    elif mode == "dense" and len({name.split("@")[0] for name in reading}) > 1:
-        scored = rrf_fuse({name: rankings[name] for name in reading}, weights, settings.rrf_k)
-    elif mode == "dense":
-        scored = _best_of([{cid: max(0.0, s) for cid, s in r.items()} for name, r in raw.items()
-                           if name in reading or not reading])
-    else:
-        scored = _best_of([{cid: s / (s + 1.0) for cid, s in r.items()} for r in raw.values()])
+    bonus = dict(extra_rankings or {})
+    found = glossed.result() if glossed is not None else []
+    if found:
+        bonus["dictionary"] = ([cid for cid, _ in found], settings.dictionary_weight)
+    scored = _fuse(mode, rankings, raw, weights, bonus, settings.rrf_k)
 
     pool = scored[:settings.rerank_candidates] if reranker else scored
     rows = store.chunks_by_id([cid for cid, _ in pool])
@@ -136,16 +132,21 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     return hits
 
 
-def _dictionary_rankings(store, gloss: str, settings: RetrievalSettings, n: int,
-                         doc_ids) -> dict[str, tuple[list[int], float]]:
-    """The gloss's keyword ranking ("dictionary") with its weight.
-
-    Keyword only: embedding the gloss too (a bag of glosses, searched by each embedder at half weight) found 4
-    more dev-set questions of 160, but in a KB that holds both languages' versions of one text it put the other
-    language's version above an exact match in the question's own (first by keyword and by meaning): the
-    dictionary's total weight must stay under what one same-language ranking adds."""
-    found = store.keyword_search(gloss, n, doc_ids)
-    return {"dictionary": ([cid for cid, _ in found], settings.dictionary_weight)} if found else {}
+def _fuse(mode: str, rankings: dict[str, list[int]], raw: dict[str, dict[int, float]], weights: dict[str, float],
+          bonus: dict[str, tuple[list[int], float]], rrf_k: int) -> list[tuple[int, float]]:
+    """(chunk id, score) best first, as the mode scores them (see the module docstring); `bonus` rankings count
+    in hybrid mode only. Fills `rankings` with the bonus ones, for the hits' ranks."""
+    reading = {name for name in rankings if weights[name] > 0}
+    if mode == "hybrid":
+        for name, (ids, weight) in bonus.items():
+            rankings[name], weights[name] = ids, weight
+        return rrf_fuse(rankings, weights, rrf_k, frozenset(bonus))
+    if mode == "dense" and len({name.split("@")[0] for name in reading}) > 1:  # several embedders read the query
+        return rrf_fuse({name: rankings[name] for name in reading}, weights, rrf_k)
+    if mode == "dense":
+        return _best_of([{cid: max(0.0, s) for cid, s in r.items()} for name, r in raw.items()
+                         if name in reading or not reading])
+    return _best_of([{cid: s / (s + 1.0) for cid, s in r.items()} for r in raw.values()])
 
 
 def _best_of(scores: list[dict[int, float]]) -> list[tuple[int, float]]:

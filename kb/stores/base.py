@@ -43,6 +43,9 @@ from kb.types import Chunk, DocumentInfo, DocumentState
 # (query vector, limit, question language) -> [(chunk_id, cosine in the centred space)], best first.
 DenseQuery = Callable[[np.ndarray, int, str], list[tuple[int, float]]]
 
+# A keyword search prepared on the caller's thread and safe to run on another: (query, limit) -> [(chunk_id, bm25)].
+KeywordQuery = Callable[[str, int], list[tuple[int, float]]]
+
 T = TypeVar("T")
 
 CHUNK_FIELDS = ("chunk_id", "doc_id", "path", "title", "section", "page", "text", "char_start", "char_end", "ordinal")
@@ -113,6 +116,8 @@ class Store(Protocol):
     # the two rankings
     def keyword_search(self, query: str, limit: int, doc_ids: list[str] | None = None) -> list[tuple[int, float]]:
         """(chunk_id, bm25 >= 0) best first, optionally only in some documents."""
+    def keyword_query(self, doc_ids: list[str] | None = None) -> KeywordQuery:
+        """keyword_search, prepared here and safe to run on another thread (beside this thread's own searches)."""
     def dense_query(self, doc_ids: list[str] | None = None, model: str | None = None) -> DenseQuery:
         """The dense search of the main embedder, or of `model`, another embedder of the KB's ensemble."""
     def centering(self) -> Centering: ...

@@ -9,8 +9,9 @@ Rows (hit@5 per language group: en, zh, zh→en = Chinese question / English evi
 --json):
 - kb hybrid / dense: the default (embedding.models: multilingual-e5-small + all-MiniLM-L6-v2, each with its own
   language-centred dense index, fused with BM25 by RRF; a dictionary search across languages);
-- e5 alone hybrid / dense: the same KB searched with its main embedder only (the default before the ensemble);
-- MiniLM hybrid: all-MiniLM-L6-v2 alone (the default before e5), its own KB;
+- e5 alone hybrid (before): the same KB searched with its main embedder only and no dictionary (the default
+  before this ensemble); e5 alone dense; "- ensemble": e5 alone with the dictionary;
+- MiniLM alone hybrid / dense: all-MiniLM-L6-v2 alone, no dictionary (the default before e5), its own KB;
 - variants, each the default plus or minus one thing: without the dictionary search; character bigrams of Chinese
   as one more keyword ranking (paraphrases that jieba splits differently); pseudo-relevance feedback (Rocchio on
   the dense side: the query moved towards its top 3 passages);
@@ -60,35 +61,51 @@ def main() -> None:
         "kb hybrid (default)": lambda: run_retrieval(default, questions, "hybrid", 10),
         "kb dense": lambda: run_retrieval(default, questions, "dense", 10),
         "kb bm25": lambda: run_retrieval(default, questions, "bm25", 10),
-        "e5 alone hybrid": lambda: run_retrieval(Variant(default, ensemble=False), questions, "hybrid", 10),
+        "e5 alone hybrid (before)": lambda: run_retrieval(Variant(default, ensemble=False, dictionary=False),
+                                                          questions, "hybrid", 10),
         "e5 alone dense": lambda: run_retrieval(Variant(default, ensemble=False), questions, "dense", 10),
+        "- ensemble (e5 + dictionary)": lambda: run_retrieval(Variant(default, ensemble=False), questions,
+                                                              "hybrid", 10),
         "- dictionary": lambda: run_retrieval(Variant(default, dictionary=False), questions, "hybrid", 10),
         "+ zh bigrams": lambda: run_retrieval(Variant(default, bigrams=True), questions, "hybrid", 10),
         "+ dense PRF": lambda: run_retrieval(Variant(default, prf=True), questions, "hybrid", 10),
         "kb hybrid + translation": lambda: run_retrieval(default, questions, "hybrid", 10, translations),
     }
-    results = {name: summarize(run()) for name, run in rows.items() if name not in skip}
+    paraphrase = {r["id"] for r in map(json.loads, args.questions.read_text().splitlines()) if r.get("paraphrase")}
+    results, para = {}, {}
+    for name, run in rows.items():
+        if name not in skip:
+            outcomes = run()
+            results[name] = summarize(outcomes)
+            mine = [o for o in outcomes if o.question.id in paraphrase]
+            para[name] = sum(1 for o in mine if o.rank is not None and o.rank <= 5) / max(1, len(mine))
     if "langchain" not in skip:
         results["langchain tutorial"] = _baseline(args.corpus, questions, default.embedder())
     if args.torch:
         fp32 = _kb(args, "devset-torch", {"backend": "torch"})
         results["kb hybrid, fp32 torch"] = summarize(run_retrieval(fp32, questions, "hybrid", 10))
     if "minilm" not in skip:
-        minilm = _kb(args, "devset-minilm", {"model": MINILM_EMBEDDER})
-        results["MiniLM alone hybrid"] = summarize(run_retrieval(minilm, questions, "hybrid", 10))
-        results["MiniLM alone dense"] = summarize(run_retrieval(minilm, questions, "dense", 10))
+        minilm = _kb(args, "devset-minilm", {"model": MINILM_EMBEDDER}, {"dictionary_weight": 0})
+        for mode in ("hybrid", "dense"):
+            outcomes = run_retrieval(minilm, questions, mode, 10)
+            results[f"MiniLM alone {mode}"] = summarize(outcomes)
+            mine = [o for o in outcomes if o.question.id in paraphrase]
+            para[f"MiniLM alone {mode}"] = sum(1 for o in mine if o.rank is not None and o.rank <= 5) / max(1, len(mine))
     table = {name: {g: _group(r, g).get("hit@5", 0.0) for g in GROUPS} for name, r in results.items()}
+    for name, row in table.items():
+        row["zh paraphrase"] = para.get(name, float("nan"))
     if args.json:
         print(json.dumps({"hit@5": table, "details": results}))
         return
-    print(f"{'hit@5 (hit@1 all, en)':30s}" + "".join(f"{g:>8s}" for g in GROUPS) + "   hit@1 all / en")
+    columns = (*GROUPS, "zh paraphrase")
+    print(f"{'hit@5 (hit@1 all, en)':30s}" + "".join(f"{g[:8]:>8s}" for g in columns) + "   hit@1 all / en")
     for name, row in table.items():
         r = results[name]
-        print(f"{name:30s}" + "".join(f"{row[g]:8.3f}" for g in GROUPS)
+        print(f"{name:30s}" + "".join(f"{row[g]:8.3f}" for g in columns)
               + f"   {_group(r, 'all').get('hit@1', 0):.3f} / {_group(r, 'en').get('hit@1', 0):.3f}")
-    base = table.get("e5 alone hybrid")
+    base = table.get("e5 alone hybrid (before)")
     if base and "kb hybrid (default)" in table:
-        print(f"{'default - e5 alone':30s}" + "".join(
+        print(f"{'default - before':30s}" + "".join(
             f"{100 * (table['kb hybrid (default)'][g] - base[g]):+8.1f}" for g in GROUPS) + "  (points)")
 
 
@@ -170,12 +187,12 @@ def _language(text: str) -> str:
     return language(text)
 
 
-def _kb(args, name: str, embedding: dict):
-    """The dev-set KB `name` with these embedding settings, ingested on first use."""
+def _kb(args, name: str, embedding: dict, retrieval: dict | None = None):
+    """The dev-set KB `name` with these embedding (and retrieval) settings, ingested on first use."""
     from kb import KnowledgeBase
     from kb.config import Settings
 
-    base = KnowledgeBase.open(name, settings=Settings(home=args.home, embedding=embedding))
+    base = KnowledgeBase.open(name, settings=Settings(home=args.home, embedding=embedding, retrieval=retrieval or {}))
     if not base.documents():
         t0 = time.perf_counter()
         report = base.ingest(args.corpus)

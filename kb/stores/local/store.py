@@ -10,6 +10,7 @@ search and the centring (index.py, its base class) and the folders, locks and sw
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 
 from kb.errors import StorageError
 from kb.keywords import fts_query
-from kb.stores.base import CHUNK_FIELDS, Record, SideVectors, batches, filter_documents
+from kb.stores.base import CHUNK_FIELDS, KeywordQuery, Record, SideVectors, batches, filter_documents
 from kb.stores.local.index import LocalDenseIndex
 from kb.stores.local.schema import connect
 from kb.types import Chunk, DocumentInfo, DocumentState
@@ -39,8 +40,12 @@ class LocalStore(LocalDenseIndex):
         self.db_path = folder / "meta.sqlite"
         self._db = connect(self.db_path)
         self._index = None  # (generation, DenseIndex)
+        self._readers = threading.local()  # keyword_query's read-only connection per thread
+        self._opened_readers: list[sqlite3.Connection] = []
 
     def close(self) -> None:
+        for reader in self._opened_readers:
+            reader.close()
         self._db.close()
 
     @contextmanager
@@ -155,17 +160,21 @@ class LocalStore(LocalDenseIndex):
         return out
 
     def keyword_search(self, query: str, limit: int, doc_ids: list[str] | None = None) -> list[tuple[int, float]]:
-        """(chunk_id, bm25) best first, optionally only in some documents. FTS5's bm25() is negative."""
-        match = fts_query(query)
-        if match is None or doc_ids == []:
-            return []
-        sql = "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ?"
-        params: list[Any] = [match]
-        if doc_ids is not None:
-            sql += f" AND rowid IN (SELECT chunk_id FROM chunks WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
-            params.extend(doc_ids)
-        rows = self._db.execute(sql + " ORDER BY s LIMIT ?", (*params, limit))
-        return [(r[0], -r[1]) for r in rows]
+        """(chunk_id, bm25) best first, optionally only in some documents."""
+        return _keyword_search(self._db, query, limit, doc_ids)
+
+    def keyword_query(self, doc_ids: list[str] | None = None) -> KeywordQuery:
+        """keyword_search for another thread, on a read-only connection of that thread's own: SQLite runs two
+        connections' queries side by side, one connection's one at a time (the dictionary search overlaps the
+        query's own keyword search this way)."""
+        def run(query: str, limit: int) -> list[tuple[int, float]]:
+            reader = getattr(self._readers, "db", None)
+            if reader is None:
+                reader = self._readers.db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True,
+                                                            check_same_thread=False)
+                self._opened_readers.append(reader)
+            return _keyword_search(reader, query, limit, doc_ids)
+        return run
 
     def term_document_frequency(self, terms: list[str]) -> dict[str, int]:
         """How many chunks hold each keyword term (kb.keywords terms; FTS5 stems English ones as it stemmed
@@ -235,3 +244,18 @@ class LocalStore(LocalDenseIndex):
                 yield Record(info, text, chunks, vectors, [r[8] for r in rows], self._side_vectors(reader, chunks))
         finally:
             reader.close()
+
+
+def _keyword_search(db: sqlite3.Connection, query: str, limit: int,
+                    doc_ids: list[str] | None) -> list[tuple[int, float]]:
+    """(chunk_id, bm25) best first through one connection. FTS5's bm25() is negative."""
+    match = fts_query(query)
+    if match is None or doc_ids == []:
+        return []
+    sql = "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ?"
+    params: list[Any] = [match]
+    if doc_ids is not None:
+        sql += f" AND rowid IN (SELECT chunk_id FROM chunks WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
+        params.extend(doc_ids)
+    rows = db.execute(sql + " ORDER BY s LIMIT ?", (*params, limit))
+    return [(r[0], -r[1]) for r in rows]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from kb.keywords import query_terms
-from kb.stores.base import CHUNK_FIELDS, DenseQuery, Record, batches, filter_documents
+from kb.stores.base import CHUNK_FIELDS, DenseQuery, KeywordQuery, Record, batches, filter_documents
 from kb.stores.milvus.schema import BATCH, CHUNK_OUT, bm25_text, literal
 from kb.stores.milvus.writes import MilvusWrites
 from kb.types import Chunk, DocumentInfo, DocumentState
@@ -116,6 +116,15 @@ class MilvusStore(MilvusWrites):
         # BM25 is never negative; Milvus servers give it as the distance, Milvus Lite 3.2 its negation (best first
         # in both)
         return [(cid, abs(score)) for cid, score in hits]
+
+    def keyword_query(self, doc_ids: list[str] | None = None) -> KeywordQuery:
+        """keyword_search for another thread (the client serves several threads, as dense_query's do)."""
+        return lambda query, limit: self.keyword_search(query, limit, doc_ids)
+
+    def term_document_frequency(self, terms: list[str]) -> dict[str, int]:
+        """{}: Milvus keeps its BM25 statistics to itself, so kb/extract.py weighs a question's terms over the
+        passages at hand instead."""
+        return {}
 
     def dense_query(self, doc_ids: list[str] | None = None, model: str | None = None) -> DenseQuery:
         """Dense search in the main embedder's centred space, or (`model`) in that ensemble member's, over the
