@@ -40,11 +40,24 @@ _MINILM = {MINILM_EMBEDDER, f"sentence-transformers/{MINILM_EMBEDDER}"}
 # A query or two is too small to split across threads: on a busy 2-core machine, two OpenMP threads
 # made one short query 30x slower (480 ms against 15 ms) while they waited for each other.
 SMALL_BATCH = 8
-# answer.min_similarity when it is unset: raw cosine of the question to its best passage, per question
-# language. e5 puts a question's own language first (kb/centering.py), so Chinese questions score higher.
-# multilingual-e5-small, on the dev set (tests/bench/bench_refusal.py): English 0.835 refuses 2/5
-# unanswerable questions and 0/28 answerable ones whose answer was retrieved; Chinese 0.875: 3/5 and 1/28.
-REFUSAL_SIMILARITY = {DEFAULT_EMBEDDER: {"en": 0.835, "zh": 0.875}, MINILM_EMBEDDER: {"en": 0.4, "zh": 0.4}}
+# answer.min_similarity when it is unset, per pair of question language and passage language: the chain
+# answers when some passage reaches its pair's value (kb/chain.py). Within a language it is the raw cosine (e5
+# puts a question's own language first, kb/centering.py, so Chinese questions score higher); across languages
+# the cosine in the KB's language-centred space. multilingual-e5-small on the dev set (tests/bench/bench_refusal.py;
+# before: each question language's raw value against every passage), questions whose evidence was retrieved
+# but refused, before -> now: en 0/25 -> 0/25, zh 0/31 -> 0/31, zh->en 12/21 -> 0/21, en->zh 4/8 -> 0/8;
+# unanswerable refused: en 2/5 -> 1/5, zh 3/5 -> 3/5. zh->en 0.22 sits between the unanswerable none-010
+# (0.211) and x-044 (0.231, evidence only in English); en->zh 0.18 between none-002 (0.155) and y-011 (0.212):
+# none-004 (asyncio + uvloop) reaches 0.222 in a Chinese passage, and refusing it would refuse y-011 (its 2/5
+# before rested on an English passage at 0.8347 against 0.835). Centred, not raw, across languages: deciding
+# as the chain does (a passage of any pair may pass), raw keeps every zh->en question with English evidence
+# only up to 0.8126, where 2/5 unanswerable Chinese questions are refused against 3/5 centred (en->zh: 1/5
+# either way); and on the sample documents "每小时的快照保留多久？" finds its English evidence at raw 0.787
+# and 0.795 below an unrelated English passage at 0.822, centred 0.245 above every other (at most 0.225).
+# (Judged by the English passages alone, raw is ahead: x-049's evidence passage is at raw 0.804 but centred
+# 0.108.) all-MiniLM-L6-v2 reads no Chinese: 0.4 for every pair, as before.
+REFUSAL_SIMILARITY = {DEFAULT_EMBEDDER: {("en", "en"): 0.835, ("zh", "zh"): 0.875, ("zh", "en"): 0.22, ("en", "zh"): 0.18},
+                      MINILM_EMBEDDER: dict.fromkeys([("en", "en"), ("zh", "zh"), ("zh", "en"), ("en", "zh")], 0.4)}
 _CJK_TEXT = re.compile(f"[{HAN}{CJK_PUNCT}{FULLWIDTH}]")  # Chinese characters and punctuation
 _loaded: dict[tuple, Embedder] = {}  # one loaded model per (model, backend, device, folder)
 _cache: dict[tuple, Embedder] = {}  # ... and one Embedder per prefixes on top of it
@@ -192,10 +205,11 @@ class Embedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.token_counter(texts)
 
-    def refusal_similarity(self, lang: str) -> float:
-        """The calibrated refusal threshold for questions in `lang` (0.0: none known for this model)."""
+    def refusal_similarity(self, lang: str, passage_lang: str | None = None) -> float:
+        """The calibrated refusal threshold for a question in `lang` and a passage in `passage_lang` (default: the
+        same; raw cosine within a language, language-centred across), 0.0 where none is known for this model."""
         name = MINILM_EMBEDDER if self.model_id in _MINILM else self.model_id
-        return REFUSAL_SIMILARITY.get(name, {}).get(lang, 0.0)
+        return REFUSAL_SIMILARITY.get(name, {}).get((lang, passage_lang or lang), 0.0)
 
     def readable(self, text: str) -> tuple[str, float]:
         """(the part of the text the model can read, the share of tokens it cannot read).

@@ -148,23 +148,30 @@ def build_chain(retriever: Retriever, backend: ChatBackend | None, settings: Ans
 
 
 def _passes_checks(retriever: Retriever, settings: AnswerSettings, query: str, hits: list[Hit]) -> bool:
-    """Some passage was found (search dropped those under retrieval.threshold), and (where the embedder reads
-    the query) answer.min_similarity is reached (unset: the embedder's calibrated value for the query's language)."""
+    """Some passage was found (search dropped those under retrieval.threshold), and (where the embedder reads the
+    query) some passage reaches its refusal similarity: answer.min_similarity (raw cosine), or unset, the embedder's
+    calibrated value for the pair of the query's language and the passage's (kb.ingest.embed.REFUSAL_SIMILARITY):
+    raw cosine within a language, the KB's language-centred cosine across languages, so that a question whose
+    answer is in the other language's documents is answered."""
     if not hits:
         return False
-    threshold = settings.min_similarity
-    if threshold is None:
-        threshold = retriever.refusal_similarity(language(query))
-    if threshold <= 0:
+    lang = language(query)
+    passage_langs = {h.chunk_id: language(h.text) for h in hits}
+    if settings.min_similarity is not None:
+        limits = {cid: (settings.min_similarity, 0) for cid in passage_langs}  # (threshold, 0: raw / 1: centred)
+    else:
+        limits = {cid: (retriever.refusal_similarity(lang, p), int(p != lang)) for cid, p in passage_langs.items()}
+    if any(t <= 0 for t, _ in limits.values()):
         return True
-    sims = retriever.passage_similarity(query, [h.chunk_id for h in hits])
-    return sims is None or max(sims.values(), default=0.0) >= threshold
+    sims = retriever.passage_similarities(query, passage_langs)
+    return sims is None or any(sims[cid][space] >= t for cid, (t, space) in limits.items() if cid in sims)
 
 
 def _extract(retriever: Retriever, s: State) -> Iterator[str | Written]:
     """The extractive answer (kb/extract.py), streamed line by line, then the written state."""
     start = time.perf_counter()
-    text, citations = extract(s.question, list(s.passages), s.lang, lambda texts: retriever.similarity(s.query, texts))
+    text, citations = extract(s.question, list(s.passages), s.lang, lambda texts: retriever.similarity(s.query, texts),
+                              retriever.term_rarity)
     first = None
     for line in text.splitlines(keepends=True):
         first = first if first is not None else time.perf_counter() - s.t0

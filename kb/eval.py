@@ -10,7 +10,8 @@ ones) are counted but left out of the retrieval metrics.
 
 `--answers` asks every question through the answer chain instead (with `--answer-mode` generate,
 extract or auto, or several side by side) and reports, overall and per group: the share of answerable
-questions whose answer cites a passage holding an evidence string, citation precision (the share of
+questions whose answer cites a passage holding an evidence string, the share whose answer text itself holds
+one (both whitespace-collapsed: what a reader sees, not only where it points), citation precision (the share of
 cited passages that hold one), answer keyword recall, the loop rate (answers that repeat a sentence) and
 how often the loop guard had to stop the model, language match (the answer's own words, without an
 extracted answer's label, are in the question's language), the refusal rate on unanswerable questions
@@ -163,6 +164,7 @@ class AnswerOutcome:
     looped: bool = False  # the answer as shown repeats a sentence
     guard_stopped: bool = False  # the loop guard had to stop the model (Answer.repetition_stopped)
     language_match: bool | None = None  # the answer is written in the question's language (None: no answer)
+    evidence_in_text: bool = False  # the answer's text holds an evidence string (whitespace collapsed)
 
 
 def repeats_a_sentence(text: str, quoted: bool = False) -> bool:
@@ -187,6 +189,12 @@ def answer_body(answer) -> str:
     return MARKER.sub("", text)
 
 
+def holds_evidence(text: str, evidence: tuple[str, ...]) -> bool:
+    """Whether any evidence string (already whitespace-collapsed) occurs in the text, whitespace collapsed."""
+    flat = collapse(text)
+    return any(e in flat for e in evidence)
+
+
 def run_answers(base, questions: list[Question], limit: int | None = None,
                 answer_mode: str | None = None) -> list[AnswerOutcome]:
     """Ask every question (the first `limit` answerable ones and all unanswerable ones when limited);
@@ -198,7 +206,7 @@ def run_answers(base, questions: list[Question], limit: int | None = None,
     for q in questions:
         a = base.ask(q.question, **({"answer_mode": answer_mode} if answer_mode else {}))
         cited = a.cited_passages
-        with_evidence = sum(1 for p in cited if q.evidence and any(e in collapse(p.text) for e in q.evidence))
+        with_evidence = sum(1 for p in cited if holds_evidence(p.text, q.evidence))
         recall = None
         if q.answer_keywords:
             text = a.text.lower()
@@ -207,12 +215,13 @@ def run_answers(base, questions: list[Question], limit: int | None = None,
         matched = None if a.refused or not body.strip() else language(body) == language(q.question)
         outcomes.append(AnswerOutcome(q, a.status, len(cited), with_evidence, recall, a.timings.first_token,
                                       a.timings.total, a.answer_mode, repeats_a_sentence(a.text, a.answer_mode == "extract"),
-                                      a.repetition_stopped, matched))
+                                      a.repetition_stopped, matched, holds_evidence(a.text, q.evidence)))
     return outcomes
 
 
 def answer_metrics(outcomes: list[AnswerOutcome]) -> dict[str, Any]:
-    """Evidence cited, citation precision, keyword recall, loops, language match, refusal rates, timings."""
+    """Evidence cited and in the answer's text, citation precision, keyword recall, loops, language match,
+    refusal rates, timings."""
     yes = [o for o in outcomes if o.question.answerable]
     no = [o for o in outcomes if not o.question.answerable]
     refused = ("refused", "not_found")
@@ -228,6 +237,7 @@ def answer_metrics(outcomes: list[AnswerOutcome]) -> dict[str, Any]:
     return {
         "answerable": len(yes), "unanswerable": len(no),
         "evidence_cited": share(sum(1 for o in yes if o.cited_with_evidence), len(yes)),
+        "evidence_in_answer": share(sum(1 for o in yes if o.evidence_in_text), len(yes)),
         "citation_precision": share(sum(o.cited_with_evidence for o in yes), cited),
         "answers_with_citations": share(sum(1 for o in yes if o.cited), len(yes)),
         "keyword_recall": round(sum(recalls) / len(recalls), 4) if recalls else None,

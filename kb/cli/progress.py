@@ -83,7 +83,8 @@ def eval_table(results: dict, total_questions: int) -> Table:
     return table
 
 
-ANSWER_ROWS = (("questions", None), ("cite evidence", "evidence_cited"), ("citation precision", "citation_precision"),
+ANSWER_ROWS = (("questions", None), ("cite evidence", "evidence_cited"), ("evidence in answer", "evidence_in_answer"),
+               ("citation precision", "citation_precision"),
                ("keyword recall", "keyword_recall"), ("loop rate", "loop_rate"), ("guard stops", "guard_stop_rate"),
                ("language match", "language_match"), ("quoted", "extracted"),
                ("refused: unanswerable", "refusal_rate_unanswerable"),

@@ -203,8 +203,10 @@ def test_eval_counts_loops_the_guard_stopped_and_answers_in_the_wrong_language(o
     data = answer_summary(run_answers(looping, load_questions(qa), answer_mode="generate"))
     assert data["overall"]["loop_rate"] == 0.0 and data["overall"]["guard_stop_rate"] == 1.0
     assert data["groups"]["en"]["language_match"] == 1.0 and data["groups"]["zh"]["language_match"] == 0.0
+    assert data["overall"]["evidence_in_answer"] == 0.0  # the model's words hold neither evidence string
     quoted = answer_summary(run_answers(looping, load_questions(qa), answer_mode="extract"))
     assert quoted["overall"]["extracted"] == 1.0 and quoted["overall"]["evidence_cited"] == 1.0
+    assert quoted["groups"]["en"]["evidence_in_answer"] == quoted["groups"]["zh"]["evidence_in_answer"] == 1.0
     assert quoted["overall"]["language_match"] == 1.0 and quoted["overall"]["guard_stop_rate"] == 0.0
 
 
@@ -225,3 +227,40 @@ def test_chat_session_answers_with_its_own_backend(open_kb):
     own = ScriptedBackend(["from the session's model [1]."])
     answer = kb.chat(ChatSession(backend=own)).ask(Q)
     assert answer.text.startswith("from the session's model") and len(own.calls) == 1
+
+
+@pytest.fixture(scope="module")
+def english_only(tmp_path_factory, shared_models_dir):
+    """A KB of the sample documents written in English only (the backup policy and the network handbook)."""
+    from kb import KnowledgeBase
+    from kb.config import Settings
+
+    docs = tmp_path_factory.mktemp("english")
+    for name in ("backup-policy.html", "network-setup.md"):
+        (docs / name).write_bytes((Path(__file__).resolve().parents[2] / "docs" / "samples" / name).read_bytes())
+    home = tmp_path_factory.mktemp("kbhome")
+    with KnowledgeBase.open("english", settings=Settings(home=home)) as kb:
+        assert not kb.ingest(docs).failed
+    return home
+
+
+def test_a_chinese_question_over_english_documents_is_answered_and_an_unanswerable_one_refused(english_only):
+    from kb import KnowledgeBase
+    from kb.config import Settings
+
+    kb = KnowledgeBase.open("english", settings=Settings(home=english_only, answer={"mode": "extract"}), create=False)
+    try:
+        # before thresholds per pair, the Chinese value (raw 0.875) was asked of English passages: refused
+        answer = kb.ask("每小时的快照保留多久？")
+        assert answer.status == "answered" and answer.text.startswith("以下摘自文档原文：")
+        assert "two days" in answer.text and answer.citations[0].path.endswith("backup-policy.html")
+        refused = kb.ask("在家怎样烤出一个好吃的酸面包？")
+        assert refused.status == "refused" and not refused.citations
+        assert kb.ask("How do I bake sourdough bread at home?").status == "refused"
+    finally:
+        kb.close()
+    # a value the user sets is one raw cosine for every pair, as before: e5's Chinese-English pairs stay under 0.835
+    for value, status in ((0.835, "refused"), (0.7, "answered")):
+        with KnowledgeBase.open("english", settings=Settings(home=english_only, answer={"min_similarity": value}),
+                                create=False) as kb:
+            assert kb.ask("每小时的快照保留多久？", answer_mode="extract").status == status

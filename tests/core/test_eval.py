@@ -7,7 +7,18 @@ import json
 import pytest
 
 from kb.errors import KBError
-from kb.eval import Outcome, Question, first_hit_rank, load_questions, metrics, percentile, summarize
+from kb.eval import (
+    AnswerOutcome,
+    Outcome,
+    Question,
+    answer_summary,
+    first_hit_rank,
+    holds_evidence,
+    load_questions,
+    metrics,
+    percentile,
+    summarize,
+)
 
 
 def _o(group, rank, ms):
@@ -34,6 +45,24 @@ def test_evidence_matching_collapses_whitespace():
     texts = ["nothing here", "the  quick\nbrown\tfox jumps"]
     assert first_hit_rank(texts, ("quick brown fox",)) == 2
     assert first_hit_rank(texts, ("lazy dog",)) is None
+
+
+def test_evidence_in_the_answer_text_is_counted_per_group():
+    # what a reader sees: the evidence sentence quoted in the answer, whatever the answer cites
+    assert holds_evidence("Quoted:\n- Hourly snapshots are kept\n  for two days. [1]", ("kept for two days",))
+    assert not holds_evidence("Quoted:\n- Snapshots run hourly. [1]", ("kept for two days",))
+    assert not holds_evidence("anything", ())
+
+    def outcome(group, in_text, cited, answerable=True):
+        q = Question(f"{group}-x", "q", ("e",) if answerable else (), group=group, answerable=answerable)
+        return AnswerOutcome(q, "answered", 1, cited, None, 0.1, 0.2, evidence_in_text=in_text)
+
+    data = answer_summary([outcome("en", True, 1), outcome("en", False, 1), outcome("en", False, 0),
+                           outcome("zh-en", True, 0), outcome("en", False, 0, answerable=False)])
+    assert data["groups"]["en"]["evidence_in_answer"] == pytest.approx(1 / 3, abs=1e-4)
+    assert data["groups"]["en"]["evidence_cited"] == pytest.approx(2 / 3, abs=1e-4)
+    assert data["groups"]["zh-en"]["evidence_in_answer"] == 1.0  # quoted, though the citation holds none
+    assert data["overall"]["evidence_in_answer"] == 0.5  # unanswerable questions are left out
 
 
 def test_load_questions_groups_and_errors(tmp_path):
