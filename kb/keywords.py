@@ -17,13 +17,13 @@ from kb.lang import HAN
 _CJK_RUN = re.compile(f"([{HAN}]+)")
 _WORD = re.compile(r"[^\W_]+(?:[._'-][^\W_]+)*", re.UNICODE)
 
-_STOP_ZH = set(
+STOP_ZH = set(
     "的 了 是 在 和 与 及 或 吗 呢 吧 啊 把 被 让 给 对 从 到 为 以 于 就 都 而 也 还 又 很 这 那 这个 那个 "
     "这些 那些 什么 怎么 怎样 怎么样 如何 哪 哪个 哪些 哪里 为什么 为何 是否 能否 可以 能 会 要 应该 需要 "
     "请问 请 我 你 他 她 它 我们 你们 他们 一个 一种 有 没有 有没有 吗？ 呢？ 如果 时 时候 中 里 上 下 "
     "用 使用 进行 通过 之 其 该 所".split()
 )
-_STOP_EN = set(
+STOP_EN = set(
     "a an the is are was were be been being am do does did doing have has had i me my we our you your "
     "he she it its they them their this that these those what which who whom whose when where why how "
     "can could should would will shall may might must of in on at to for from by with about as into "
@@ -70,7 +70,7 @@ def query_terms(text: str) -> list[str]:
     for t in terms(text):
         seen.setdefault(t, None)
     all_terms = list(seen)
-    kept = [t for t in all_terms if t not in _STOP_ZH and t not in _STOP_EN]
+    kept = [t for t in all_terms if t not in STOP_ZH and t not in STOP_EN]
     return kept or all_terms
 
 

@@ -11,7 +11,8 @@ It only searches the dev-set KB (tests/bench/bench_retrieval.py builds it) and n
 - gloss alone: the gloss searched by keyword by itself (how often its own top 5 holds the answer);
 - + translation (reference): the question's translation (tests/devset/translations.jsonl) as `also`, what
   a chat model that translates well gives;
-- with --variants, other caps of kb/glossary.py at --variant-weight (each rebuilds the lookup).
+- with --variants, other caps of kb/glossary.py and kb/glossary_build.py at --variant-weight (each rebuilds
+  the lookup).
 Then each row's ratio to "dictionary off", how many questions got a gloss and how long glossing took.
 The glossary's lookup is cached under --glossary-home/models (KB_HOME for kb.glossary's default folder).
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 GROUPS = ("all", "en", "zh", "zh-en", "en-zh")
-# Caps tried by --variants: (label, {constant of kb.glossary: value}).
+# Caps tried by --variants: (label, {constant of kb.glossary or kb.glossary_build: value}).
 VARIANTS = [
     ("MAX_TERMS=8", {"MAX_TERMS": 8}), ("MAX_TERMS=20", {"MAX_TERMS": 20}),
     ("GLOSSES_PER_WORD=1", {"GLOSSES_PER_WORD": 1}), ("GLOSSES_PER_WORD=3", {"GLOSSES_PER_WORD": 3}),
@@ -104,18 +105,20 @@ def _run(args, questions, weight: float, gloss_only: bool = False, translations=
 
 
 def _variant(args, questions, caps: dict) -> dict:
-    """One row with kb.glossary's caps changed (the lookup is rebuilt for them), then put back."""
-    from kb import glossary
+    """One row with caps changed (the lookup is rebuilt for them), then put back: MAX_TERMS is the gloss's
+    (kb.glossary), the others shape the lookup (kb.glossary_build, whose cache records them); a cap both use
+    (MAX_PHRASE, imported by kb.glossary) is set in both."""
+    from kb import glossary, glossary_build
 
-    saved = {name: getattr(glossary, name) for name in caps}
+    saved = [(m, name, getattr(m, name)) for name in caps for m in (glossary, glossary_build) if hasattr(m, name)]
     try:
-        for name, value in caps.items():
-            setattr(glossary, name, value)
+        for m, name, _ in saved:
+            setattr(m, name, caps[name])
         glossary._open.clear()  # the next load checks the cache against the new caps and rebuilds it
         return _run(args, questions, args.variant_weight)
     finally:
-        for name, value in saved.items():
-            setattr(glossary, name, value)
+        for m, name, value in saved:
+            setattr(m, name, value)
         glossary._open.clear()
 
 

