@@ -45,17 +45,17 @@ SMALL_BATCH = 8
 # puts a question's own language first, kb/centering.py, so Chinese questions score higher); across languages
 # the cosine in the KB's language-centred space. multilingual-e5-small on the dev set (tests/bench/bench_refusal.py;
 # before: each question language's raw value against every passage), questions whose evidence was retrieved
-# but refused, before -> now: en 0/25 -> 0/25, zh 0/31 -> 0/31, zh->en 12/21 -> 0/21, en->zh 4/8 -> 0/8;
-# unanswerable refused: en 2/5 -> 1/5, zh 3/5 -> 3/5. zh->en 0.22 sits between the unanswerable none-010
-# (0.211) and x-044 (0.231, evidence only in English); en->zh 0.18 between none-002 (0.155) and y-011 (0.212):
-# none-004 (asyncio + uvloop) reaches 0.222 in a Chinese passage, and refusing it would refuse y-011 (its 2/5
-# before rested on an English passage at 0.8347 against 0.835). Centred, not raw, across languages: deciding
-# as the chain does (a passage of any pair may pass), raw keeps every zh->en question with English evidence
-# only up to 0.8126, where 2/5 unanswerable Chinese questions are refused against 3/5 centred (en->zh: 1/5
-# either way); and on the sample documents "每小时的快照保留多久？" finds its English evidence at raw 0.787
-# and 0.795 below an unrelated English passage at 0.822, centred 0.245 above every other (at most 0.225).
-# (Judged by the English passages alone, raw is ahead: x-049's evidence passage is at raw 0.804 but centred
-# 0.108.) all-MiniLM-L6-v2 reads no Chinese: 0.4 for every pair, as before.
+# but refused, before -> now: en 0/25 -> 0/25, zh 1/29 -> 1/29, zh->en 6/18 -> 0/18, en->zh 5/9 -> 0/9;
+# unanswerable ones refused: en 2/5 -> 2/5, zh 3/5 -> 3/5. zh->en 0.22 lies between the unanswerable none-010
+# (0.211) and x-012 (0.256, no Chinese passage over 0.875); en->zh 0.18 between none-002 (0.155) and y-011
+# (0.212). (With the retrieval of 24a7d58, none-004 reached 0.222 in a Chinese passage: en 1/5, as refusing it
+# would have refused y-011.) Centred, not raw, across languages: deciding as the chain does, raw keeps every
+# zh->en question only up to 0.8126 (x-041), where the unanswerable none-010 (0.8191) passes: 2/5 Chinese ones
+# refused against 3/5 centred (en->zh: 2/5 either way); and on the sample documents "每小时的快照保留多久？"
+# finds its English evidence at raw 0.787 and 0.795, below an unrelated English passage at 0.822, centred at
+# 0.245, above every other (at most 0.225). (Judged by English passages alone, raw is ahead: x-049's evidence
+# passage is at raw 0.804 but centred 0.088; it passes on its Chinese ones.) all-MiniLM-L6-v2 reads no Chinese:
+# 0.4 for every pair, as before.
 REFUSAL_SIMILARITY = {DEFAULT_EMBEDDER: {("en", "en"): 0.835, ("zh", "zh"): 0.875, ("zh", "en"): 0.22, ("en", "zh"): 0.18},
                       MINILM_EMBEDDER: dict.fromkeys([("en", "en"), ("zh", "zh"), ("zh", "en"), ("en", "zh")], 0.4)}
 _CJK_TEXT = re.compile(f"[{HAN}{CJK_PUNCT}{FULLWIDTH}]")  # Chinese characters and punctuation
