@@ -62,8 +62,9 @@ def main() -> None:
         base.search("warm up", k=5)  # loads the FAISS file and the embedder
         before = _before(base)
         before("warm up")
+        old: list[float] = []
         for mode in ("hybrid", "dense", "bm25"):  # alternating with the baseline, so that both see the same load
-            times, old = [], []
+            times = []
             for q in questions:
                 times += _timed(lambda x, m=mode: base.search(x, k=5, mode=m), [q])
                 if mode == "hybrid":
