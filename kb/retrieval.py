@@ -74,7 +74,7 @@ class Retriever:
         mode = options.mode or settings.mode
         sides = [DenseSide(None, query_embedding(self.embedder()))]
         if mode != "bm25":
-            sides += [DenseSide(e.model_id, query_embedding(e)) for e in self.ensemble()]
+            sides += [DenseSide(e.model_id, query_embedding(e), e.reads) for e in self.ensemble()]
         with self._handle.lock:
             return search(self._handle.store(), sides, query, settings, k or settings.k, mode, options.where,
                           reranker, also=tuple(q for q in also if q and q.strip()),

@@ -42,15 +42,20 @@ class Filter:
         return bool(self.paths or self.file_types or self.doc_ids)
 
 
-def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int,
+Ranking = list[int] | dict[int, int]  # chunk ids best first, or chunk id -> rank
+
+
+def rrf_fuse(rankings: dict[str, Ranking], weights: dict[str, float], k: int,
              bonus: frozenset[str] = frozenset()) -> list[tuple[int, float]]:
     """Reciprocal rank fusion: score(d) = sum_r w_r / (k + rank_r(d)), normalized by its maximum over the rankings
     not in `bonus` (capped at 1): a bonus ranking (the dictionary search) can lift a passage, but a passage it
-    does not find (one in the question's own language) keeps the score it would have without it."""
+    does not find (one in the question's own language) keeps the score it would have without it. A ranking is a
+    list (best first) or a dict of ranks (where two chunks may share one: see _defer)."""
     scores: dict[int, float] = {}
-    for name, ids in rankings.items():
+    for name, ranking in rankings.items():
         w = weights.get(name, 1.0)
-        for rank, chunk_id in enumerate(ids, start=1):
+        pairs = ranking.items() if isinstance(ranking, dict) else ((c, r) for r, c in enumerate(ranking, start=1))
+        for chunk_id, rank in pairs:
             scores[chunk_id] = scores.get(chunk_id, 0.0) + w / (k + rank)
     best = sum(weights.get(name, 1.0) for name in rankings if name not in bonus) / (k + 1)
     fused = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -60,10 +65,12 @@ def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int,
 @dataclass(frozen=True)
 class DenseSide:
     """One of the KB's embedders as search uses it: `model` None for the main one (its ranking is "dense"), else
-    an ensemble member's name ("dense:NAME"); `embed(text) -> (query vector, readable share 0..1)`."""
+    an ensemble member's name ("dense:NAME"); `embed(text) -> (query vector, readable share 0..1)`; `reads(text)`,
+    for an ensemble member, whether it indexed a chunk of that text (None: every chunk)."""
 
     model: str | None
     embed: Callable[[str], tuple[np.ndarray, float]]
+    reads: Callable[[str], bool] | None = None
 
     @property
     def ranking(self) -> str:
@@ -96,7 +103,7 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     if where:
         doc_ids = store.matching_documents(list(where.paths) or None, list(where.file_types) or None,
                                            list(where.doc_ids) or None)
-    rankings: dict[str, list[int]] = {}
+    rankings: dict[str, Ranking] = {}
     raw: dict[str, dict[int, float]] = {}
     weights: dict[str, float] = {}
     glossed = None  # the dictionary search runs beside the query's own searches
@@ -105,6 +112,7 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     for i, text in enumerate((query, *also)):
         suffix = f"@{i}" if i else ""  # "dense", "bm25" for the query; "dense@1", ... for a translation
         ranks, scores, readable = _rank(store, sides, text, mode, n, doc_ids)
+        ranks.update(_defer(store, sides, ranks))
         rankings.update({name + suffix: ids for name, ids in ranks.items()})
         raw.update({name + suffix: s for name, s in scores.items()})
         weights.update({name + suffix: settings.dense_weight * share for name, share in readable.items()})
@@ -125,14 +133,15 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     pool = _dedupe([(cid, s) for cid, s in pool if cid in rows and s >= settings.threshold], rows)
     if settings.mmr and len(pool) > k:
         pool = _mmr(pool, store.vectors_of([cid for cid, _ in pool]), k, settings.mmr_lambda)
-    ranks = {name: {cid: r for r, cid in enumerate(ids, start=1)} for name, ids in rankings.items()}
+    ranks = {name: ids if isinstance(ids, dict) else {cid: r for r, cid in enumerate(ids, start=1)}
+             for name, ids in rankings.items()}
     hits = [_hit(rows[cid], s, {name: rk[cid] for name, rk in ranks.items() if cid in rk}) for cid, s in pool[:k]]
     if settings.neighbors:
         hits = [_expand(store, h, rows[h.chunk_id]["ordinal"], settings.neighbors) for h in hits]
     return hits
 
 
-def _fuse(mode: str, rankings: dict[str, list[int]], raw: dict[str, dict[int, float]], weights: dict[str, float],
+def _fuse(mode: str, rankings: dict[str, Ranking], raw: dict[str, dict[int, float]], weights: dict[str, float],
           bonus: dict[str, tuple[list[int], float]], rrf_k: int) -> list[tuple[int, float]]:
     """(chunk id, score) best first, as the mode scores them (see the module docstring); `bonus` rankings count
     in hybrid mode only. Fills `rankings` with the bonus ones, for the hits' ranks."""
@@ -147,6 +156,26 @@ def _fuse(mode: str, rankings: dict[str, list[int]], raw: dict[str, dict[int, fl
         return _best_of([{cid: max(0.0, s) for cid, s in r.items()} for name, r in raw.items()
                          if name in reading or not reading])
     return _best_of([{cid: s / (s + 1.0) for cid, s in r.items()} for r in raw.values()])
+
+
+def _defer(store, sides: list[DenseSide], ranks: dict[str, list[int]]) -> dict[str, dict[int, int]]:
+    """Each ensemble member's ranking completed with the main embedder's ranks of the chunks it did not index.
+
+    all-MiniLM-L6-v2 indexes only the chunks it reads, so for an English question over Chinese evidence its
+    ranking holds only English passages and, fused, votes against the Chinese one that e5 ranks first (the
+    README's "What should I do if there is a fire in the office?" put 办公室安全须知.txt 4th in hybrid search and
+    out of the top 6 in dense). A model defers to the main one on what it cannot read, so each side keeps its
+    weight. Dev set: en->zh hit@5 +2 questions of 18, English -1 of 34."""
+    out: dict[str, dict[int, int]] = {}
+    main = ranks.get("dense")
+    for side in sides:
+        if side.reads is None or main is None or side.ranking not in ranks:
+            continue
+        own = {cid: r for r, cid in enumerate(ranks[side.ranking], start=1)}
+        rows = store.chunks_by_id([cid for cid in main if cid not in own])
+        unread = {cid: r for r, cid in enumerate(main, start=1) if cid in rows and not side.reads(rows[cid]["text"])}
+        out[side.ranking] = {**unread, **own}
+    return out
 
 
 def _best_of(scores: list[dict[int, float]]) -> list[tuple[int, float]]:
@@ -175,7 +204,7 @@ def _rank(store, sides: list[DenseSide], query, mode, n, doc_ids):
 
             def dense_part(side=side, dense_query=dense_query):
                 vector, share = side.embed(query)
-                return dense_query(vector, n, lang), share
+                return (dense_query(vector, n, lang) if share > 0 or side.model is None else []), share
 
             jobs.append((side.ranking, _pool.submit(dense_part) if len(sides) > 1 or mode == "hybrid" else None,
                          dense_part))
@@ -185,9 +214,10 @@ def _rank(store, sides: list[DenseSide], query, mode, n, doc_ids):
         raw["bm25"] = dict(keyword)
     for name, job, run in jobs:
         dense, share = job.result() if job is not None else run()
-        rankings[name] = [cid for cid, _ in dense]
-        raw[name] = dict(dense)
         readable[name] = share
+        if share > 0 or name == "dense":  # a model that reads none of the query has no say (nor ranks to show)
+            rankings[name] = [cid for cid, _ in dense]
+            raw[name] = dict(dense)
     return rankings, raw, readable
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kb import glossary
 from kb.centering import reference_means
 from kb.errors import ConfigError, KBError
 from kb.handle import Handle
@@ -45,14 +46,17 @@ def ingest(handle: Handle, roots: list[Path], *, prune: bool = False, rebuild: b
                                   max_tokens=settings.chunking.max_tokens,
                                   overlap_tokens=settings.chunking.overlap_tokens, prune=False, progress=progress,
                                   limits=limits, ocr=ocr, ensemble=handle.configured_ensemble)
-            return handle.replace(fill)
-        _check_chunking(handle)
-        chunking = handle.manifest["chunking"]
-        store = handle.store()
-        _record_language_prior(store, handle.embedder)
-        return run_ingest(store, handle.embedder, roots, max_tokens=chunking["max_tokens"],
-                          overlap_tokens=chunking["overlap_tokens"], prune=prune, progress=progress,
-                          limits=limits, ocr=ocr, ensemble=handle.ensemble)
+            report = handle.replace(fill)
+        else:
+            _check_chunking(handle)
+            chunking = handle.manifest["chunking"]
+            store = handle.store()
+            _record_language_prior(store, handle.embedder)
+            report = run_ingest(store, handle.embedder, roots, max_tokens=chunking["max_tokens"],
+                                overlap_tokens=chunking["overlap_tokens"], prune=prune, progress=progress,
+                                limits=limits, ocr=ocr, ensemble=handle.ensemble)
+        _prepare_dictionary(handle)
+        return report
 
 
 def remove(handle: Handle, target: str | Path, wait: float = 0) -> list[DocumentInfo]:
@@ -78,6 +82,14 @@ def _check_chunking(handle: Handle) -> None:
             f"chunking settings {want} differ from those KB '{handle.name}' was built with {built}; "
             f"run `kb ingest PATH --kb {handle.name} --rebuild` to re-chunk everything"
         )
+
+
+def _prepare_dictionary(handle: Handle) -> None:
+    """Build the dictionary's lookup (kb/glossary.py; about 6 s, once per models folder) now, when the KB holds
+    both languages, rather than in the first question's search."""
+    counts = handle.store().centering().counts
+    if counts.get("en") and counts.get("zh"):
+        glossary.load(handle.settings.models_dir)
 
 
 def _record_language_prior(store: Store, embedder: Callable[[], Embedder]) -> None:

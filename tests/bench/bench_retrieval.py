@@ -130,9 +130,9 @@ class Variant:
         retriever = self.base.retriever
         sides = [DenseSide(None, query_embedding(self.base.embedder()))]
         if self.ensemble:
-            sides += [DenseSide(e.model_id, query_embedding(e)) for e in retriever.ensemble()]
+            sides += [DenseSide(e.model_id, query_embedding(e), e.reads) for e in retriever.ensemble()]
         if self.prf:
-            sides = [DenseSide(s.model, _rocchio(self.base, s, question)) for s in sides]
+            sides = [DenseSide(s.model, _rocchio(self.base, s, question), s.reads) for s in sides]
         extra = {}
         if self._bigrams is not None:
             extra["bigrams"] = (self._bigrams.ranking(question), self.base.settings.retrieval.bm25_weight)

@@ -80,6 +80,14 @@ def test_rankings_are_fused_by_what_each_model_reads(ensemble_kb):
     assert 0 < alone <= 1 and zh[0].score == alone  # the e5 cosine, not a fused score
 
 
+def test_an_ensemble_member_defers_to_the_main_model_on_what_it_cannot_read(ensemble_kb):
+    # The answer is only in Chinese: MiniLM never indexed it, so its ranking takes e5's rank for it instead of
+    # voting for the English notes, in hybrid and in dense mode.
+    for mode in ("hybrid", "dense"):
+        top = ensemble_kb.search("How should green tea be stored?", k=1, mode=mode)[0]
+        assert top.path.endswith("茶.md") and top.ranks[MINILM_RANKING] == top.ranks["dense"]
+
+
 def test_removing_a_document_removes_its_vectors_everywhere(tmp_path, notes, settings):
     folder = tmp_path / "docs"
     folder.mkdir()
