@@ -157,14 +157,17 @@ def _passes_checks(retriever: Retriever, settings: AnswerSettings, query: str, h
         return False
     lang = language(query)
     passage_langs = {h.chunk_id: language(h.text) for h in hits}
+    floors = dict.fromkeys(passage_langs, 0.0)  # the raw cosine a passage must reach besides its threshold
     if settings.min_similarity is not None:
         limits = {cid: (settings.min_similarity, 0) for cid in passage_langs}  # (threshold, 0: raw / 1: centred)
     else:
         limits = {cid: (retriever.refusal_similarity(lang, p), int(p != lang)) for cid, p in passage_langs.items()}
+        floors = {cid: retriever.refusal_floor(lang, p) if p != lang else 0.0 for cid, p in passage_langs.items()}
     if any(t <= 0 for t, _ in limits.values()):
         return True
     sims = retriever.passage_similarities(query, passage_langs)
-    return sims is None or any(sims[cid][space] >= t for cid, (t, space) in limits.items() if cid in sims)
+    return sims is None or any(sims[cid][space] >= t and sims[cid][0] >= floors[cid]
+                               for cid, (t, space) in limits.items() if cid in sims)
 
 
 def _extract(retriever: Retriever, s: State) -> Iterator[str | Written]:

@@ -123,6 +123,10 @@ class Retriever:
         both = self.passage_similarities(query, dict.fromkeys(chunk_ids, language(query)))
         return None if both is None else {cid: raw for cid, (raw, _) in both.items()}
 
+    def refusal_floor(self, lang: str, passage_lang: str) -> float:
+        """The raw cosine a passage in another language must reach besides its centred refusal similarity."""
+        return self.embedder().refusal_floor(lang, passage_lang)
+
     def passage_similarities(self, query: str, chunks: dict[int, str]) -> dict[int, tuple[float, float]] | None:
         """(raw cosine, cosine in the KB's language-centred space) of the query to each chunk, given as chunk id ->
         the chunk's language; None when the embedder cannot read most of the query."""

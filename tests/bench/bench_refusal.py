@@ -45,11 +45,16 @@ def collect(base, questions) -> list[dict]:
     return rows
 
 
+FLOOR: dict[tuple[str, str], float] = {}  # the embedder's raw floor across languages, set in main()
+
+
 def answered(row: dict, thresholds: dict[tuple[str, str], float]) -> bool:
-    """The chain's decision: some passage reaches its pair's threshold (raw within a language, centred across)."""
+    """The chain's decision: some passage reaches its pair's threshold (raw within a language, centred across,
+    where the raw cosine must also reach the pair's floor)."""
     for h in row["hits"]:
-        t = thresholds[(row["lang"], h["lang"])]
-        if t <= 0 or h["raw" if h["lang"] == row["lang"] else "centred"] >= t:
+        pair = (row["lang"], h["lang"])
+        t = thresholds[pair]
+        if t <= 0 or (h["raw" if h["lang"] == row["lang"] else "centred"] >= t and h["raw"] >= FLOOR.get(pair, 0)):
             return True
     return False
 
@@ -99,6 +104,7 @@ def main() -> None:
     rows = collect(base, load_questions(args.questions))
     embedder = base.embedder()
     defaults = {pair: embedder.refusal_similarity(*pair) for pair in PAIRS}
+    FLOOR.update({pair: embedder.refusal_floor(*pair) for pair in PAIRS if pair[0] != pair[1]})
     groups = sorted({r["group"] for r in rows})
     summary = [{"group": g, "before": counts([r for r in rows if r["group"] == g], lambda r: answered_before(r, defaults)),
                 "now": counts([r for r in rows if r["group"] == g], lambda r: answered(r, defaults))} for g in groups]
