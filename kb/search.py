@@ -46,11 +46,12 @@ Ranking = list[int] | dict[int, int]  # chunk ids best first, or chunk id -> ran
 
 
 def rrf_fuse(rankings: dict[str, Ranking], weights: dict[str, float], k: int,
-             bonus: frozenset[str] = frozenset()) -> list[tuple[int, float]]:
+             bonus: frozenset[str] = frozenset(), tiebreak: str | None = None) -> list[tuple[int, float]]:
     """Reciprocal rank fusion: score(d) = sum_r w_r / (k + rank_r(d)), normalized by its maximum over the rankings
     not in `bonus` (capped at 1): a bonus ranking (the dictionary search) can lift a passage, but a passage it
     does not find (one in the question's own language) keeps the score it would have without it. A ranking is a
-    list (best first) or a dict of ranks (where two chunks may share one: see _defer)."""
+    list (best first) or a dict of ranks (where two chunks may share one: see _defer). Equal scores are ordered
+    by the ranking named `tiebreak` (two embedders that swap two passages tie them), then by chunk id."""
     scores: dict[int, float] = {}
     for name, ranking in rankings.items():
         w = weights.get(name, 1.0)
@@ -58,7 +59,9 @@ def rrf_fuse(rankings: dict[str, Ranking], weights: dict[str, float], k: int,
         for chunk_id, rank in pairs:
             scores[chunk_id] = scores.get(chunk_id, 0.0) + w / (k + rank)
     best = sum(weights.get(name, 1.0) for name in rankings if name not in bonus) / (k + 1)
-    fused = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    first = rankings.get(tiebreak, []) if tiebreak else []
+    order = first if isinstance(first, dict) else {cid: r for r, cid in enumerate(first, start=1)}
+    fused = sorted(scores.items(), key=lambda kv: (-round(kv[1], 12), order.get(kv[0], len(order) + 1), kv[0]))
     return [(cid, min(1.0, s / best) if best > 0 else 0.0) for cid, s in fused]
 
 
@@ -149,9 +152,9 @@ def _fuse(mode: str, rankings: dict[str, Ranking], raw: dict[str, dict[int, floa
     if mode == "hybrid":
         for name, (ids, weight) in bonus.items():
             rankings[name], weights[name] = ids, weight
-        return rrf_fuse(rankings, weights, rrf_k, frozenset(bonus))
+        return rrf_fuse(rankings, weights, rrf_k, frozenset(bonus), tiebreak="dense")
     if mode == "dense" and len({name.split("@")[0] for name in reading}) > 1:  # several embedders read the query
-        return rrf_fuse({name: rankings[name] for name in reading}, weights, rrf_k)
+        return rrf_fuse({name: rankings[name] for name in reading}, weights, rrf_k, tiebreak="dense")
     if mode == "dense":
         return _best_of([{cid: max(0.0, s) for cid, s in r.items()} for name, r in raw.items()
                          if name in reading or not reading])

@@ -118,6 +118,9 @@ class Store(Protocol):
         """(chunk_id, bm25 >= 0) best first, optionally only in some documents."""
     def keyword_query(self, doc_ids: list[str] | None = None) -> KeywordQuery:
         """keyword_search, prepared here and safe to run on another thread (beside this thread's own searches)."""
+    def term_document_frequency(self, terms: list[str]) -> dict[str, int]:
+        """How many chunks hold each keyword term ({}: the store cannot tell; quoting then counts over the passages
+        at hand)."""
     def dense_query(self, doc_ids: list[str] | None = None, model: str | None = None) -> DenseQuery:
         """The dense search of the main embedder, or of `model`, another embedder of the KB's ensemble."""
     def centering(self) -> Centering: ...
