@@ -124,13 +124,13 @@ class Variant:
         self._bigrams = _BigramIndex(base) if bigrams else None
 
     def search(self, question: str, k: int = 10, mode: str | None = None, also=None) -> list:
-        from kb.retrieval import query_embedding
+        from kb.retrieval import indexed_by, query_embedding
         from kb.search import DenseSide, search
 
         retriever = self.base.retriever
         sides = [DenseSide(None, query_embedding(self.base.embedder()))]
         if self.ensemble:
-            sides += [DenseSide(e.model_id, query_embedding(e), e.reads) for e in retriever.ensemble()]
+            sides += [DenseSide(e.model_id, query_embedding(e), indexed_by(e)) for e in retriever.ensemble()]
         if self.prf:
             sides = [DenseSide(s.model, _rocchio(self.base, s, question), s.reads) for s in sides]
         extra = {}
