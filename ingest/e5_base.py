@@ -51,6 +51,17 @@ def file_digests(folder: Path) -> dict[str, str]:
     return {f: sha256_of(folder / f) for f in files}
 
 
+def finished_build(folder: Path, build_format: int) -> dict[str, Any] | None:
+    """The folder's kb-build.json record when it is of this format and every file it lists is there, else None."""
+    try:
+        record = json.loads((folder / "kb-build.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != build_format:
+        return None
+    return record if all((folder / f).is_file() for f in record.get("files", {})) else None
+
+
 def say_on_stderr(message: str) -> None:
     """The default progress report of a build: a line on stderr."""
     print(message, file=sys.stderr, flush=True)

@@ -19,7 +19,6 @@ at once. `kb-build.json` in the folder records the format, the source and each f
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,16 @@ import numpy as np
 
 from kb.errors import ModelError
 from kb.ingest import e5_onnx  # called as e5_onnx.write_onnx: a test replaces it to fail the build
-from kb.ingest.e5_base import NAME, build_once, file_digests, missing, say_on_stderr, sha256_of, write_json
+from kb.ingest.e5_base import (
+    NAME,
+    build_once,
+    file_digests,
+    finished_build,
+    missing,
+    say_on_stderr,
+    sha256_of,
+    write_json,
+)
 from kb.ingest.e5_pack import PackedE5
 from kb.ingest.e5_tokenizer import write_tokenizer
 from kb.ingest.onnx_embed import ONNX_FILE  # the file the ONNX runner looks for
@@ -54,11 +62,7 @@ def packaged_file() -> Path:
 
 def is_built(folder: Path) -> bool:
     """Whether `folder` holds a finished build of this format (its record and every file it lists)."""
-    try:
-        record = json.loads((folder / "kb-build.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return record.get("format") == BUILD_FORMAT and all((folder / f).is_file() for f in record.get("files", {}))
+    return finished_build(folder, BUILD_FORMAT) is not None
 
 
 def ensure_built(models_dir: Path, progress: Callable[[str], None] | None = None) -> Path:

@@ -35,7 +35,15 @@ import numpy as np
 from kb.config import MINILM_EMBEDDER
 from kb.errors import ModelError
 from kb.ingest import e5_onnx  # called as e5_onnx.write_bert_onnx: a test replaces it to fail the build
-from kb.ingest.e5_base import build_once, file_digests, missing, say_on_stderr, sha256_of, write_json
+from kb.ingest.e5_base import (
+    build_once,
+    file_digests,
+    finished_build,
+    missing,
+    say_on_stderr,
+    sha256_of,
+    write_json,
+)
 from kb.ingest.onnx_embed import ONNX_FILE  # the file the ONNX runner looks for
 
 NAME = MINILM_EMBEDDER
@@ -77,12 +85,8 @@ def installed_version() -> str | None:
 
 def is_built(folder: Path) -> bool:
     """Whether `folder` holds a finished build of this format from the installed package version."""
-    try:
-        record = json.loads((folder / "kb-build.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (record.get("format") == BUILD_FORMAT and record.get("source", {}).get("version") == installed_version()
-            and all((folder / f).is_file() for f in record.get("files", {})))
+    record = finished_build(folder, BUILD_FORMAT)
+    return record is not None and record.get("source", {}).get("version") == installed_version()
 
 
 def ensure_built(models_dir: Path, progress: Callable[[str], None] | None = None) -> Path:

@@ -165,8 +165,8 @@ class Retriever:
 def query_embedding(embedder: Embedder) -> Callable[[str], tuple[np.ndarray, float]]:
     """text -> (the query vector of the part the model reads, the share it reads)."""
     def embed(text: str) -> tuple[np.ndarray, float]:
-        readable, _ = embedder.readable(text)
-        return embedder.encode([readable if readable.strip() else text], query=True)[0], embedder.read_share(text)
+        readable, unknown = embedder.readable(text)  # once: its share is Embedder.read_share's
+        return embedder.encode([readable if readable.strip() else text], query=True)[0], 1.0 - unknown
     return embed
 
 
