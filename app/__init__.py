@@ -2,4 +2,4 @@
 
 It works through `KnowledgeBase` and `ChatSession`, the settings (kb.config), and what it shares with the HTTP
 API: uploads and deleting KBs and documents (kb/uploads.py), the process-wide model (kb/llm/shared.py) and the
-lazy model handle (kb/loading.py)."""
+lazy model handle (kb/answer/loading.py)."""

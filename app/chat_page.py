@@ -1,6 +1,6 @@
 """The chat page: ask the chosen knowledge base; the answer streams in, then its numbered sources.
 
-Turns are kept in the session (kb.chat.Turn); earlier turns go to the model as history the way
+Turns are kept in the session (kb.answer.chat.Turn); earlier turns go to the model as history the way
 `kb chat` sends them (refused turns left out, [n] markers removed). "New chat" forgets them.
 """
 
@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import streamlit as st
 
 from kb import Answer, ChatSession
+from kb.answer.chat import Turn
+from kb.answer.loading import LazyBackend
 from kb.app import state
 from kb.app.sources import render_sources
-from kb.chat import Turn
-from kb.loading import LazyBackend
 
 _STATUS_NOTE = {
     "refused": "Nothing in this knowledge base is relevant enough, so no answer was made up.",

@@ -16,7 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 from kb import Answer, Citation, Passage
-from kb.lang import HAN
+from kb.text.lang import HAN
 
 _SENTENCE = re.compile(r"[^。！？；.!?;\n]+[。！？；.!?;]*\s*|\n+")
 _TERM = re.compile(f"[{HAN}]|[A-Za-z0-9]+")

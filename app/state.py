@@ -86,5 +86,5 @@ def current_kb(s: Settings | None = None) -> str | None:
 
 
 def turns() -> list:
-    """This session's chat turns: kb.chat.Turn(question, answer), oldest first."""
+    """This session's chat turns: kb.answer.chat.Turn(question, answer), oldest first."""
     return st.session_state.setdefault(TURNS, [])

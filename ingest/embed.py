@@ -34,15 +34,15 @@ from kb.errors import ModelError
 from kb.ingest import minilm_build
 from kb.ingest.e5_build import ensure_built
 from kb.ingest.onnx_embed import OnnxSentenceModel, has_onnx
-from kb.lang import CJK_PUNCT, FULLWIDTH, HAN
+from kb.text.lang import CJK_PUNCT, FULLWIDTH, HAN
 
 _MINILM = {MINILM_EMBEDDER, f"sentence-transformers/{MINILM_EMBEDDER}"}
 # A query or two is too small to split across threads: on a busy 2-core machine, two OpenMP threads
 # made one short query 30x slower (480 ms against 15 ms) while they waited for each other.
 SMALL_BATCH = 8
 # answer.min_similarity when it is unset, per pair of question language and passage language: the chain
-# answers when some passage reaches its pair's value (kb/chain.py). Within a language it is the raw cosine (e5
-# puts a question's own language first, kb/centering.py, so Chinese questions score higher); across languages
+# answers when some passage reaches its pair's value (kb/answer/chain.py). Within a language it is the raw cosine (e5
+# puts a question's own language first, kb/stores/centring.py, so Chinese questions score higher); across languages
 # the cosine in the KB's language-centred space. multilingual-e5-small on the dev set (tests/bench/bench_refusal.py;
 # before: each question language's raw value against every passage), questions whose evidence was retrieved
 # but refused, before -> now: en 0/25 -> 0/25, zh 1/29 -> 1/29, zh->en 6/18 -> 0/18, en->zh 5/9 -> 0/9;
@@ -253,7 +253,7 @@ class Embedder:
 
     @property
     def languages(self) -> tuple[str, ...]:
-        """The languages the model was trained on (kb.lang codes); () = not known, taken as all."""
+        """The languages the model was trained on (kb.text.lang codes); () = not known, taken as all."""
         return EMBEDDER_LANGUAGES.get(MINILM_EMBEDDER if self.model_id in _MINILM else self.model_id, ())
 
     def read_share(self, text: str) -> float:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from statistics import median
 
-from kb.lang import CJK_PUNCT, FULLWIDTH, HAN
+from kb.text.lang import CJK_PUNCT, FULLWIDTH, HAN
 from kb.types import Element
 
 _SENTENCE_END = re.compile(r"[。！？；.!?;:：]$")

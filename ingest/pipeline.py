@@ -20,8 +20,8 @@ from typing import NamedTuple
 import numpy as np
 
 from kb.errors import KBError
-from kb.keywords import index_text
 from kb.stores import Record, SideVectors, Store
+from kb.text.keywords import index_text
 
 from .embed import Embedder
 from .loaders import Limits, supported_suffixes

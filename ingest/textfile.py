@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import re
 
-from kb.lang import CJK_PUNCT, FULLWIDTH, HAN, HANGUL, KANA
+from kb.text.lang import CJK_PUNCT, FULLWIDTH, HAN, HANGUL, KANA
 
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),

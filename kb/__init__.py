@@ -12,7 +12,7 @@ IMPORTED_AT = _time.perf_counter()  # when kb began importing (the CLI's "import
 _PUBLIC = {
     "KnowledgeBase": "kb.knowledge_base", "Settings": "kb.config", "load_settings": "kb.config",
     "KBError": "kb.errors", "Hit": "kb.types", "Chunk": "kb.types", "DocumentInfo": "kb.types",
-    "Answer": "kb.answer", "Citation": "kb.answer", "Passage": "kb.answer", "ChatSession": "kb.chat",
+    "Answer": "kb.answer.types", "Citation": "kb.answer.types", "Passage": "kb.answer.types", "ChatSession": "kb.answer.chat",
 }
 __all__ = list(_PUBLIC)
 __version__ = "0.1.0"

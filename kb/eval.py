@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kb.citations import MARKER, split_sentences
+from kb.answer.citations import MARKER, split_sentences
+from kb.answer.loop_guard import SENTENCE_WEIGHT, normalize
 from kb.errors import KBError
-from kb.lang import CJK, language
-from kb.loop_guard import SENTENCE_WEIGHT, normalize
+from kb.text.lang import CJK, language
 
 CUTOFFS = (1, 5, 10)
 

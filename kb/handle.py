@@ -4,7 +4,7 @@ A KB lives in a catalog (kb/stores): by default `$KB_HOME/kbs/<name>/`, or a Mil
 milvus). A `Handle` keeps the KB's store open and reopens it when another process rebuilt (swapped) or deleted
 the KB, so a long-running server or app never answers from a replaced index. Writers take the catalog's writer
 lock (`writer`); a rebuild writes a fresh store beside the old one and swaps it in at the end (`replace`).
-This module leaves out what is done with the store: ingest (kb/writing.py) and search (kb/retrieval.py).
+This module leaves out what is done with the store: ingest (kb/writing.py) and search (kb/retrieval/retriever.py).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A facade: each method hands its work to the module that does it. Where a KB lives, its store, writer lock and
 pinned embedder: kb/handle.py. Ingest, rebuild and remove: kb/writing.py. Search and the passage comparisons
-the answer chain needs: kb/retrieval.py (the chain is built with `KnowledgeBase.retriever`). The answer chain:
-kb/chain.py, started by kb/loading.py beside the chat model's load.
+the answer chain needs: kb/retrieval/retriever.py (the chain is built with `KnowledgeBase.retriever`). The answer chain:
+kb/answer/chain.py, started by kb/answer/loading.py beside the chat model's load.
 """
 
 from __future__ import annotations
@@ -15,22 +15,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kb import writing
-from kb.answer import Answer
-from kb.chat import ChatSession
+from kb.answer.chat import ChatSession
+from kb.answer.loading import Loader, answer_stream
+from kb.answer.types import Answer
 from kb.config import ANSWER_MODES, Settings, load_settings
 from kb.errors import ConfigError, KBError, KBNotFoundError
 from kb.handle import Handle, check_name, kb_names, new_manifest
 from kb.ingest.embed import Embedder
 from kb.ingest.report import IngestReport
 from kb.llm import ChatBackend, load_backend
-from kb.loading import Loader, answer_stream
-from kb.retrieval import Retriever, SearchOptions
+from kb.retrieval.retriever import Retriever, SearchOptions
 from kb.stores import Catalog, Store, catalog
 from kb.stores import manifest as manifests
 from kb.types import DocumentInfo, Hit
 
 if TYPE_CHECKING:
-    from kb.retriever import KBRetriever
+    from kb.retrieval.langchain_retriever import KBRetriever
 
 __all__ = ["KnowledgeBase", "check_name"]
 
@@ -109,7 +109,7 @@ class KnowledgeBase:
         """Remove a document by path or id, or every document under a folder. Returns what was removed."""
         return writing.remove(self._handle, target, wait)
 
-    # -- reading (kb/retrieval.py) --------------------------------------------------------------
+    # -- reading (kb/retrieval/retriever.py) --------------------------------------------------------------
     def search(self, query: str, k: int | None = None, *, mode: str | None = None,
                paths: list[str] | None = None, file_types: list[str] | None = None,
                doc_ids: list[str] | None = None, rerank: bool | None = None,
@@ -163,7 +163,7 @@ class KnowledgeBase:
         """The document's text between two character offsets (None if the document is gone)."""
         return self.retriever.span_text(doc_id, start, end)
 
-    # -- answering (kb/chain.py) ----------------------------------------------------------------
+    # -- answering (kb/answer/chain.py) ----------------------------------------------------------------
     def backend(self) -> ChatBackend:
         """The chat model of settings.llm (loaded on first use, then kept by this object)."""
         return self._model.get()
@@ -206,7 +206,7 @@ class KnowledgeBase:
 
     def as_retriever(self, k: int | None = None, **search: Any) -> KBRetriever:
         """This KB as a langchain-core BaseRetriever (Documents with path/page/section/score metadata)."""
-        from kb.retriever import (
+        from kb.retrieval.langchain_retriever import (
             KBRetriever,  # langchain-core: only for callers that want LangChain's interface
         )
 

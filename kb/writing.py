@@ -12,15 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kb import glossary
-from kb.centering import reference_means
 from kb.errors import ConfigError, KBError
 from kb.handle import Handle
 from kb.ingest.embed import Embedder
 from kb.ingest.loaders import Limits
 from kb.ingest.ocr import OcrOptions
 from kb.ingest.report import IngestReport
+from kb.retrieval import glossary
 from kb.stores import Store
+from kb.stores.centring import reference_means
 from kb.types import DocumentInfo
 
 
@@ -85,7 +85,7 @@ def _check_chunking(handle: Handle) -> None:
 
 
 def _prepare_dictionary(handle: Handle) -> None:
-    """Build the dictionary's lookup (kb/glossary.py; about 6 s, once per models folder) now, when the KB holds
+    """Build the dictionary's lookup (kb/retrieval/glossary.py; about 6 s, once per models folder) now, when the KB holds
     both languages, rather than in the first question's search."""
     counts = handle.store().centering().counts
     if counts.get("en") and counts.get("zh"):

@@ -74,7 +74,7 @@ class ChatBackend(ABC):
     # checking model names: e.g. query translation runs only for a model that writes both.
     languages: tuple[str, ...] = ("en", "zh")
     # Parameters of the model, where known (None: unknown, e.g. a remote server). A small model gets a short
-    # answer budget and a short prompt by default (kb.chain.answer_budget).
+    # answer budget and a short prompt by default (kb.answer.chain.answer_budget).
     parameters: int | None = None
     # The fine-tuning methods (kb.llm.finetune) that can train an adapter for this backend's model.
     finetune_methods: tuple[str, ...] = ()
@@ -132,7 +132,7 @@ class ChatBackend(ABC):
 
 
 def is_small(backend: ChatBackend) -> bool:
-    """Whether the backend declares itself small (ChatBackend.small); kb.chain asks this."""
+    """Whether the backend declares itself small (ChatBackend.small); kb.answer.chain asks this."""
     return bool(getattr(backend, "small", False))
 
 

@@ -5,7 +5,7 @@ the passages in the prompt stays allowed.
 On the dev set's English questions (tests/bench/bench_sampling.py) a 4-gram ban cut the embedded
 SmolLM2-135M's loops (answers the loop guard has to stop) from 0.94 to 0.06 and raised the answers holding
 an answer keyword from 0.21 to 0.38, better than llama.cpp's repeat, frequency or presence penalties. It
-leaves out the guard itself (kb/loop_guard.py), which works for every backend.
+leaves out the guard itself (kb/answer/loop_guard.py), which works for every backend.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterator
 
 from kb.errors import ConfigError, ModelError
-from kb.lang import HAN, HANGUL, KANA
 from kb.llm.base import ChatBackend, Message, Sampling, require
+from kb.text.lang import HAN, HANGUL, KANA
 
 _CJK = re.compile(f"[{KANA}{HAN}{HANGUL}]")
 DEFAULT_WINDOW = 8192

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kb.errors import ConfigError
-from kb.lang import HAN
 from kb.llm.base import ChatBackend, Message, check_messages, truncate_at_stop
+from kb.text.lang import HAN
 
 _TOKEN = re.compile(f"[{HAN}]|[^\\s{HAN}]+")
 

@@ -2,7 +2,7 @@
 
 It works through `KnowledgeBase`, the settings, and what it shares with the web app: uploads and deleting KBs
 and documents (kb/uploads.py), the process-wide model (kb/llm/shared.py) and the lazy model handle
-(kb/loading.py)."""
+(kb/answer/loading.py)."""
 
 from .app import create_app, serve
 

@@ -16,9 +16,9 @@ from fastapi import APIRouter, File, HTTPException, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
-from kb.answer import Answer
+from kb.answer.loading import LazyBackend
+from kb.answer.types import Answer
 from kb.ingest.loaders import supported_suffixes
-from kb.loading import LazyBackend
 from kb.uploads import remove_document, safe_name, store_upload, too_large
 
 from .deps import ERRORS, MODEL_ERRORS, StateDep

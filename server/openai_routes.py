@@ -19,9 +19,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from kb.answer import Answer
+from kb.answer.loading import LazyBackend
+from kb.answer.types import Answer
 from kb.errors import ConfigError, KBError, KBNotFoundError
-from kb.loading import LazyBackend
 
 from .deps import ERRORS, MODEL_ERRORS, StateDep
 from .schemas import (

@@ -224,7 +224,7 @@ class AskRequest(Filters):
 
 
 class AnswerOut(BaseModel):
-    """kb's full Answer (see kb/answer.py): text, verified citations, passages, timings."""
+    """kb's full Answer (see kb/answer/types.py): text, verified citations, passages, timings."""
 
     question: str
     query: str

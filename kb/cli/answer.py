@@ -4,7 +4,7 @@ The answer streams to stdout as it is generated, then the sources it cites; note
 out, sentences without a source, timings) go to stderr. Ctrl-C stops the generation cleanly: the
 model's stream is closed and, in `kb chat`, the interrupted turn is not kept. Both commands take the
 same options (AnswerOptions, kb/cli/options.py). This module leaves out everything about how the
-answer is made (kb/chain.py).
+answer is made (kb/answer/chain.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 import kb
-from kb.answer import Answer
+from kb.answer.types import Answer
 from kb.cli.options import AnswerOptions, answer_options, err, json_option, open_kb, out
 
 

@@ -1,5 +1,5 @@
 """`kb doctor`: prints kb.doctor's findings, or them as JSON, and exits 1 when something the settings need
-is missing. The checks themselves are in kb/doctor.py."""
+is missing. The checks themselves are in kb/doctor/__init__.py."""
 
 from __future__ import annotations
 

@@ -138,8 +138,8 @@ def migrate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from kb.knowledge_base import check_name
-    from kb.migrate import migrate as run  # start-up: rich.progress and kb.migrate, about 30 ms
-    from kb.migrate import target_settings
+    from kb.stores.migrate import migrate as run  # start-up: rich.progress and kb.stores.migrate, about 30 ms
+    from kb.stores.migrate import target_settings
 
     settings = load_settings()
     name = check_name(kb or settings.kb)

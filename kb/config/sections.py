@@ -224,16 +224,16 @@ class AnswerSettings(BaseModel):
         "rule (add the previous question's key terms), off, or auto (rule for the embedded SmolLM2 and the "
         "scripted backend, model otherwise)."
     )
-    system_prompt_en: str = Field("", description="Instructions for English questions; empty = kb/prompts/system_en.txt. "
+    system_prompt_en: str = Field("", description="Instructions for English questions; empty = kb/answer/prompts/system_en.txt. "
                                   "Text, or the path of a .txt file.")
-    system_prompt_zh: str = Field("", description="Instructions for Chinese questions; empty = kb/prompts/system_zh.txt.")
-    rewrite_prompt: str = Field("", description="Query-rewrite instructions; empty = kb/prompts/rewrite.txt.")
+    system_prompt_zh: str = Field("", description="Instructions for Chinese questions; empty = kb/answer/prompts/system_zh.txt.")
+    rewrite_prompt: str = Field("", description="Query-rewrite instructions; empty = kb/answer/prompts/rewrite.txt.")
     translate_prompt: str = Field(
         "", description="Query-translation instructions ({target} becomes the language); empty = "
-        "kb/prompts/translate.txt."
+        "kb/answer/prompts/translate.txt."
     )
     general_prompt: str = Field(
-        "", description="Instructions for the labelled general-knowledge mode; empty = kb/prompts/general.txt."
+        "", description="Instructions for the labelled general-knowledge mode; empty = kb/answer/prompts/general.txt."
     )
 
 

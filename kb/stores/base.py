@@ -2,7 +2,7 @@
 
 A *store* is one knowledge base's documents, chunks, vectors and keyword index; a *catalog* is the
 place that holds named KBs (their manifests, creation, deletion, the writers' lock, rebuilds). Search
-fusion (kb/search.py), the ingest pipeline, the chain, the CLI, the app and the HTTP API talk to these
+fusion (kb/retrieval/hybrid.py), the ingest pipeline, the chain, the CLI, the app and the HTTP API talk to these
 protocols only. Two implementations exist:
 
 - kb/stores/local/: SQLite (the truth) + a FAISS file (a cache), one folder per KB under $KB_HOME/kbs;
@@ -14,11 +14,11 @@ Rules every store keeps:
   next writer cleans up whatever a killed one left half-written.
 - Chunk ids are kb's own (deterministic from document id, ordinal and text), unique within a KB.
 - Vectors go in raw (as the embedder gave them, unit length); `dense_query` compares in the KB's
-  language-centred space (kb/centering.py); `vectors_of` and `export` give the raw vectors back.
+  language-centred space (kb/stores/centring.py); `vectors_of` and `export` give the raw vectors back.
 - A KB built with an ensemble of embedders (manifest "ensemble") keeps one dense index per embedder; the
   others' vectors (Record.ensemble) cover only the chunks each can read, and `dense_query(model=...)` searches
   one of them. `vectors_of` and `centering` are the main embedder's.
-- Keyword terms are computed by kb (kb.keywords.index_text) and stored verbatim, so both stores agree on
+- Keyword terms are computed by kb (kb.text.keywords.index_text) and stored verbatim, so both stores agree on
   what a term is (jieba for Chinese, whole words for the rest).
 
 The helpers at the end (filtering documents, batching ids, the language prior's JSON) are the logic both
@@ -36,7 +36,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from kb.centering import Centering
+from kb.stores.centring import Centering
 from kb.types import Chunk, DocumentInfo, DocumentState
 
 # A dense search prepared on the caller's thread and safe to run on another:
@@ -73,7 +73,7 @@ class Record:
     text: str
     chunks: list[Chunk]
     vectors: np.ndarray  # float32 [len(chunks), dim], unit length
-    terms: list[str]  # kb.keywords.index_text of each chunk's embedding text
+    terms: list[str]  # kb.text.keywords.index_text of each chunk's embedding text
     ensemble: dict[str, SideVectors] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -125,7 +125,7 @@ class Store(Protocol):
         """The dense search of the main embedder, or of `model`, another embedder of the KB's ensemble."""
     def centering(self) -> Centering: ...
 
-    # the embedder's language prior (kb.centering.reference_means), recorded once per KB
+    # the embedder's language prior (kb.stores.centring.reference_means), recorded once per KB
     def language_prior(self) -> dict[str, np.ndarray] | None: ...
     def set_language_prior(self, prior: dict[str, np.ndarray]) -> None: ...
 
@@ -197,7 +197,7 @@ def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 
 def prior_to_json(prior: dict[str, np.ndarray]) -> str:
-    """The embedder's language prior (kb.centering.reference_means) as both stores record it: JSON, 7 decimals."""
+    """The embedder's language prior (kb.stores.centring.reference_means) as both stores record it: JSON, 7 decimals."""
     return json.dumps({k: [round(float(x), 7) for x in v] for k, v in prior.items()})
 
 

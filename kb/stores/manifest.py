@@ -22,7 +22,7 @@ VERSION = 1
 
 def new(embedder, chunking: dict[str, Any], ensemble: Sequence[Any] = ()) -> dict[str, Any]:
     """The manifest of a new KB built with this embedder (a loaded Embedder), the other embedders of its ensemble
-    (each with its own dense index; kb/search.py fuses them) and chunking settings."""
+    (each with its own dense index; kb/retrieval/hybrid.py fuses them) and chunking settings."""
     data = {
         "format": FORMAT,
         "version": VERSION,

@@ -68,8 +68,8 @@ def cold(env: dict[str, str], question: str) -> dict[str, float]:
 
 
 def warm(kb, questions: list[str]) -> dict[str, object]:
-    from kb.answer import Answer
-    from kb.prompts import answer_messages
+    from kb.answer.prompts import answer_messages
+    from kb.answer.types import Answer
 
     backend = kb.backend()
     chain_ttft, chain_total, raw_ttft, prompt_tokens = [], [], [], []

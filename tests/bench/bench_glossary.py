@@ -1,5 +1,5 @@
 """The dictionary search across languages on the public dev set: kb hybrid with and without the question's
-CC-CEDICT gloss (kb/glossary.py) searched by keyword as one more RRF ranking, every row in the same run.
+CC-CEDICT gloss (kb/retrieval/glossary.py) searched by keyword as one more RRF ranking, every row in the same run.
 
     python tests/bench/bench_glossary.py [--home .bench/kbhome] [--weights 0.5,1,1.5] [--variants] [--json]
 
@@ -7,14 +7,14 @@ It only searches the dev-set KB (tests/bench/bench_retrieval.py builds it) and n
 (hit@5 per language group: en, zh, zh-en = Chinese question / English evidence, en-zh):
 - kb hybrid, dictionary off: retrieval.dictionary_weight 0, the dense and keyword rankings alone;
 - + dictionary at weight w: the same search with the gloss's keyword ranking fused by RRF at weight w
-  (retrieval.dictionary_weight, kb/retrieval.py: kb's own wiring, so the row measures what ships);
+  (retrieval.dictionary_weight, kb/retrieval/retriever.py: kb's own wiring, so the row measures what ships);
 - gloss alone: the gloss searched by keyword by itself (how often its own top 5 holds the answer);
 - + translation (reference): the question's translation (tests/devset/translations.jsonl) as `also`, what
   a chat model that translates well gives;
-- with --variants, other caps of kb/glossary.py and kb/glossary_build.py at --variant-weight (each rebuilds
+- with --variants, other caps of kb/retrieval/glossary.py and kb/retrieval/glossary_build.py at --variant-weight (each rebuilds
   the lookup).
 Then each row's ratio to "dictionary off", how many questions got a gloss and how long glossing took.
-The glossary's lookup is cached under --glossary-home/models (KB_HOME for kb.glossary's default folder).
+The glossary's lookup is cached under --glossary-home/models (KB_HOME for kb.retrieval.glossary's default folder).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 GROUPS = ("all", "en", "zh", "zh-en", "en-zh")
-# Caps tried by --variants: (label, {constant of kb.glossary or kb.glossary_build: value}).
+# Caps tried by --variants: (label, {constant of kb.retrieval.glossary or kb.retrieval.glossary_build: value}).
 VARIANTS = [
     ("MAX_TERMS=8", {"MAX_TERMS": 8}), ("MAX_TERMS=20", {"MAX_TERMS": 20}),
     ("GLOSSES_PER_WORD=1", {"GLOSSES_PER_WORD": 1}), ("GLOSSES_PER_WORD=3", {"GLOSSES_PER_WORD": 3}),
@@ -50,8 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["KB_HOME"] = str(args.glossary_home)  # read by kb.config.default_models_dir at call time
 
-    from kb import glossary
     from kb.eval import load_questions
+    from kb.retrieval import glossary
 
     questions = [q for q in load_questions(args.questions) if q.evidence]
     translations = {r["id"]: r["translation"] for r in map(json.loads, args.translations.read_text().splitlines())}
@@ -74,7 +74,7 @@ def _run(args, questions, weight: float, gloss_only: bool = False, translations=
     from kb import KnowledgeBase
     from kb.config import Settings
     from kb.eval import Outcome, first_hit_rank, summarize
-    from kb.glossary import gloss
+    from kb.retrieval.glossary import gloss
 
     settings = Settings(home=args.home, retrieval={"dictionary_weight": weight})
     base = KnowledgeBase.open(args.kb, settings=settings, create=False)
@@ -106,9 +106,9 @@ def _run(args, questions, weight: float, gloss_only: bool = False, translations=
 
 def _variant(args, questions, caps: dict) -> dict:
     """One row with caps changed (the lookup is rebuilt for them), then put back: MAX_TERMS is the gloss's
-    (kb.glossary), the others shape the lookup (kb.glossary_build, whose cache records them); a cap both use
-    (MAX_PHRASE, imported by kb.glossary) is set in both."""
-    from kb import glossary, glossary_build
+    (kb.retrieval.glossary), the others shape the lookup (kb.retrieval.glossary_build, whose cache records them); a cap both use
+    (MAX_PHRASE, imported by kb.retrieval.glossary) is set in both."""
+    from kb.retrieval import glossary, glossary_build
 
     saved = [(m, name, getattr(m, name)) for name in caps for m in (glossary, glossary_build) if hasattr(m, name)]
     try:

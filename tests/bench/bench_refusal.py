@@ -6,7 +6,7 @@ ones on the dev set, per pair of question language and passage language, for the
 
 For each question: the answer chain's retrieval (retrieval.k hybrid hits), then each passage's cosine
 similarity to the question, raw and in the KB's language-centred space. The chain answers when any passage
-reaches the threshold of its pair (kb/chain.py: raw cosine for a passage in the question's language, centred
+reaches the threshold of its pair (kb/answer/chain.py: raw cosine for a passage in the question's language, centred
 across languages; kb.ingest.embed.REFUSAL_SIMILARITY). Printed per group (en, zh, zh-en, en-zh: the
 question's and the evidence's language; none-en, none-zh: unanswerable): refused before (one raw threshold
 per question language, over every passage, as kb did before thresholds per pair) and now; then, per pair,
@@ -30,7 +30,7 @@ PAIRS = (("en", "en"), ("zh", "zh"), ("zh", "en"), ("en", "zh"))
 def collect(base, questions) -> list[dict]:
     """Per question: its group, whether answerable, and per hit (passage language, raw, centred, holds evidence)."""
     from kb.eval import collapse
-    from kb.lang import language
+    from kb.text.lang import language
 
     rows = []
     for q in questions:

@@ -114,7 +114,7 @@ def _group(result: dict, group: str) -> dict:
 
 
 class Variant:
-    """The default KB searched as kb.search does, with one thing changed: without its other embedders, without
+    """The default KB searched as kb.retrieval.hybrid does, with one thing changed: without its other embedders, without
     the dictionary search, with one more keyword ranking over Chinese character bigrams, or with
     pseudo-relevance feedback on the dense side. Quacks like KnowledgeBase.search for kb.eval.run_retrieval."""
 
@@ -124,8 +124,8 @@ class Variant:
         self._bigrams = _BigramIndex(base) if bigrams else None
 
     def search(self, question: str, k: int = 10, mode: str | None = None, also=None) -> list:
-        from kb.retrieval import indexed_by, query_embedding
-        from kb.search import DenseSide, search
+        from kb.retrieval.hybrid import DenseSide, search
+        from kb.retrieval.retriever import indexed_by, query_embedding
 
         retriever = self.base.retriever
         sides = [DenseSide(None, query_embedding(self.base.embedder()))]
@@ -182,7 +182,7 @@ def _rocchio(base, side, question: str, beta: float = 0.5, top: int = 3):
 
 
 def _language(text: str) -> str:
-    from kb.lang import language
+    from kb.text.lang import language
 
     return language(text)
 

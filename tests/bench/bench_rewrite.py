@@ -35,8 +35,8 @@ def main() -> None:
         del os.environ[key]
     os.environ.update({"KB_HOME": str(home), "KB_CONFIG": str(home / "none.yaml")})
     from kb import KnowledgeBase, load_settings
-    from kb.prompts import rewrite_messages
-    from kb.rewrite import clean_model_rewrite, rule_rewrite
+    from kb.answer.prompts import rewrite_messages
+    from kb.answer.rewrite import clean_model_rewrite, rule_rewrite
 
     try:
         settings = load_settings(llm={"temperature": 0})

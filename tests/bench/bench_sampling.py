@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from kb import KnowledgeBase
+from kb.answer.loop_guard import LoopGuard
+from kb.answer.packing import answer_budget, answer_mode, fit, merge_hits
 from kb.llm.no_repeat import NoRepeatNGram
-from kb.loop_guard import LoopGuard
-from kb.packing import answer_budget, answer_mode, fit, merge_hits
 
 ROOT = Path(__file__).resolve().parents[2]
 

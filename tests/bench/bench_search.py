@@ -99,8 +99,8 @@ def main() -> None:
 
 def _before(base):
     """The default before the ensemble, on the same KB: hybrid search with the main embedder alone, no dictionary."""
-    from kb.retrieval import query_embedding
-    from kb.search import DenseSide, search
+    from kb.retrieval.hybrid import DenseSide, search
+    from kb.retrieval.retriever import query_embedding
 
     side = [DenseSide(None, query_embedding(base.embedder()))]
     return lambda q: search(base.retriever.store(), side, q, base.settings.retrieval, 5, "hybrid")
@@ -118,8 +118,8 @@ def _timed(fn, items) -> list[float]:
 def _grow(base, src: Path, target: int) -> None:
     """Write rotated copies of the source KB's documents until the store holds `target` chunks."""
     from kb.ingest.parse import chunk_id_for, doc_id_for
-    from kb.keywords import index_text
     from kb.stores import Record, SideVectors
+    from kb.text.keywords import index_text
     from kb.types import Chunk, DocumentInfo
 
     db = sqlite3.connect(src)

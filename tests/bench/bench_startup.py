@@ -7,14 +7,14 @@ The README quick start, measured: a temporary KB_HOME, `kb ingest docs/samples -
 `kb ask "How long are hourly snapshots kept?" --kb demo` in a fresh process, its stdout read until the first
 byte and then to its exit. Three variants, run in turn so that they share whatever else loads the machine:
 
-  baseline  kb as it was at --baseline (default: before kb/loading.py), exported from git into a temporary
+  baseline  kb as it was at --baseline (default: before kb/answer/loading.py), exported from git into a temporary
             folder and imported in place of this checkout: everything loaded one after another, llama.cpp
             on every core whatever else runs;
   serial    this checkout with the old order: the same CLI code and output, but the model loaded first,
             then the embedder, then the chain (a child of this script that passes `backend=`);
   parallel  this checkout's `kb` command: the chat model and the embedder load on worker threads while the
             chain is imported and the question retrieved, the model reads the prompt's fixed start
-            meanwhile (kb/loading.py), and llama.cpp uses the cores other processes leave (kb/llm/cpu.py).
+            meanwhile (kb/answer/loading.py), and llama.cpp uses the cores other processes leave (kb/llm/cpu.py).
 
 Then the stages of each (`kb ask --json`; the serial child's own timers; the baseline fills fewer): imports
 (process start to the question), loading the model and the embedder, retrieval (in `parallel` it includes
@@ -74,8 +74,8 @@ def bench_env(home: Path) -> dict[str, str]:
 
 
 def default_baseline() -> str:
-    """The commit before kb/loading.py was added (HEAD while it is not committed yet)."""
-    added = subprocess.run(["git", "log", "--format=%H", "--diff-filter=A", "--", "kb/loading.py"], cwd=ROOT,
+    """The commit before kb/answer/loading.py was added (HEAD while it is not committed yet)."""
+    added = subprocess.run(["git", "log", "--format=%H", "--diff-filter=A", "--", "kb/answer/loading.py"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     return f"{added[-1]}~1" if added else "HEAD"
 
@@ -143,7 +143,7 @@ def serial_child(as_json: bool) -> None:
     load_model = time.perf_counter() - call
     base.embedder()
     load_embedder = time.perf_counter() - call - load_model
-    import kb.chain  # noqa: F401  (kb's old stream imported the chain inside the call too)
+    import kb.answer.chain  # noqa: F401  (kb's old stream imported the chain inside the call too)
 
     before = time.perf_counter() - call  # what the old call spent before its chain started
     if not as_json:
@@ -183,7 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="fresh processes per variant (and as many --json)")
     parser.add_argument("--warm", type=int, default=6, help="warm questions in one process (0: skip)")
-    parser.add_argument("--baseline", help="git revision to compare with (default: before kb/loading.py); "
+    parser.add_argument("--baseline", help="git revision to compare with (default: before kb/answer/loading.py); "
                         "'none' to skip")
     parser.add_argument("--answer-mode", choices=["auto", "generate", "extract"],
                         help="answer.mode for this checkout's runs (default: kb's default, auto, which quotes for "

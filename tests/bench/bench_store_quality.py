@@ -36,7 +36,7 @@ def main() -> None:
     from kb import KnowledgeBase
     from kb.config import Settings
     from kb.eval import load_questions, run_retrieval, summarize
-    from kb.migrate import migrate, target_settings
+    from kb.stores.migrate import migrate, target_settings
 
     local = Settings(home=args.home)
     source = KnowledgeBase.open("devset", settings=local)

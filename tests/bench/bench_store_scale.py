@@ -15,7 +15,7 @@ and the Chinese Debian Reference, built by bench_answer.py / bench_retrieval.py)
 into documents of at most --doc-chunks chunks and copied until N chunks are written; each copy's chunk
 texts are varied (sentences rotated, then the words of the first sentence rotated, so that copies are not
 identical) and its vectors are the real embeddings plus Gaussian noise (sigma 0.02), renormalised. Keyword
-terms are kb.keywords.index_text of each chunk's embedding text, as the ingest computes them. Without a
+terms are kb.text.keywords.index_text of each chunk's embedding text, as the ingest computes them. Without a
 source KB the texts are synthetic English and Chinese sentences on random topics (vectors: topic + noise).
 
 Measured, per store:
@@ -23,7 +23,7 @@ Measured, per store:
   put_documents counts (making the records, jieba included, does not: it is printed apart as "prep s");
 - finish: Store.finish() (local: build and save the FAISS index; milvus: refit the centring, rewrite the
   vectors); total chunks/s = N / (write s + finish s);
-- search: kb.search.search(mode=hybrid, k=5, default RetrievalSettings) p50/p95 over --queries queries, and
+- search: kb.retrieval.hybrid.search(mode=hybrid, k=5, default RetrievalSettings) p50/p95 over --queries queries, and
   dense-only and bm25-only p50. A query is a stored chunk's vector plus noise (sigma 0.03, about 0.86 cosine)
   returned by embed_query (no embedder runs) with a text of 6 consecutive terms of that chunk; hit@5 is the
   share of queries whose own chunk is among the 5 hybrid hits (a sanity check, not a quality figure: the
@@ -246,7 +246,7 @@ def _open_store(kind: str, tmp: Path, n: int, manifest: dict):
 def _fill_and_search(args, store, writer, disk, source: dict, n: int) -> None:
     from kb.config import RetrievalSettings
     from kb.eval import percentile
-    from kb.search import search
+    from kb.retrieval.hybrid import search
 
     if source["prior"] is not None:
         store.set_language_prior(source["prior"])  # as the ingest does on a KB's first write
@@ -344,8 +344,8 @@ def _rss_mb() -> float:
 
 def _query_text(text: str, rng) -> str:
     """QUERY_TERMS consecutive terms of a chunk, written as a person would (Chinese without spaces)."""
-    from kb.keywords import terms
-    from kb.lang import language
+    from kb.text.keywords import terms
+    from kb.text.lang import language
 
     words = terms(text) or ["query"]
     start = int(rng.integers(max(1, len(words) - QUERY_TERMS + 1)))
@@ -427,8 +427,8 @@ def _batches(source: dict, n: int, doc_chunks: int, batch_docs: int):
     """Lists of Records, batch_docs documents each, until n chunks: the source documents cut into documents of
     at most doc_chunks chunks, copied with varied texts and noisy vectors."""
     from kb.ingest.parse import chunk_id_for, doc_id_for
-    from kb.keywords import index_text
     from kb.stores import Record
+    from kb.text.keywords import index_text
     from kb.types import Chunk, DocumentInfo
 
     rng = np.random.default_rng(0)

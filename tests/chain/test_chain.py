@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from kb.answer import Answer
-from kb.chat import ChatSession
+from kb.answer.chat import ChatSession
+from kb.answer.prompts import answer_messages
+from kb.answer.types import Answer
 from kb.errors import KBError
 from kb.llm.scripted import ScriptedBackend
-from kb.prompts import answer_messages
 
 Q = "How long are hourly snapshots kept?"
 

@@ -52,7 +52,7 @@ def test_auto_quotes_for_the_small_embedded_model_without_calling_it(open_kb):
 
 
 def test_packing_counts_what_llama_cpp_feeds_the_model(open_kb):
-    from kb.prompts import answer_messages
+    from kb.answer.prompts import answer_messages
 
     kb = open_kb(backend="gguf", n_ctx=2048, mode="generate")  # auto would quote: SmolLM2 writes no Chinese
     answer = kb.ask("一线城市出差住宿每晚最多报销多少？")

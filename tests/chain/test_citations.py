@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kb.answer import Passage
-from kb.citations import split_sentences, verify
+from kb.answer.citations import split_sentences, verify
+from kb.answer.types import Passage
 
 
 def _passages() -> list[Passage]:

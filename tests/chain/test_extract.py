@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from kb.answer import Answer, Passage
-from kb.extract import LABEL, extract, units
+from kb.answer.extract import LABEL, extract, units
+from kb.answer.types import Answer, Passage
 
 ZH = "一线城市出差住宿每晚最多报销多少？"
 EN = "How long are hourly snapshots kept?"

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
+from kb.answer.loading import LazyBackend, Loader
 from kb.errors import ModelError
-from kb.loading import LazyBackend, Loader
 
 Q = "How long are hourly snapshots kept?"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kb.loop_guard import LoopGuard
+from kb.answer.loop_guard import LoopGuard
 
 
 def run(pieces: list[str]) -> tuple[str, LoopGuard, int]:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from kb import KnowledgeBase
-from kb.centering import MIN_CHUNKS, Centering, fit
 from kb.config import MINILM_EMBEDDER, Settings
 from kb.errors import EmbedderMismatchError
 from kb.llm.scripted import ScriptedBackend
+from kb.stores.centring import MIN_CHUNKS, Centering, fit
 
 
 def _unit(x):
@@ -64,7 +64,7 @@ def test_a_small_kb_is_centred_by_the_prior_language_offset():
 
 
 def test_the_prior_comes_from_kbs_reference_sentences():
-    from kb.centering import reference_means
+    from kb.stores.centring import reference_means
 
     seen = []
 
@@ -128,7 +128,7 @@ def test_a_kb_keeps_the_embedder_it_was_built_with(settings, tmp_path):
 
 
 def _ask_with(base, backend, question, **answer):
-    from kb.chain import stream_answer
+    from kb.answer.chain import stream_answer
 
     settings = base.settings.answer.model_copy(update=answer)
     return [x for x in stream_answer(base.retriever, backend, settings, question) if not isinstance(x, str)][-1]

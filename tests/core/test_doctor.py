@@ -18,7 +18,7 @@ from kb import KnowledgeBase
 from kb.cli import app
 from kb.config import load_settings
 from kb.doctor import EXTRAS
-from kb.doctor_chat import folder_window
+from kb.doctor.chat import folder_window
 from kb.errors import EmbedderMismatchError, ModelError
 from kb.stores.local import _WriteLock as _write_lock
 
@@ -205,7 +205,7 @@ def test_every_extra_of_pyproject_is_checked():
 def test_a_cuda_gpu_is_reported_with_its_free_memory(monkeypatch):
     """No GPU here: torch's CUDA queries answer as an H200 would (a fake for what cannot run here)."""
     torch = pytest.importorskip("torch")
-    from kb.doctor_models import probe_torch, torch_finding
+    from kb.doctor.models import probe_torch, torch_finding
 
     gib = 1024**3
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

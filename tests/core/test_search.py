@@ -7,7 +7,7 @@ import pytest
 from kb import KnowledgeBase
 from kb.config import Settings
 from kb.errors import KBError
-from kb.search import rrf_fuse
+from kb.retrieval.hybrid import rrf_fuse
 
 
 def test_rrf_matches_hand_computation():

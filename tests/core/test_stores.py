@@ -315,7 +315,7 @@ def test_milvus_errors_name_the_setting(settings, tmp_path):
 
 
 def test_migrate_round_trip_keeps_the_kb(settings, tmp_path):
-    from kb.migrate import migrate, target_settings
+    from kb.stores.migrate import migrate, target_settings
     from kb.stores.milvus import disconnect
 
     folder = _folder(tmp_path)
@@ -372,7 +372,7 @@ def test_cli_milvus_ingest_ask_and_migrate(settings, tmp_path):
 
 
 def test_doctor_reads_a_milvus_store(settings, tmp_path):
-    from kb.doctor_kbs import milvus_findings
+    from kb.doctor.kbs import milvus_findings
     from kb.stores.milvus import disconnect
 
     uri = str(tmp_path / "d.db")

@@ -10,8 +10,8 @@ import pytest
 
 from kb.config import Settings
 from kb.errors import IndexFormatError, StorageError
-from kb.keywords import index_text
 from kb.stores import Record, SideVectors, catalog
+from kb.text.keywords import index_text
 from kb.types import Chunk, DocumentInfo
 
 pytest.importorskip("pymilvus")
@@ -154,7 +154,7 @@ def _same_side_vectors(exported: list[Record], records: list[Record]) -> None:
 
 
 def test_migrate_local_to_milvus_and_back_keeps_side_vectors(settings, tmp_path):
-    from kb.migrate import migrate, target_settings
+    from kb.stores.migrate import migrate, target_settings
     from kb.stores.milvus import disconnect
 
     rng = np.random.default_rng(4)

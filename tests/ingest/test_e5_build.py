@@ -125,7 +125,7 @@ def engine_ids_without_specials(folder: Path, text: str) -> list[int]:
 
 def test_questions_find_passages_in_the_other_language(shared_models_dir):
     """Meaning across languages. (Against a same-language passage of other meaning, a short question
-    often prefers the same language: e5-small scores language too; kb.search balances the languages.)"""
+    often prefers the same language: e5-small scores language too; kb.retrieval.hybrid balances the languages.)"""
     from kb.config import EmbeddingSettings
     from kb.ingest.embed import get_embedder
 

@@ -258,7 +258,7 @@ def _line(text, x0, y0, x1, y1, confidence=0.99):
 
 
 def test_compatibility_ideographs_are_one_em_wide_like_the_others():
-    # kb.lang.HAN holds the compatibility block (U+F900-FAFF): the 﨑 of the surname 山﨑 is as wide as 崎.
+    # kb.text.lang.HAN holds the compatibility block (U+F900-FAFF): the 﨑 of the surname 山﨑 is as wide as 崎.
     assert _line("山﨑", 0, 0, 40, 20).em == _line("山崎", 0, 0, 40, 20).em == 20
 
 

@@ -123,14 +123,14 @@ def test_auto_backend_follows_the_model_setting(tmp_path):
 
 
 def test_the_core_asks_what_a_backend_declares_not_its_name():
+    from kb.answer.rewrite import choose_mode
     from kb.config import AnswerSettings
     from kb.llm.base import is_small
     from kb.llm.shared import SharedBackend
-    from kb.rewrite import choose_mode
 
     class Tiny(ScriptedBackend):
         name = "tiny-local"
-        parameters = 135_000_000  # a small model: rewrites by the rule, short budgets (kb.chain)
+        parameters = 135_000_000  # a small model: rewrites by the rule, short budgets (kb.answer.chain)
 
     class Big(ScriptedBackend):
         name = "scripted"  # a name the core once checked: what counts is what the backend declares

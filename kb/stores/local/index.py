@@ -4,7 +4,7 @@
 was built with: read the file only when its digest is the one kb recorded in meta.sqlite for the current
 generation, else rebuild it from SQLite (a crash between the commit and the file write, a damaged or foreign
 file); write it atomically at the end of a write session. The language prior lives here too, since the
-centring is fitted with it. FAISS itself (reading, writing, building, searching) is kb/dense.py's;
+centring is fitted with it. FAISS itself (reading, writing, building, searching) is kb/stores/dense.py's;
 `saved_index_state` gives `kb doctor` the same verdict on a file without opening the store.
 """
 
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kb import dense
-from kb.centering import Centering
-from kb.centering import fit as fit_centering
 from kb.errors import StorageError
-from kb.lang import language
+from kb.stores import dense
 from kb.stores import manifest as manifests
 from kb.stores.base import DenseQuery, prior_from_json, prior_to_json
+from kb.stores.centring import Centering
+from kb.stores.centring import fit as fit_centering
 from kb.stores.local.schema import CENTERING, FAISS_DIGEST, PRIOR, digest
+from kb.text.lang import language
 
 
 class LocalDenseIndex:
@@ -105,7 +105,7 @@ class LocalDenseIndex:
         return built
 
     def language_prior(self) -> dict[str, np.ndarray] | None:
-        """The embedder's per-language mean vectors over generic text, if recorded (kb.centering)."""
+        """The embedder's per-language mean vectors over generic text, if recorded (kb.stores.centring)."""
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (PRIOR,)).fetchone()
         if row is None:
             return None

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from kb.errors import StorageError
-from kb.keywords import fts_query
 from kb.stores.base import CHUNK_FIELDS, KeywordQuery, Record, SideVectors, batches, filter_documents
 from kb.stores.local.index import LocalDenseIndex
 from kb.stores.local.schema import connect
+from kb.text.keywords import fts_query
 from kb.types import Chunk, DocumentInfo, DocumentState
 
 
@@ -177,7 +177,7 @@ class LocalStore(LocalDenseIndex):
         return run
 
     def term_document_frequency(self, terms: list[str]) -> dict[str, int]:
-        """How many chunks hold each keyword term (kb.keywords terms; FTS5 stems English ones as it stemmed
+        """How many chunks hold each keyword term (kb.text.keywords terms; FTS5 stems English ones as it stemmed
         the index), for weighting a question's terms by their rarity in this KB."""
         return {t: self._db.execute("SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?",
                                     ('"' + t.replace('"', '""') + '"',)).fetchone()[0]

@@ -22,7 +22,7 @@ chunks whose version is the one their document row names), then the old version 
 side rows are versioned with the chunks). A "pending" row in meta, written before and deleted after, lets the
 next writer delete whatever a killed one left.
 
-Centring (kb/centering.py). Stored vectors are already moved into the KB's language-centred space with the
+Centring (kb/stores/centring.py). Stored vectors are already moved into the KB's language-centred space with the
 centring recorded under the id in each row, and keep their norm, so the raw vector is exactly
 `vector * norm + mean`. `finish()` refits the centring from the documents' running sums and rewrites the
 vectors only when a mean moved by more than RECENTRE_AT (the first ingest, or a KB that grew a lot).

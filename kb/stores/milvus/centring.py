@@ -1,6 +1,6 @@
 """Centring upkeep for the Milvus store: `MilvusCentring`, between MilvusRows and MilvusSides (sides.py).
 
-Stored vectors are kept in the KB's language-centred space (kb/centering.py) under the id of the centring
+Stored vectors are kept in the KB's language-centred space (kb/stores/centring.py) under the id of the centring
 they were moved with; the documents' rows carry per-language sums of the raw vectors. This module records
 the language prior and the centring applied on the first write, refits from the sums as the KB grows
 (`_refit_early`, at every doubling from REFIT_FROM chunks) and at `finish()`, and rewrites the stored
@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from kb.centering import Centering, distance, fit_sums
 from kb.errors import StorageError
-from kb.lang import LANGUAGES
 from kb.stores.base import batches, prior_from_json, prior_to_json
+from kb.stores.centring import Centering, distance, fit_sums
 from kb.stores.milvus.client import first_line
 from kb.stores.milvus.rows import MilvusRows, centre
 from kb.stores.milvus.schema import BATCH, CHUNK_OUT, literal
+from kb.text.lang import LANGUAGES
 
 RECENTRE_AT = 0.02  # rewrite the stored vectors when a language mean moved this far (unit vectors)
 REFIT_FROM = 256  # chunks in a KB before a writer refits its centring early (then at every doubling)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from kb.centering import Centering
 from kb.errors import IndexFormatError
+from kb.stores.centring import Centering
 from kb.stores.milvus.client import load
 from kb.stores.milvus.schema import BATCH, DOC_LIST, check_chunks, check_sides, literal, side_collection
 

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from kb.errors import IndexFormatError, StorageError
-from kb.lang import LANGUAGES
 from kb.stores.milvus.client import first_line, import_pymilvus, load
+from kb.text.lang import LANGUAGES
 
 REGISTRY = "kb_registry"
 BATCH = 1000  # rows per insert/upsert/query call

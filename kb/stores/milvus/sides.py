@@ -11,7 +11,7 @@ language prior is the main embedder's, in another space), as the local store's e
 migrated KB ranks alike in both stores. The documents' rows carry each model's per-language sums of its raw
 vectors (the side_sums field: JSON, base64 float32), and the means are refit from them whenever the main
 centring is (`_recentre`: at each doubling of the KB and at finish()), the rows rewritten when a mean moved more
-than RECENTRE_AT. Until a model has MIN_CHUNKS vectors its space is not centred (kb.centering.fit_sums's rule).
+than RECENTRE_AT. Until a model has MIN_CHUNKS vectors its space is not centred (kb.stores.centring.fit_sums's rule).
 
 Left out: a preset centring (a migration writes side vectors as a first ingest does, uncentred, and the refits
 rewrite them); the rows' writing and deleting (writes.py) and the search and export (store.py) call the helpers
@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from kb.centering import Centering, distance, fit_sums
 from kb.errors import IndexFormatError, StorageError
-from kb.lang import LANGUAGES
 from kb.stores.base import Record, SideVectors
+from kb.stores.centring import Centering, distance, fit_sums
 from kb.stores.milvus.centring import RECENTRE_AT, MilvusCentring
 from kb.stores.milvus.client import first_line
 from kb.stores.milvus.rows import centre
 from kb.stores.milvus.schema import SIDE_FIELDS, literal, pk, side_tag
+from kb.text.lang import LANGUAGES
 from kb.types import Chunk
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from kb.keywords import query_terms
 from kb.stores.base import CHUNK_FIELDS, DenseQuery, KeywordQuery, Record, batches, filter_documents
 from kb.stores.milvus.schema import BATCH, CHUNK_OUT, bm25_text, literal
 from kb.stores.milvus.writes import MilvusWrites
+from kb.text.keywords import query_terms
 from kb.types import Chunk, DocumentInfo, DocumentState
 
 EXTRA = 16  # more hits asked of Milvus than needed, for versions that are not (or no longer) committed
@@ -122,7 +122,7 @@ class MilvusStore(MilvusWrites):
         return lambda query, limit: self.keyword_search(query, limit, doc_ids)
 
     def term_document_frequency(self, terms: list[str]) -> dict[str, int]:
-        """{}: Milvus keeps its BM25 statistics to itself, so kb/extract.py weighs a question's terms over the
+        """{}: Milvus keeps its BM25 statistics to itself, so kb/answer/extract.py weighs a question's terms over the
         passages at hand instead."""
         return {}
 

@@ -18,14 +18,14 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from kb.centering import Centering
 from kb.errors import StorageError
-from kb.lang import LANGUAGES, language
 from kb.stores.base import Record, batches
+from kb.stores.centring import Centering
 from kb.stores.milvus.client import first_line
 from kb.stores.milvus.rows import centre
 from kb.stores.milvus.schema import BATCH, DOC_FIELDS, DOC_LIST, TEXT_PART, bm25_text, cut, literal, pk
 from kb.stores.milvus.sides import MilvusSides
+from kb.text.lang import LANGUAGES, language
 
 
 class MilvusWrites(MilvusSides):

@@ -16,8 +16,8 @@ import numpy as np
 
 from kb.config import Settings, StoreSettings
 from kb.errors import KBError, KBNotFoundError
-from kb.lang import language
 from kb.stores import Record, Store, catalog
+from kb.text.lang import language
 
 BATCH_CHUNKS = 2000  # chunks per put_documents call
 SAMPLE = 40  # chunks whose vector and words are searched in both stores

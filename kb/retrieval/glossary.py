@@ -6,13 +6,13 @@ passages in the other language. Chinese: jieba's words (else the longest headwor
 character only when it has few senses) take their best meanings, computing and one-word ones first.
 English: content words and phrases of up to three words take the Chinese headwords, most frequent in
 jieba's dictionary first, that have exactly that meaning among their best. Every step is capped (MAX_TERMS
-below; the lookup's own caps are in kb/glossary_build.py) so that the extra ranking cannot flood BM25;
+below; the lookup's own caps are in kb/retrieval/glossary_build.py) so that the extra ranking cannot flood BM25;
 Latin words of a Chinese question (json.dumps) stay as they are.
 
 Left out: choosing a sense from context, grammar, inflection beyond plural/-ed/-ing and phrases the
 dictionary does not list: the result is a list of keywords, not a translation. Building and checking the
 lookup (reading CC-CEDICT, dropping notes, classifiers, variants, surnames and over-general senses, the
-SQLite cache <models>/cedict-glossary.sqlite and when it is rebuilt) is kb/glossary_build.py; here it is
+SQLite cache <models>/cedict-glossary.sqlite and when it is rebuilt) is kb/retrieval/glossary_build.py; here it is
 opened once per folder, in about 1 ms when it is already built.
 """
 
@@ -26,10 +26,12 @@ import unicodedata
 from pathlib import Path
 
 from kb.config import default_models_dir
-from kb.glossary_build import EN_WORD, GENERAL, MAX_PHRASE, STOP, connect, load_jieba
-from kb.glossary_build import source_file as source_file  # re-exported: the dictionary this glosses with
-from kb.keywords import STOP_ZH  # kb's own question words: one list for both rankings
-from kb.lang import HAN, language
+from kb.retrieval.glossary_build import EN_WORD, GENERAL, MAX_PHRASE, STOP, connect, load_jieba
+from kb.retrieval.glossary_build import (
+    source_file as source_file,  # re-exported: the dictionary this glosses with
+)
+from kb.text.keywords import STOP_ZH  # kb's own question words: one list for both rankings
+from kb.text.lang import HAN, language
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The data `kb doctor` returns: a `Finding` per checked fact, and the small helpers its checks share.
 
-A leaf module: kb/doctor.py and the check modules it runs (doctor_models, doctor_chat, doctor_kbs) import
+A leaf module: kb/doctor/__init__.py and the check modules it runs (doctor_models, doctor_chat, doctor_kbs) import
 it, and it imports nothing of theirs.
 """
 

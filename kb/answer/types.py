@@ -2,7 +2,7 @@
 model saw (and those left out for lack of room), and where the time went.
 
 An `Answer` carries its citations as data; nothing downstream re-parses the text. This module leaves
-out how the answer is produced (kb/chain.py) and how markers are checked (kb/citations.py).
+out how the answer is produced (kb/answer/chain.py) and how markers are checked (kb/answer/citations.py).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Every prompt kb sends to a model, in one place: the packaged texts in kb/prompts/*.txt, each of which
+"""Every prompt kb sends to a model, in one place: the packaged texts in kb/answer/prompts/*.txt, each of which
 `answer.*_prompt` settings can replace (with text, or the path of a .txt file).
 
 Also here: the question's language (zh or en, which picks the prompt and the refusal wording), how a
 numbered passage is written into the prompt, and the fixed sentences kb itself says (refusal,
-general-knowledge label). It leaves out token budgeting (kb/packing.py).
+general-knowledge label). It leaves out token budgeting (kb/answer/packing.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from kb.answer import Passage
+from kb.answer.types import Passage
 from kb.config import AnswerSettings
 from kb.errors import ConfigError
 from kb.llm import Message

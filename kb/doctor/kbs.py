@@ -1,4 +1,4 @@
-"""`kb doctor`'s checks of $KB_HOME and each knowledge base in it (kb/doctor.py has the levels).
+"""`kb doctor`'s checks of $KB_HOME and each knowledge base in it (kb/doctor/__init__.py has the levels).
 
 A KB is read, never changed: its manifest as JSON, meta.sqlite through a read-only connection (no schema
 set-up, no lock), the FAISS file by the digest kb recorded for it (kb.stores.local.saved_index_state) and, when
@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kb.config import DEFAULT_EMBEDDER, Settings
-from kb.dense import read_index
-from kb.doctor_models import TorchInfo, embedder_finding
+from kb.doctor.findings import LEVELS, Finding, Level
+from kb.doctor.models import TorchInfo, embedder_finding
 from kb.errors import IndexFormatError, KBError
-from kb.findings import LEVELS, Finding, Level
 from kb.knowledge_base import KnowledgeBase
 from kb.stores import catalog
 from kb.stores import manifest as manifests
+from kb.stores.dense import read_index
 from kb.stores.local import saved_index_state
 from kb.stores.manifest import read as read_manifest
 

@@ -12,7 +12,7 @@ import re
 import threading
 import unicodedata
 
-from kb.lang import HAN
+from kb.text.lang import HAN
 
 _CJK_RUN = re.compile(f"([{HAN}]+)")
 _WORD = re.compile(r"[^\W_]+(?:[._'-][^\W_]+)*", re.UNICODE)

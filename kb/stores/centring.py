@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kb.lang import LANGUAGES
+from kb.text.lang import LANGUAGES
 
 MIN_CHUNKS = 32
 
@@ -116,7 +116,7 @@ def distance(a: Centering, b: Centering) -> float:
 def reference_means(encode) -> dict[str, np.ndarray]:
     """An embedder's mean passage vector per language over kb's generic reference sentences.
     `encode(texts) -> normalised vectors` (the embedder's passage encoding)."""
-    path = Path(__file__).with_name("data") / "lang_reference.jsonl"
+    path = Path(__file__).parents[1] / "data" / "lang_reference.jsonl"
     pairs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return {lang: np.asarray(encode([p[lang] for p in pairs]), dtype=np.float32).mean(axis=0) for lang in LANGUAGES}
 

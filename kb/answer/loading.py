@@ -21,11 +21,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
-from kb.answer import Answer
+from kb.answer.prompts import answer_messages
+from kb.answer.types import Answer
 from kb.config import AnswerSettings
-from kb.lang import language
-from kb.prompts import answer_messages
-from kb.retrieval import Retriever, SearchOptions
+from kb.retrieval.retriever import Retriever, SearchOptions
+from kb.text.lang import language
 
 T = TypeVar("T")
 
@@ -129,13 +129,13 @@ class LazyBackend:
 def answer_stream(retriever: Retriever, model: Loader, backend, question: str,
                   history: list[tuple[str, str]] | None, options: SearchOptions,
                   settings: AnswerSettings) -> Iterator[Any]:
-    """kb.chain's answer stream over `retriever`, with its chat model (`model`, unless `backend` is given) and
+    """kb.answer.chain's answer stream over `retriever`, with its chat model (`model`, unless `backend` is given) and
     its embedder loading on worker threads while the chain starts, and the Answer's timings counted from this call.
 
     With answer.mode extract the model is loaded only if something asks for it. Nothing is yielded while
     the model is still loading: llama.cpp silences the process's stdout and stderr while it reads a file."""
     # The chain imports LangChain (a third of a fresh `kb ask`'s start): it loads here, beside the model.
-    from kb.chain import stream_answer
+    from kb.answer.chain import stream_answer
 
     start = time.perf_counter()
     loading = None

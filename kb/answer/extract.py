@@ -19,7 +19,7 @@ held an evidence string for 16/25 English questions (5 with single best sentence
 candidates), 18/29 Chinese (19), 13/18 zh->en (5) and 6/9 en->zh (1). Embedding each unit again with its
 neighbours and heading scored no better (17, 20, 11, 6 for the best twelve) at 3x the time, so it is not done.
 The answer is labelled, in the question's language, as quoted from the documents; the quotes stay in the
-documents' language. This module leaves out retrieval and refusal (kb/chain.py decides whether to answer).
+documents' language. This module leaves out retrieval and refusal (kb/answer/chain.py decides whether to answer).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kb.answer import Citation, Passage
-from kb.citations import key_terms
-from kb.lang import CJK, has_cjk, language
-from kb.loop_guard import normalize
+from kb.answer.citations import key_terms
+from kb.answer.loop_guard import normalize
+from kb.answer.types import Citation, Passage
+from kb.text.lang import CJK, has_cjk, language
 
 LABEL = {"en": "Quoted from your documents:", "zh": "以下摘自文档原文："}
 MAX_QUOTES = 3

@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kb.answer import Citation, Passage
-from kb.keywords import query_terms
+from kb.answer.types import Citation, Passage
+from kb.text.keywords import query_terms
 
 INFER_OVERLAP = 0.6
 INFER_MIN_TERMS = 3  # shorter sentences ("PWNED.", "Yes.") say too little to be tied to a passage

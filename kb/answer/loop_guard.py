@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from kb.citations import MARKER
-from kb.lang import CJK
+from kb.answer.citations import MARKER
+from kb.text.lang import CJK
 
 SENTENCE_WEIGHT = 8  # a sentence shorter than this (weighted characters) may repeat ("Yes.", a table rule)
 RUN_WEIGHT = 48  # a repeated run this long is a loop, even inside one sentence

@@ -3,7 +3,7 @@
 Packing is token-exact: the prompt is rendered with the model's chat template and counted with its tokenizer
 after each passage is added, so prompt + answer budget never exceeds the window. `answer_mode` decides whether
 the model writes the answer or kb quotes the passages (answer.mode). This module leaves out retrieval
-(kb/retrieval.py) and the chain's steps (kb/chain.py).
+(kb/retrieval/retriever.py) and the chain's steps (kb/answer/chain.py).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from kb import prompts
-from kb.answer import Passage
+from kb.answer import prompts
+from kb.answer.types import Passage
 from kb.config import AnswerSettings
 from kb.errors import KBError
-from kb.lang import language
 from kb.llm.base import ChatBackend, Message, is_small
+from kb.text.lang import language
 from kb.types import Hit
 
 _GAP = 4  # chunks this close (a paragraph break apart) count as touching

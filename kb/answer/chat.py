@@ -1,7 +1,7 @@
 """A multi-turn conversation with a knowledge base: `session = kb.chat(); session.ask("...")`.
 
 The session keeps the turns (question and Answer); each new question is rewritten into a standalone
-query from the recent turns before retrieval (kb/rewrite.py), and the recent turns go into the prompt
+query from the recent turns before retrieval (kb/answer/rewrite.py), and the recent turns go into the prompt
 within `answer.history_turns` / `answer.history_tokens`. Refused turns are kept in the session but
 not sent to the model. It leaves out saving sessions to disk.
 """
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kb.answer import Answer
-from kb.citations import MARKER
+from kb.answer.citations import MARKER
+from kb.answer.types import Answer
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from kb.centering import Centering
 from kb.errors import IndexFormatError
+from kb.stores.centring import Centering
 
 
 @dataclass(frozen=True)
 class DenseIndex:
-    """A FAISS index of centred chunk vectors and the centring that made them (see kb.centering)."""
+    """A FAISS index of centred chunk vectors and the centring that made them (see kb.stores.centring)."""
 
     faiss: Any
     centering: Centering

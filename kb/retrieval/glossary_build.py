@@ -9,7 +9,7 @@ headword's best meanings as content words (`zh`: Chinese word -> English keyword
 into `en` (English word or phrase -> Chinese headwords, most frequent in jieba's dictionary first). The caps
 below shape both tables, so the cache records them with its format and the source's sha256.
 
-Left out: looking words up and glossing a question (kb/glossary.py, which imports this module and the word
+Left out: looking words up and glossing a question (kb/retrieval/glossary.py, which imports this module and the word
 filters it shares with it: STOP, GENERAL, EN_WORD, MAX_PHRASE).
 """
 
@@ -28,8 +28,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from kb.errors import ModelError
-from kb.keywords import STOP_EN  # kb's own question words: one list for both rankings
-from kb.lang import CJK
+from kb.text.keywords import STOP_EN  # kb's own question words: one list for both rankings
+from kb.text.lang import CJK
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def source_file() -> Path:
 
 
 def load_jieba():
-    """jieba, imported on first use as kb.keywords does (it initialises itself once, under its own lock)."""
+    """jieba, imported on first use as kb.text.keywords does (it initialises itself once, under its own lock)."""
     import jieba
 
     jieba.setLogLevel(logging.WARNING)

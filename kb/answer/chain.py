@@ -5,10 +5,10 @@ Each step but the last two maps a `State` (a frozen dataclass) to the next one. 
 text pieces (through the LangChain adapter of the kb backend), then a `Written` state; `verify` passes the
 pieces on and ends the stream with the `Answer`. So `chain.stream(state)` yields str pieces, then one Answer.
 
-The chain is built with a `Retriever` (kb/retrieval.py): search, and the passage comparisons refusal and quoting
+The chain is built with a `Retriever` (kb/retrieval/retriever.py): search, and the passage comparisons refusal and quoting
 need. Refusal happens before any model call when no passage passes `retrieval.threshold` / `answer.min_similarity`.
-This module leaves out prompt packing (kb/packing.py), history storage (kb/chat.py) and the prompt texts
-(kb/prompts.py).
+This module leaves out prompt packing (kb/answer/packing.py), history storage (kb/answer/chat.py) and the prompt texts
+(kb/answer/prompts.py).
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ from typing import Any, Literal
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
-from kb import prompts
-from kb.answer import Answer, Citation, Passage, Timings
-from kb.citations import verify
+from kb.answer import prompts
+from kb.answer.citations import verify
+from kb.answer.extract import extract
+from kb.answer.loop_guard import LoopGuard, guarded
+from kb.answer.packing import answer_budget, answer_mode, fit, merge_hits, trim_history
+from kb.answer.rewrite import rewrite, translate_query, wants_translation
+from kb.answer.types import Answer, Citation, Passage, Timings
 from kb.config import AnswerSettings
 from kb.errors import KBError, NoChatModelError
-from kb.extract import extract
-from kb.lang import language
 from kb.llm.base import ChatBackend, Message
 from kb.llm.langchain_adapter import as_chat_model
-from kb.loop_guard import LoopGuard, guarded
-from kb.packing import answer_budget, answer_mode, fit, merge_hits, trim_history
-from kb.retrieval import DEFAULT, Retriever, SearchOptions
-from kb.rewrite import rewrite, translate_query, wants_translation
+from kb.retrieval.retriever import DEFAULT, Retriever, SearchOptions
+from kb.text.lang import language
 from kb.types import Hit
 
 _LC = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
@@ -171,7 +171,7 @@ def _passes_checks(retriever: Retriever, settings: AnswerSettings, query: str, h
 
 
 def _extract(retriever: Retriever, s: State) -> Iterator[str | Written]:
-    """The extractive answer (kb/extract.py), streamed line by line, then the written state."""
+    """The extractive answer (kb/answer/extract.py), streamed line by line, then the written state."""
     start = time.perf_counter()
     text, citations = extract(s.question, list(s.passages), s.lang, lambda texts: retriever.similarity(s.query, texts),
                               retriever.term_rarity)

@@ -1,9 +1,9 @@
-"""`kb doctor`'s checks of the chat model and of how answers will be written (kb/doctor.py has the levels).
+"""`kb doctor`'s checks of the chat model and of how answers will be written (kb/doctor/__init__.py has the levels).
 
 The model is located and described, never loaded: a GGUF file's metadata is read by llama.cpp with
 `vocab_only` (the vocabulary, not the weights), a ChatGLM2 / Hugging Face folder by its config.json, an
 OpenAI-compatible server by its settings only (it is not contacted). It leaves out the embedder
-(kb/doctor_models.py).
+(kb/doctor/models.py).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from types import SimpleNamespace
 from typing import Literal
 
 from kb.config import LLMSettings, Settings
-from kb.doctor_models import TorchInfo, cuda_usable, hf_cached
+from kb.doctor.findings import Finding, installed, languages_text, split_fix
+from kb.doctor.models import TorchInfo, cuda_usable, hf_cached
 from kb.errors import KBError, MissingDependencyError, ModelError
-from kb.findings import Finding, installed, languages_text, split_fix
 from kb.llm.base import SMALL_MODEL, ChatBackend, backend_names, load_backend, resolve_backend_name
 from kb.llm.chatglm2 import _native_window
 from kb.llm.chatglm2_convert import glm_config_dict, weight_files
