@@ -1,18 +1,16 @@
 """The chat page: ask the chosen knowledge base; the answer streams in, then its numbered sources.
 
-Turns are kept in the session (kb.answer.chat.Turn); earlier turns go to the model as history the way
-`kb chat` sends them (refused turns left out, [n] markers removed). "New chat" forgets them.
+Turns are kept in the session (kb.answer.types.Turn); the answer service (kb/answer/service.py) answers, and
+sends the model the earlier turns by its one rule, as for `kb chat` and the HTTP API (refused turns left out,
+[n] markers removed). "New chat" forgets them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import streamlit as st
 
-from kb import Answer, ChatSession
-from kb.answer.chat import Turn
-from kb.answer.loading import LazyBackend
+from kb import Answer
+from kb.answer.types import Turn
 from kb.app import state
 from kb.app.sources import render_sources
 
@@ -60,26 +58,14 @@ def _ask(name: str, s, question: str) -> None:
     with st.chat_message("user"):
         st.text(question)
     with st.chat_message("assistant"):
-        kb = state.open_kb(name, s)
-        history = ChatSession(turns=list(state.turns())).history()
-        result: list[Answer] = []
+        stream = state.service(s).answer(state.open_kb(name, s), question, list(state.turns()))
         box = st.empty()
         with box:
-            model = LazyBackend(lambda: state.backend(s))  # loaded only if the answer needs the model
-            st.write_stream(_text_only(kb.stream(question, history=history, backend=model), result))
-        answer = result[0]
+            st.write_stream(iter(stream))  # the model loads (once per process) only if the answer needs it
+        answer = stream.answer()
         box.markdown(answer.text)  # the verified text: markers that pointed nowhere are gone
         _footer(answer, f"t{len(state.turns())}")
         state.turns().append(Turn(question, answer))
-
-
-def _text_only(items: Iterator, result: list[Answer]) -> Iterator[str]:
-    """The stream's text pieces; the final Answer is put in `result` instead of being written."""
-    for item in items:
-        if isinstance(item, Answer):
-            result.append(item)
-        else:
-            yield item
 
 
 if __name__ == "__main__":  # run as a page of app/main.py

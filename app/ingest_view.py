@@ -3,7 +3,9 @@ line per file, and a document's chunks.
 
 The ingest runs in this session's script thread with a KB object of its own (app/state.py), so the
 other sessions keep searching and answering while it works; the KB's write lock makes a second writer
-(another session, or `kb ingest` in a terminal) fail with a message instead of waiting forever.
+(another session, or `kb ingest` in a terminal) fail with a message instead of waiting forever. Uploads follow
+the answer service's one rule, as the HTTP API's do (kb.uploads.add_uploads): a type kb cannot read, an empty
+file or one over the limit is refused with the reason, and a file that failed to ingest is not kept.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import streamlit as st
 
 from kb import KBError, Settings
 from kb.app import state
-from kb.app.uploads import Saved, save_upload
 
 RESULTS = "kb_ingest_results"
 UPLOADER = "kb_uploader_generation"
@@ -26,8 +27,7 @@ def upload_form(name: str, s: Settings) -> None:
     files = st.file_uploader(f"Drop files here (up to {limit:g} MB each)", accept_multiple_files=True,
                              key=f"uploader_{st.session_state.get(UPLOADER, 0)}")
     if st.button("Add to knowledge base", type="primary", disabled=not files, key="add_files"):
-        saved = [save_upload(s, name, f.name, f.getvalue()) for f in files]
-        _run(name, s, [x.path for x in saved if x.path], saved)
+        _upload(name, s, [(f.name, f.getvalue(), f.size) for f in files])
         st.session_state[UPLOADER] = st.session_state.get(UPLOADER, 0) + 1  # empties the uploader
         st.rerun()
 
@@ -41,46 +41,66 @@ def folder_form(name: str, s: Settings) -> None:
         if not path.exists():
             st.error(f"{path} does not exist on the machine the app runs on; give a folder or file path there.")
             return
-        _run(name, s, [path], [], prune=prune)
+        _run(name, s, path, prune=prune)
         st.rerun()
 
 
-def _run(name: str, s: Settings, paths: list[Path], saved: list[Saved], prune: bool = False) -> None:
-    """Ingest with a progress bar; keep one result line per file for the page to show."""
-    lines = [("failed", x.name, x.reason) for x in saved if x.path is None]
-    names = {x.path: x.name if x.name == x.path.name else f"{x.path.name} (sent as {x.name})"
-             for x in saved if x.path}
-    if paths:
-        bar = st.progress(0.0, text="Starting...")
-        done = {"n": 0, "total": 1}
+def _progress():
+    """A progress bar, and the ingest callback that moves it (a file at a time; OCR a page at a time)."""
+    bar = st.progress(0.0, text="Starting...")
+    done = {"n": 0, "total": 1}
 
-        def progress(event) -> None:
-            if event.kind == "start":
-                done["total"] = max(event.total, 1)
-            elif event.kind == "file" and event.result.status not in ("unsupported", "removed"):
-                done["n"] += 1
-                bar.progress(min(done["n"] / done["total"], 1.0),
-                             text=f"{done['n']} / {done['total']} files: {Path(event.result.path).name}")
-            elif event.kind == "page" and event.total > 1:  # OCR of a scan: a page every second or two
-                bar.progress(min(done["n"] / done["total"], 1.0),
-                             text=f"{done['n']} / {done['total']} files; reading {Path(event.path).name} by OCR: "
-                                  f"page {event.page} of {event.total}")
+    def progress(event) -> None:
+        if event.kind == "start":
+            done["total"] = max(event.total, 1)
+        elif event.kind == "file" and event.result.status not in ("unsupported", "removed"):
+            done["n"] += 1
+            bar.progress(min(done["n"] / done["total"], 1.0),
+                         text=f"{done['n']} / {done['total']} files: {Path(event.result.path).name}")
+        elif event.kind == "page" and event.total > 1:  # OCR of a scan: a page every second or two
+            bar.progress(min(done["n"] / done["total"], 1.0),
+                         text=f"{done['n']} / {done['total']} files; reading {Path(event.path).name} by OCR: "
+                              f"page {event.page} of {event.total}")
+    return bar, progress
 
-        try:
-            with state.writer(name, s) as kb:
-                report = kb.ingest(*paths, prune=prune, progress=progress)
-        except KBError as e:
-            st.session_state[RESULTS] = [("failed", "ingest", str(e))] + lines
-            return
-        bar.progress(1.0, text=f"Done in {report.seconds:.1f} s")
-        for f in report.files:
-            label = names.get(Path(f.path), Path(f.path).name)
-            if f.status == "unsupported":
-                lines.append(("failed", label, f.reason or "not a supported document type"))
-            else:
-                ocr = f", {f.ocr_pages} pages by OCR" if f.ocr_pages else ""
-                lines.append((f.status, label, f"{f.chunks} chunks{ocr}" if f.status in ("added", "updated") else f.reason))
+
+def _line(status: str, label: str, chunks: int, reason: str, ocr_pages: int) -> tuple[str, str, str]:
+    """One result line: (status, file, detail)."""
+    if status in ("unsupported", "refused"):
+        return "failed", label, reason or "not a supported document type"
+    ocr = f", {ocr_pages} pages by OCR" if ocr_pages else ""
+    return status, label, f"{chunks} chunks{ocr}" if status in ("added", "updated") else reason
+
+
+def _upload(name: str, s: Settings, files: list[tuple[str, bytes, int]]) -> None:
+    """Store and ingest the uploads by the service's rule, with a progress bar; one result line per file."""
+    bar, progress = _progress()
+    try:
+        uploaded = state.service(s).upload(name, files, progress=progress)
+    except KBError as e:
+        st.session_state[RESULTS] = [("failed", "upload", str(e))]
+        return
+    if uploaded.ingest is not None:
+        bar.progress(1.0, text=f"Done in {uploaded.ingest.seconds:.1f} s")
+    lines = []
+    for r in uploaded.files:
+        label = r.filename if r.path is None or r.filename == r.path.name else f"{r.path.name} (sent as {r.filename})"
+        lines.append(_line(r.status, label, r.chunks, r.reason, r.ocr_pages))
     st.session_state[RESULTS] = lines
+
+
+def _run(name: str, s: Settings, path: Path, prune: bool = False) -> None:
+    """Ingest a folder or file of this machine with a progress bar; one result line per file."""
+    bar, progress = _progress()
+    try:
+        with state.writer(name, s) as kb:
+            report = kb.ingest(path, prune=prune, progress=progress)
+    except KBError as e:
+        st.session_state[RESULTS] = [("failed", "ingest", str(e))]
+        return
+    bar.progress(1.0, text=f"Done in {report.seconds:.1f} s")
+    st.session_state[RESULTS] = [_line(f.status, Path(f.path).name, f.chunks, f.reason, f.ocr_pages)
+                                 for f in report.files]
 
 
 def show_results() -> None:

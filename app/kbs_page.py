@@ -16,7 +16,7 @@ import streamlit as st
 
 from kb import KBError, KnowledgeBase
 from kb.app import ingest_view, state
-from kb.uploads import delete_kb, remove_document
+from kb.uploads import remove_document
 
 FLASH = "kb_flash"
 
@@ -99,8 +99,7 @@ def _delete_form(name: str) -> None:
 @guarded
 def _delete_kb(name: str) -> None:
     s = state.settings()
-    state.forget_kbs()  # closes nothing by itself: the objects go when no session uses them
-    delete_kb(s, name)
+    state.service(s).delete(name)  # services of other settings see it is gone and drop their object
     st.session_state.pop(state.CURRENT_KB, None)
     st.session_state.pop(state.TURNS, None)
     flash("success", f"Deleted knowledge base '{name}'.")

@@ -1,10 +1,11 @@
 """What the app keeps per server process and per browser session.
 
-Per process (st.cache_resource): the chat model (kb's shared backend, so sessions take turns on one
-model) and the opened knowledge bases, keyed by name and settings. Per session (st.session_state): the
-settings the sidebar changed, the chosen KB and the chat turns. Writes (ingest, remove) go through a
-KB object of their own, so a long ingest never holds the lock of the object that other sessions
-search and answer with. This module leaves out the widgets (app/sidebar.py, app/*_page.py).
+Per process (st.cache_resource): one answer service (kb/answer/service.py) per set of settings, which the
+CLI and the HTTP server use too: it opens each knowledge base once and answers with the process's one chat
+model (sessions take turns on it). Per session (st.session_state): the settings the sidebar changed, the
+chosen KB and the chat turns. Writes (ingest, remove) go through a KB object of their own, so a long ingest
+never holds the lock of the object that other sessions search and answer with. This module leaves out the
+widgets (app/sidebar.py, app/*_page.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import Any
 import streamlit as st
 
 from kb import KnowledgeBase, Settings, load_settings
-from kb.config import LLMSettings
-from kb.llm.shared import shared_backend
+from kb.answer.service import AnswerService
 
 OVERRIDES = "kb_overrides"  # session key: {"llm": {...}, "retrieval": {...}, "answer": {...}}
 CURRENT_KB = "kb_current"
@@ -37,36 +37,25 @@ def _settings_key(s: Settings) -> str:
     return s.model_dump_json()
 
 
-@st.cache_resource(max_entries=16, show_spinner="Opening the knowledge base...")
-def _open(name: str, key: str) -> KnowledgeBase:
-    return KnowledgeBase.open(name, settings=Settings(**json.loads(key)), create=False)
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _service(key: str) -> AnswerService:
+    return AnswerService(Settings(**json.loads(key)))
+
+
+def service(s: Settings | None = None) -> AnswerService:
+    """The process's answer service for these settings (shared by the sessions that use them)."""
+    return _service(_settings_key(s or settings()))
 
 
 def open_kb(name: str, s: Settings | None = None) -> KnowledgeBase:
     """The process's KB object for this name and these settings (opened once, shared by sessions)."""
-    s = s or settings()
-    return _open(name, _settings_key(s))
+    with st.spinner("Opening the knowledge base..."):
+        return service(s).kb(name)
 
 
 def writer(name: str, s: Settings | None = None, create: bool = False) -> KnowledgeBase:
     """A KB object of its own for one write (use it in a `with`); readers keep answering meanwhile."""
     return KnowledgeBase.open(name, settings=s or settings(), create=create)
-
-
-def forget_kbs() -> None:
-    """Drop every cached KB object (after a KB is deleted, so none points at a removed folder)."""
-    _open.clear()
-
-
-@st.cache_resource(show_spinner="Loading the model...")
-def _backend(key: str):
-    return shared_backend(LLMSettings.model_validate_json(key))
-
-
-def backend(s: Settings | None = None):
-    """The process's one chat model for these llm settings, loaded on first use."""
-    s = s or settings()
-    return _backend(s.llm.model_dump_json())
 
 
 def kb_names(s: Settings | None = None) -> list[str]:
@@ -86,5 +75,5 @@ def current_kb(s: Settings | None = None) -> str | None:
 
 
 def turns() -> list:
-    """This session's chat turns: kb.answer.chat.Turn(question, answer), oldest first."""
+    """This session's chat turns: kb.answer.types.Turn(question, answer), oldest first."""
     return st.session_state.setdefault(TURNS, [])

@@ -19,6 +19,19 @@ class KBNotFoundError(KBError):
     """The named knowledge base does not exist."""
 
 
+class KBExistsError(KBError):
+    """A knowledge base of that name exists already."""
+
+
+class UploadRefused(KBError):
+    """An uploaded file is refused before it is stored: `status` says why (415: a type kb cannot read,
+    413: over server.max_upload_mb, 400: empty or unnamed), the message names the file and the fix."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class IndexFormatError(KBError):
     """An index on disk is unreadable, tampered with, or from an unknown format version."""
 

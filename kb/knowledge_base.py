@@ -8,7 +8,7 @@ kb/answer/chain.py, started by kb/answer/loading.py beside the chat model's load
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +16,9 @@ import numpy as np
 
 from kb import writing
 from kb.answer.chat import ChatSession
-from kb.answer.loading import Loader, answer_stream
-from kb.answer.types import Answer
+from kb.answer.loading import Loader, start_answer
+from kb.answer.stream import AnswerStream
+from kb.answer.types import Answer, Turn
 from kb.config import ANSWER_MODES, Settings, load_settings
 from kb.errors import ConfigError, KBError, KBNotFoundError
 from kb.handle import Handle, check_name, kb_names, new_manifest
@@ -171,32 +172,34 @@ class KnowledgeBase:
     def _load_backend(self) -> ChatBackend:
         return load_backend(self.settings.llm)
 
-    def ask(self, question: str, *, history: list[tuple[str, str]] | None = None, backend: ChatBackend | None = None,
-            answer_mode: str | None = None, **search: Any) -> Answer | None:
+    def ask(self, question: str, *, history: Sequence[Turn | tuple[str, Answer | str]] | None = None,
+            backend: ChatBackend | Loader | None = None, answer_mode: str | None = None, **search: Any) -> Answer:
         """Answer from the documents: an Answer with text, verified citations, passages, timings.
 
-        `history` is [(question, answer), ...] of earlier turns; `answer_mode` overrides answer.mode
-        (generate, extract, auto); `search` takes search()'s filters (paths, file_types, doc_ids, mode, rerank)."""
-        answer = None
-        for item in self.stream(question, history=history, backend=backend, answer_mode=answer_mode, **search):
-            if isinstance(item, Answer):
-                answer = item
+        `history` holds earlier turns, oldest first: Turns, or (question, Answer or answer text) pairs (the model
+        sees those that answered from the documents, without their markers: kb.answer.chat.model_history);
+        `answer_mode` overrides answer.mode (generate, extract, auto); `search` takes search()'s filters (paths,
+        file_types, doc_ids, mode, rerank)."""
+        answer = self.stream(question, history=history, backend=backend, answer_mode=answer_mode, **search).answer()
+        assert answer is not None  # a stream read to its end has its Answer
         return answer
 
-    def stream(self, question: str, *, history: list[tuple[str, str]] | None = None,
-               backend: ChatBackend | None = None, answer_mode: str | None = None,
-               **search: Any) -> Iterator[str | Answer]:
-        """Like ask(), streamed: yields the answer's text pieces, then the final Answer.
+    def stream(self, question: str, *, history: Sequence[Turn | tuple[str, Answer | str]] | None = None,
+               backend: ChatBackend | Loader | None = None, answer_mode: str | None = None,
+               sampling: dict[str, Any] | None = None, **search: Any) -> AnswerStream:
+        """Like ask(), streamed: an AnswerStream to iterate for the text pieces, then `.answer()` for the Answer.
 
-        Without `backend`, the KB's own model (settings.llm) loads in the background while the embedder
-        loads and the question is retrieved."""
+        Without `backend`, the KB's own model (settings.llm) loads in the background while the embedder loads
+        and the question is retrieved (a `Loader` of a model loads the same way). `sampling` holds temperature,
+        top_p and max_new_tokens for this answer (max_new_tokens can only shorten it)."""
         settings = self.settings.answer
         if answer_mode is not None and answer_mode != settings.mode:
             if answer_mode not in ANSWER_MODES:
                 raise ConfigError(f"answer mode {answer_mode!r} is not one of {', '.join(ANSWER_MODES)}")
             settings = settings.model_copy(update={"mode": answer_mode})
-        return answer_stream(self.retriever, self._model, backend, question, history, SearchOptions.of(**search),
-                             settings)
+        model = backend if isinstance(backend, Loader) else self._model if backend is None else Loader.of(backend)
+        return start_answer(self.retriever, model, question, history or (), SearchOptions.of(**search), settings,
+                            sampling)
 
     def chat(self, session: ChatSession | None = None) -> ChatSession:
         """A ChatSession bound to this KB (a new one, or `session` to continue it); `.ask(q)` keeps history."""

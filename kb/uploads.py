@@ -1,5 +1,8 @@
 """Files that users upload through the web app or the HTTP API: where they are kept, how they are named, and
-the operations both faces share (the size limit, deleting a KB or a document together with its uploads).
+the one rule both faces follow (`add_uploads`): a file of a type kb cannot read, an empty one or one over
+server.max_upload_mb is refused with the reason before anything is written; the rest are stored and ingested,
+and a new file that failed to ingest is deleted again, so nothing is left behind that the KB does not hold.
+Deleting a KB or a document takes its uploads with it.
 
 Each KB's uploads live in `$KB_HOME/uploads/<kb name>/`, beside the index rather than inside it: a
 rebuild swaps the index folder, which would take the files with it. A client sends any name it likes,
@@ -14,12 +17,16 @@ import os
 import re
 import shutil
 import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from kb.config import Settings
-from kb.errors import KBError, StorageError
+from kb.errors import KBError, StorageError, UploadRefused
 from kb.handle import check_name
+from kb.ingest.loaders import supported_suffixes
+from kb.ingest.report import IngestReport
 from kb.knowledge_base import KnowledgeBase
 from kb.types import DocumentInfo
 
@@ -97,3 +104,74 @@ def store_upload(folder: Path, raw_name: str | None, data: bytes | BinaryIO) -> 
         raise StorageError(f"cannot save the upload {target.name} in {folder} ({e.strerror or e}); "
                            "free disk space and send it again") from e
     return target
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What became of one uploaded file."""
+
+    filename: str  # as the client sent it
+    path: Path | None  # where it is kept; None when it was refused or deleted after a failed ingest
+    status: str  # refused | added | updated | unchanged | failed
+    chunks: int = 0
+    reason: str = ""
+    ocr_pages: int = 0
+
+
+@dataclass(frozen=True)
+class UploadReport:
+    """The files of one upload, and the ingest's report (None when every file was refused)."""
+
+    files: list[UploadResult] = field(default_factory=list)
+    ingest: IngestReport | None = None
+
+
+def refusal(name: str | None, size: int | None, settings: Settings) -> UploadRefused | None:
+    """Why an upload is refused before it is stored (a type kb cannot read: 415, over the size limit: 413, empty
+    or unnamed: 400), or None. `size` None: not known yet (checked again once stored)."""
+    try:
+        safe = safe_name(name)
+    except KBError as e:
+        return UploadRefused(str(e), 400)
+    suffix = Path(safe).suffix.lower()
+    if suffix not in supported_suffixes():
+        return UploadRefused(f"unsupported file type '{suffix or '(none)'}' ({safe}); kb reads "
+                             + ", ".join(sorted(supported_suffixes())), 415)
+    reason = too_large(safe, size, settings) if size is not None else None
+    if reason:
+        return UploadRefused(reason, 413)
+    if size == 0:
+        return UploadRefused(f"{safe} is empty; send the file with its content", 400)
+    return None
+
+
+def add_uploads(kb: KnowledgeBase, files: Sequence[tuple[str | None, bytes | BinaryIO, int | None]],
+                progress: Callable[[Any], None] | None = None, refuse_all: bool = False) -> UploadReport:
+    """Store the uploaded files (name as sent, content, size if known) in the KB's upload folder and ingest them.
+    Refused files get their reason (`refuse_all`: the first refusal is raised and nothing is stored); a file that
+    failed to ingest and that the KB did not hold before is deleted again."""
+    results: dict[int, UploadResult] = {}
+    for i, (name, data, size) in enumerate(files):
+        size = len(data) if isinstance(data, bytes) else size
+        refused = refusal(name, size, kb.settings)
+        if refused is not None:
+            if refuse_all:
+                raise refused
+            results[i] = UploadResult(name or "", None, "refused", reason=str(refused))
+    accepted = [i for i in range(len(files)) if i not in results]
+    if not accepted:
+        return UploadReport([results[i] for i in range(len(files))])
+    folder = upload_dir(kb.settings, kb.name)
+    paths = {i: store_upload(folder, files[i][0], files[i][1]) for i in accepted}
+    known = {d.path for d in kb.documents()}
+    report = kb.ingest(*paths.values(), progress=progress)
+    by_path = {str(Path(r.path).resolve()): r for r in report.files}
+    for i, path in paths.items():
+        r = by_path.get(str(path.resolve()))
+        status, chunks, reason = (r.status, r.chunks, r.reason) if r else ("failed", 0, "not ingested")
+        kept: Path | None = path
+        if status in ("failed", "unsupported") and str(path.resolve()) not in known:
+            path.unlink(missing_ok=True)  # nothing of it is in the KB: keep no orphan file
+            status, kept = "failed", None
+        results[i] = UploadResult(files[i][0] or path.name, kept, status, chunks, reason, r.ocr_pages if r else 0)
+    return UploadReport([results[i] for i in range(len(files))], report)

@@ -20,18 +20,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kb.answer.service import AnswerService
 from kb.config import Settings
 from kb.errors import (
     ConfigError,
     EmbedderMismatchError,
     IndexFormatError,
     KBError,
+    KBExistsError,
     KBNotFoundError,
     LockedError,
     MissingDependencyError,
     ModelError,
     ParseError,
     StorageError,
+    UploadRefused,
 )
 from kb.uploads import upload_limit
 
@@ -39,7 +42,6 @@ from .deps import AUTH_ERRORS, require_key
 from .kb_routes import router as kb_router
 from .openai_routes import router as openai_router
 from .schemas import NAME_RULE, Health
-from .state import ServerState
 
 log = logging.getLogger("kb.server")
 
@@ -48,6 +50,7 @@ JSON_BODY_LIMIT = 4 << 20  # chat and search bodies; uploads have server.max_upl
 # kb error class -> (HTTP status, OpenAI error type). The first match wins.
 _KB_ERRORS: list[tuple[type[KBError], int, str]] = [
     (KBNotFoundError, 404, "not_found_error"),
+    (KBExistsError, 409, "conflict_error"),
     (LockedError, 409, "conflict_error"),
     (EmbedderMismatchError, 409, "conflict_error"),
     (IndexFormatError, 409, "conflict_error"),
@@ -76,6 +79,8 @@ def error(status: int, message: str, code: str | None = None, headers: dict | No
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KBError)
     async def kb_error(request: Request, exc: KBError) -> JSONResponse:
+        if isinstance(exc, UploadRefused):
+            return error(exc.status, str(exc), "upload_refused")
         for cls, status, _ in _KB_ERRORS:
             if isinstance(exc, cls):
                 return error(status, str(exc), cls.__name__)
@@ -155,7 +160,7 @@ class UploadLimit:
 
 def create_app(settings: Settings) -> FastAPI:
     """The kb HTTP API over the knowledge bases of `settings` (one model and one KB cache per app)."""
-    state = ServerState(settings)
+    state = AnswerService(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -1,4 +1,4 @@
-"""What the routes and the app share: the server state as a dependency, the API-key check, and the error
+"""What the routes and the app share: the answer service (kb/answer/service.py) as a dependency, the API-key check, and the error
 responses a route declares (so the OpenAPI schema lists them). A leaf: it imports no route and no app."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from kb.answer.service import AnswerService
+
 from .schemas import ErrorResponse
-from .state import ServerState
 
 _bearer = HTTPBearer(auto_error=False, description="server.api_key (KB_SERVER__API_KEY), when it is set.")
 
@@ -20,17 +21,17 @@ MODEL_ERRORS = {503: {"model": ErrorResponse, "description": "The chat model cou
 AUTH_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong API key."}}
 
 
-def get_state(request: Request) -> ServerState:
+def get_service(request: Request) -> AnswerService:
     return request.app.state.kb
 
 
-StateDep = Annotated[ServerState, Depends(get_state)]
+ServiceDep = Annotated[AnswerService, Depends(get_service)]
 
 
 def require_key(request: Request,
                 creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
     """Dependency of every protected route: the Bearer token must equal server.api_key, if one is set."""
-    key = get_state(request).settings.server.api_key
+    key = get_service(request).settings.server.api_key
     if not key:
         return
     given = creds.credentials if creds else ""

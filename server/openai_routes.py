@@ -2,7 +2,8 @@
 `POST /v1/chat/completions`, plain or streamed as server-sent events.
 
 The last message is the question; earlier user/assistant pairs are the history, which kb uses to turn
-a follow-up into a standalone search. The answer's citations travel in the extra `citations` field
+a follow-up into a standalone search; the model sees them by the answer service's one rule (refusals left out,
+[n] markers removed). The answer's citations travel in the extra `citations` field
 (in the last chunk when streaming), which OpenAI clients ignore and expose as extra data. temperature,
 top_p and max_tokens apply to the request (max_tokens up to answer.answer_tokens); other sampling
 fields are accepted and ignored. This module leaves out tools, images and n > 1.
@@ -19,11 +20,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from kb.answer.loading import LazyBackend
+from kb.answer.service import AnswerService
 from kb.answer.types import Answer
 from kb.errors import ConfigError, KBError, KBNotFoundError
 
-from .deps import ERRORS, MODEL_ERRORS, StateDep
+from .deps import ERRORS, MODEL_ERRORS, ServiceDep
 from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -37,8 +38,7 @@ from .schemas import (
     ModelList,
     Usage,
 )
-from .state import ServerState
-from .streaming import Pump, StoppableBackend
+from .streaming import Pump
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 PREFIX = "kb:"
@@ -84,7 +84,7 @@ def citations(answer: Answer) -> list[CitationOut]:
     return [CitationOut(**c) for c in answer.to_dict()["citations"]]
 
 
-def _open(state: ServerState, model: str):
+def _open(state: AnswerService, model: str):
     """The KB a model name selects; 404 naming the models there are when there is none (or the name is invalid)."""
     try:
         return state.kb(kb_name(model))
@@ -95,7 +95,7 @@ def _open(state: ServerState, model: str):
 
 
 @router.get("/models", response_model=ModelList, summary="The knowledge bases, as OpenAI models")
-def list_models(state: StateDep) -> ModelList:
+def list_models(state: ServiceDep) -> ModelList:
     cards = []
     for name in state.names():
         created = state.kb(name).manifest.get("created_at") or 0
@@ -104,7 +104,7 @@ def list_models(state: StateDep) -> ModelList:
 
 
 @router.get("/models/{model}", response_model=ModelCard, responses=ERRORS, summary="One knowledge base as a model")
-def get_model(model: str, state: StateDep) -> ModelCard:
+def get_model(model: str, state: ServiceDep) -> ModelCard:
     kb = _open(state, model)
     return ModelCard(id=PREFIX + kb.name, created=int(kb.manifest.get("created_at") or 0))
 
@@ -112,25 +112,24 @@ def get_model(model: str, state: StateDep) -> ModelCard:
 @router.post("/chat/completions", response_model=ChatCompletion, responses={**ERRORS, **MODEL_ERRORS, 200: _SSE_DOC},
              summary="Answer from a knowledge base (OpenAI chat completions; model 'kb:<name>')")
 async def chat_completions(body: ChatCompletionRequest, request: Request,
-                           state: StateDep):
+                           state: ServiceDep):
     question, history = question_and_history(body.messages)
     kb = await run_in_threadpool(_open, state, body.model)
     model = PREFIX + kb.name
     sampling = {"temperature": body.temperature, "top_p": body.top_p, "max_new_tokens": body.max_tokens}
-    pump = Pump(lambda stop: kb.stream(question, history=history, answer_mode=body.answer_mode,
-                                       backend=StoppableBackend(LazyBackend(state.backend), stop, sampling)))
-    items = pump.items(request)
-    first = await anext(items, None)  # errors before the first piece become ordinary HTTP errors
+    pump = Pump(lambda: state.answer(kb, question, history, answer_mode=body.answer_mode, sampling=sampling))
+    pieces = pump.pieces(request)
+    first = await anext(pieces, None)  # errors before the first piece become ordinary HTTP errors
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _events(items, first, ident, created, model, state, usage)
+        events = _events(pump, pieces, first, ident, created, model, state, usage)
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    answer = first
-    async for item in items:
-        answer = item
-    if not isinstance(answer, Answer):
+    async for _ in pieces:
+        pass
+    answer = pump.answer
+    if answer is None:
         raise HTTPException(499, "the client went away before the answer was complete")
     tokens = await run_in_threadpool(_completion_tokens, state, answer)
     return ChatCompletion(
@@ -140,7 +139,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
                     total_tokens=answer.prompt_tokens + tokens))
 
 
-def _completion_tokens(state: ServerState, answer: Answer) -> int:
+def _completion_tokens(state: AnswerService, answer: Answer) -> int:
     """The answer's tokens in the model's vocabulary; none for a quoted answer (no model wrote it)."""
     return 0 if answer.answer_mode == "extract" else state.backend().count_tokens(answer.text)
 
@@ -149,28 +148,26 @@ def _sse(chunk: ChatCompletionChunk) -> str:
     return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
 
 
-async def _events(items: AsyncIterator, first, ident: str, created: int, model: str, state: ServerState,
-                  include_usage: bool) -> AsyncIterator[str]:
+async def _events(pump: Pump, pieces: AsyncIterator[str], first: str | None, ident: str, created: int, model: str,
+                  state: AnswerService, include_usage: bool) -> AsyncIterator[str]:
     """The SSE stream: a role chunk, one chunk per text piece, a final chunk with the citations, [DONE]."""
     def chunk(delta: Delta, finish=None, **extra) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=ident, created=created, model=model, **extra,
                                    choices=[ChunkChoice(delta=delta, finish_reason=finish)])
 
     yield _sse(chunk(Delta(role="assistant", content="")))
-    answer = None
     try:
-        item = first
-        while item is not None:
-            if isinstance(item, Answer):
-                answer = item
-            elif item:
-                yield _sse(chunk(Delta(content=item)))
-            item = await anext(items, None)
+        piece = first
+        while piece is not None:
+            if piece:
+                yield _sse(chunk(Delta(content=piece)))
+            piece = await anext(pieces, None)
     except KBError as e:  # the status line is sent already: report in the stream, as OpenAI does
         yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'invalid_request_error'}})}\n\n"
         return
     finally:
-        await items.aclose()  # an abandoned response stops the answer now, not when it is collected
+        await pieces.aclose()  # an abandoned response stops the answer now, not when it is collected
+    answer = pump.answer
     if answer is None:
         return  # the client is gone
     yield _sse(chunk(Delta(), "stop", citations=citations(answer), kb_status=answer.status))

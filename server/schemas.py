@@ -180,7 +180,8 @@ class DocumentList(BaseModel):
 
 class FileResultOut(BaseModel):
     filename: str = Field(description="The uploaded file's (sanitized) name.")
-    path: str = Field(description="Where the server stored it; the document's path in the KB.")
+    path: str | None = Field(description="Where the server stored it, the document's path in the KB; null for a "
+                                         "file that failed to ingest (it is not kept).")
     status: str = Field(description="added, updated, unchanged or failed.")
     chunks: int
     reason: str = Field(description="Why it failed, if it did.")

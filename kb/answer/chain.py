@@ -2,23 +2,24 @@
 rewrite | retrieve | pack | prompt | generate | verify.
 
 Each step but the last two maps a `State` (a frozen dataclass) to the next one. `generate` streams the model's
-text pieces (through the LangChain adapter of the kb backend), then a `Written` state; `verify` passes the
-pieces on and ends the stream with the `Answer`. So `chain.stream(state)` yields str pieces, then one Answer.
+text pieces (the backend's own `stream`, the one way kb calls a model: rewrite and translate join it), then a
+`Written` state; `verify` passes the pieces on and ends the stream with the `Answer`. So `chain.stream(state)`
+yields str pieces, then one Answer; kb/answer/stream.py's AnswerStream hands callers the two apart.
 
 The chain is built with a `Retriever` (kb/retrieval/retriever.py): search, and the passage comparisons refusal and quoting
 need. Refusal happens before any model call when no passage passes `retrieval.threshold` / `answer.min_similarity`.
-This module leaves out prompt packing (kb/answer/packing.py), history storage (kb/answer/chat.py) and the prompt texts
-(kb/answer/prompts.py).
+This module leaves out prompt packing (kb/answer/packing.py), the history rule and the model's loading
+(kb/answer/service.py) and the prompt texts (kb/answer/prompts.py).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
 from kb.answer import prompts
@@ -31,12 +32,9 @@ from kb.answer.types import Answer, Citation, Passage, Timings
 from kb.config import AnswerSettings
 from kb.errors import KBError, NoChatModelError
 from kb.llm.base import ChatBackend, Message
-from kb.llm.langchain_adapter import as_chat_model
 from kb.retrieval.retriever import DEFAULT, Retriever, SearchOptions
 from kb.text.lang import language
 from kb.types import Hit
-
-_LC = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,8 @@ class State:
     prompt_tokens: int = 0
     how: Literal["generate", "extract"] = "generate"  # the model writes the answer, or kb quotes the passages
     mode: Literal["answer", "general", "refuse"] = "answer"
+    stop: threading.Event | None = field(default=None, compare=False)  # set: the model stops after its piece
+    sampling: tuple[tuple[str, Any], ...] = ()  # the caller's temperature / top_p / max_new_tokens, where given
 
 
 @dataclass(frozen=True)
@@ -70,24 +70,29 @@ class Written:
     repeated: bool = False  # the loop guard stopped the model where it began to repeat itself
 
 
-def build_chain(retriever: Retriever, backend: ChatBackend | None, settings: AnswerSettings,
+def build_chain(retriever: Retriever, backend: Callable[[], ChatBackend] | None, settings: AnswerSettings,
                 options: SearchOptions = DEFAULT) -> Runnable:
-    """The LCEL chain for one retriever and backend (None: no chat model, answers are extracted).
-    Input: a State. With answer.mode extract the backend is never touched (not loaded)."""
+    """The LCEL chain for one retriever and a model: `backend()` gives it, called only when first needed, so
+    that a model loading in the background overlaps with the steps before (None: no chat model, answers are
+    extracted). Input: a State. With answer.mode extract the model is never asked for (not loaded)."""
     chosen: list[ChatBackend | None] = []
 
     def model() -> ChatBackend | None:
-        """The backend, or None where answers are extracted without one (asked only when first needed,
-        so that a model loading in the background overlaps with the steps before)."""
+        """The backend, or None where answers are extracted without one."""
         if not chosen:
-            usable = None if settings.mode == "extract" else backend
-            if usable is not None and settings.mode == "auto":
+            usable = None
+            if settings.mode != "extract" and backend is not None:
                 try:
-                    _ = usable.languages  # waits for a model that is loading
+                    usable = backend()  # waits for a model that is loading
                 except NoChatModelError:  # kb without its local extra: quote instead
-                    usable = None
+                    if settings.mode != "auto":
+                        raise
             chosen.append(usable)
         return chosen[0]
+
+    def write(s: State) -> Callable[..., str]:
+        """The model's whole reply to a rewrite or translate prompt, called as the answer is (`_pieces`)."""
+        return lambda messages, **gen: "".join(_pieces(model(), messages, s.stop, **gen))
 
     def step(name: str, fn) -> RunnableLambda:
         """A timed step: its seconds go to the Timings field of its name."""
@@ -98,13 +103,13 @@ def build_chain(retriever: Retriever, backend: ChatBackend | None, settings: Ans
         return RunnableLambda(run, name=name)
 
     def do_rewrite(s: State) -> State:
-        query, _ = rewrite(settings, model() if s.history else None, s.question, list(s.history))
+        query, _ = rewrite(settings, model() if s.history else None, s.question, list(s.history), write(s))
         return replace(s, query=query, lang=language(s.question))
 
     def do_retrieve(s: State) -> State:
         translation = None
         if wants_translation(settings, model(), s.lang, retriever.languages()):
-            translation = translate_query(settings, model(), s.query, s.lang)
+            translation = translate_query(settings, model(), s.query, s.lang, write(s))
         hits = retriever.search(s.query, None, options, also=[translation] if translation else ())
         return replace(s, hits=tuple(hits), translation=translation,
                        grounded=_passes_checks(retriever, settings, s.query, hits))
@@ -197,19 +202,16 @@ def _generate(backend: ChatBackend | None, settings: AnswerSettings, s: State) -
             pieces.append(prompts.GENERAL_LABEL[s.lang])
             yield pieces[0]
         guard = LoopGuard()
-        lc = [_LC[m.role](content=m.content) for m in s.messages]
-        stream = as_chat_model(backend).stream(lc, max_new_tokens=answer_budget(backend, settings)[0])
+        gen = dict(s.sampling)
+        budget = answer_budget(backend, settings)[0]  # the prompt was packed to leave this much room
+        gen["max_new_tokens"] = min(budget, gen.get("max_new_tokens") or budget)
 
         def text() -> Iterator[str]:
             nonlocal prefill
-            try:
-                for chunk in stream:
-                    piece = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
-                    if prefill is None and piece:
-                        prefill = time.perf_counter() - start
-                    yield piece
-            finally:
-                stream.close()
+            for piece in _pieces(backend, list(s.messages), s.stop, **gen):
+                if prefill is None and piece:
+                    prefill = time.perf_counter() - start
+                yield piece
 
         for shown in guarded(text(), guard):  # stops the model where it starts repeating itself
             first = first if first is not None else time.perf_counter() - s.t0
@@ -218,6 +220,21 @@ def _generate(backend: ChatBackend | None, settings: AnswerSettings, s: State) -
         repeated = guard.stopped
     timings = replace(s.timings, first_token=first, prefill=prefill, generate=time.perf_counter() - start)
     yield Written(replace(s, timings=timings), "".join(pieces), repeated=repeated)
+
+
+def _pieces(backend: ChatBackend, messages: list[Message], stop: threading.Event | None, **gen) -> Iterator[str]:
+    """The one way the chain calls a model (answer, rewrite, translate): its stream, ended after the current piece
+    once `stop` is set; closing the stream frees a shared model for the next caller."""
+    stream = backend.stream(messages, **gen)
+    try:
+        if stop is not None and stop.is_set():
+            return
+        for piece in stream:
+            yield piece
+            if stop is not None and stop.is_set():
+                return
+    finally:
+        stream.close()
 
 
 def _to_answer(w: Written, backend: ChatBackend | None) -> Answer:
@@ -243,12 +260,18 @@ def _to_answer(w: Written, backend: ChatBackend | None) -> Answer:
                   dropped_markers=checked.dropped, **common)
 
 
-def stream_answer(retriever: Retriever, backend: ChatBackend | None, settings: AnswerSettings, question: str,
-                  history: list[tuple[str, str]] | None = None, options: SearchOptions = DEFAULT,
-                  config: dict | None = None) -> Iterator[str | Answer]:
-    """Run the chain: text pieces, then the Answer."""
+def stream_answer(retriever: Retriever, backend: Callable[[], ChatBackend] | None, settings: AnswerSettings,
+                  question: str, history: list[tuple[str, str]] | None = None, options: SearchOptions = DEFAULT,
+                  config: dict | None = None, *, t0: float | None = None, stop: threading.Event | None = None,
+                  sampling: dict[str, Any] | None = None) -> Iterator[str | Answer]:
+    """Run the chain: text pieces, then the Answer. `history` is what the model may see of earlier turns
+    (kb.answer.service.model_history's rule); the Answer's times count from `t0` (perf_counter; default now);
+    `stop` ends the model's stream after its current piece; `sampling` holds a call's temperature, top_p and
+    max_new_tokens (max_new_tokens can only shorten the answer)."""
     if not question or not question.strip():
         raise KBError("the question is empty")
     chain = build_chain(retriever, backend, settings, options)
-    state = State(question=question.strip(), history=tuple(history or ()), t0=time.perf_counter())
+    given = tuple((k, v) for k, v in (sampling or {}).items() if v is not None)
+    state = State(question=question.strip(), history=tuple(history or ()),
+                  t0=time.perf_counter() if t0 is None else t0, stop=stop, sampling=given)
     yield from chain.stream(state, config=config)

@@ -2,27 +2,30 @@
 
 A fresh `kb ask` spends its first seconds loading: the chat model (llama.cpp reads the GGUF file), the
 embedder (its tokenizer's 250,000-piece vocabulary, then an ONNX session) and the chain's imports
-(LangChain). `KnowledgeBase.stream` starts the model on a worker thread and hands the chain a `LazyBackend`,
-which waits for the model the first time the chain asks it something. Once the model is in, the embedder
+(LangChain). kb/answer/service.py starts the model on a worker thread (a `Loader`) and hands the chain its
+`get`, which waits for the model the first time the chain asks for it. Once the model is in, the embedder
 loads on a second worker while the model reads the fixed start of the prompt (`ChatBackend.warm`).
 Much of this holds the GIL (the tokenizer's load all of it, the imports most), so the overlap saves less
 than the loads' sum: measured with tests/bench/bench_startup.py. Each load remembers when it ran, so an
 Answer's timings say how much of the call went into loading.
 
-This module leaves out what is loaded (kb.llm, kb.ingest.embed) and who keeps it (the KB object, the
-process-wide caches).
+`start_answer` is where every answer starts (KnowledgeBase.stream calls it, whichever face asked): the history
+rule (kb.answer.chat.model_history) is applied there, once. This module leaves out what is loaded (kb.llm,
+kb.ingest.embed) and who keeps it (the KB object, the answer service of kb/answer/service.py).
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
+from kb.answer.chat import model_history
 from kb.answer.prompts import answer_messages
-from kb.answer.types import Answer
+from kb.answer.stream import AnswerStream
+from kb.answer.types import Answer, Turn
 from kb.config import AnswerSettings
 from kb.retrieval.retriever import Retriever, SearchOptions
 from kb.text.lang import language
@@ -60,6 +63,14 @@ class Loader(Generic[T]):
         self._lock = threading.Lock()
         self._future: Future[T] | None = None
         self.interval: tuple[float, float | None] | None = None  # when the last load ran (perf_counter)
+
+    @classmethod
+    def of(cls, thing: T) -> Loader[T]:
+        """A Loader of something already loaded (its load took no time of anyone's)."""
+        loader = cls(lambda: thing)
+        loader._future = Future()
+        loader._future.set_result(thing)
+        return loader
 
     @property
     def loaded(self) -> bool:
@@ -103,62 +114,43 @@ class Loader(Generic[T]):
                 pass
 
 
-class LazyBackend:
-    """Stands in for a chat backend that may not be loaded yet: reading any attribute (`stream`,
-    `context_window`, `name`, ...) calls `get()` once for the real backend, then reads go to it."""
-
-    def __init__(self, get: Callable[[], Any]) -> None:
-        self._get = get
-        self._backend = None
-
-    def resolve(self):
-        """The real backend (waits for it; raises its load error)."""
-        if self._backend is None:
-            self._backend = self._get()
-        return self._backend
-
-    def __getattr__(self, name: str):
-        if name.startswith("__") or name in ("_get", "_backend"):
-            raise AttributeError(name)  # copy, pickle and a half-built object must not load the model
-        return getattr(self.resolve(), name)
-
-    def __repr__(self) -> str:
-        return f"<LazyBackend {self._backend!r}>"
-
-
-def answer_stream(retriever: Retriever, model: Loader, backend, question: str,
-                  history: list[tuple[str, str]] | None, options: SearchOptions,
-                  settings: AnswerSettings) -> Iterator[Any]:
-    """kb.answer.chain's answer stream over `retriever`, with its chat model (`model`, unless `backend` is given) and
-    its embedder loading on worker threads while the chain starts, and the Answer's timings counted from this call.
-
-    With answer.mode extract the model is loaded only if something asks for it. Nothing is yielded while
-    the model is still loading: llama.cpp silences the process's stdout and stderr while it reads a file."""
+def start_answer(retriever: Retriever, model: Loader, question: str, history: Sequence[Turn | tuple[str, Any]],
+                 options: SearchOptions, settings: AnswerSettings, sampling: dict[str, Any] | None = None
+                 ) -> AnswerStream:
+    """kb.answer.chain's answer over `retriever` as an AnswerStream, with its chat model (`model`) and its
+    embedder loading on worker threads while the chain starts; the Answer's times count from this call and
+    hold the part of it spent loading. `history`: earlier turns, of which the model sees what model_history
+    keeps. With answer.mode extract the model is loaded only if something asks for it."""
     # The chain imports LangChain (a third of a fresh `kb ask`'s start): it loads here, beside the model.
     from kb.answer.chain import stream_answer
 
-    start = time.perf_counter()
+    t0 = time.perf_counter()
+    seen = model_history(history)
     loading = None
-    own = backend is None  # the KB's own model: its load counts in the Answer's timings
-    if own and not model.loaded and settings.mode != "extract":
+    if not model.loaded and settings.mode != "extract":
         # The model loads first, beside LangChain's imports: llama.cpp's native code needs the GIL only now
         # and then. The embedder's tokenizer holds the GIL for most of its load, so it starts once the model
         # is in, beside the model's head start on the prompt (which needs no GIL either).
-        loading = model.start(then=_after_load(retriever, settings, question, history or []))
-        backend = LazyBackend(loading.result)
+        loading = model.start(then=_after_load(retriever, settings, question, seen))
     else:
-        backend = LazyBackend(model.get) if own else backend
         submit(retriever.embedder)
+    stop = threading.Event()
+    items = stream_answer(retriever, model.get, settings, question, seen, options, t0=t0, stop=stop,
+                          sampling=sampling)
+    return AnswerStream(_timed_items(items, loading, retriever, model, t0), stop)
 
-    items = stream_answer(retriever, backend, settings, question, history, options)
-    offset = time.perf_counter() - start  # the chain counts from its own start
+
+def _timed_items(items: Iterator[Any], loading: Future | None, retriever: Retriever, model: Loader,
+                 t0: float) -> Iterator[Any]:
+    """The chain's items, the Answer with its load times. Nothing is yielded while the model is still loading:
+    llama.cpp silences the process's stdout and stderr while it reads a file."""
     try:
         for item in items:
             if loading is not None:
                 loading.exception()
                 loading = None
             if isinstance(item, Answer):
-                item = _timed(item, retriever, model if own else None, start, offset)
+                item = _timed(item, retriever, model, t0)
             yield item
     except Exception:
         if loading is not None:
@@ -183,13 +175,10 @@ def _after_load(retriever: Retriever, settings: AnswerSettings, question: str,
     return after
 
 
-def _timed(answer: Answer, retriever: Retriever, model: Loader | None, start: float, offset: float) -> Answer:
-    """The Answer with load times (the parts of this call spent loading) and times counted from the call."""
+def _timed(answer: Answer, retriever: Retriever, model: Loader, t0: float) -> Answer:
+    """The Answer with the parts of the call spent loading the model and the embedder."""
     now = time.perf_counter()
     embedder = retriever.embedder()
-    t = answer.timings
-    timings = replace(
-        t, load_model=seconds_within(model.interval, start, now) if model is not None else 0.0,
-        load_embedder=seconds_within(getattr(embedder, "loaded", None), start, now),
-        first_token=None if t.first_token is None else t.first_token + offset, total=t.total + offset)
+    timings = replace(answer.timings, load_model=seconds_within(model.interval, t0, now),
+                      load_embedder=seconds_within(getattr(embedder, "loaded", None), t0, now))
     return replace(answer, timings=timings)

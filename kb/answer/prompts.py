@@ -108,3 +108,11 @@ def says_not_found(text: str) -> bool:
     """Whether the model's reply is (mostly) the fixed 'no answer in the passages' sentence."""
     flat = re.sub(r"[\s\[\]\d。.]", "", text).lower()
     return any(re.sub(r"[\s。.]", "", s).lower() in flat and len(flat) < 2 * len(s) for s in NOT_FOUND.values())
+
+
+def not_from_documents(text: str) -> bool:
+    """Whether an answer text is one kb gives when the documents did not answer: the refusal, the 'not found'
+    sentence, or a labelled general-knowledge answer (for history that arrives as text, e.g. over HTTP)."""
+    start = text.strip()
+    return (any(start.startswith(r) for r in REFUSAL.values()) or says_not_found(start)
+            or any(start.startswith(label.strip()) for label in GENERAL_LABEL.values()))

@@ -11,6 +11,7 @@ rewritten; the model still answers the user's own words.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from kb.answer.prompts import rewrite_messages, translate_messages
 from kb.config import AnswerSettings
@@ -60,15 +61,18 @@ def choose_mode(settings: AnswerSettings, backend) -> str:
     return "model" if backend is not None and backend.rewrites_queries else "rule"
 
 
-def rewrite(settings: AnswerSettings, backend, question: str, history: list[tuple[str, str]]) -> tuple[str, str]:
-    """(standalone query, how it was made: none / rule / model / rule-fallback)."""
+def rewrite(settings: AnswerSettings, backend, question: str, history: list[tuple[str, str]],
+            write: Callable[..., str] | None = None) -> tuple[str, str]:
+    """(standalone query, how it was made: none / rule / model / rule-fallback). `write(messages, **gen)` calls the
+    model (default: backend.generate; the chain passes its own, which stops with the answer)."""
     if not history:
         return question, "none"
     mode = choose_mode(settings, backend)
     if mode == "off":
         return question, "none"
     if mode == "model":
-        reply = backend.generate(rewrite_messages(settings, question, history), max_new_tokens=64, temperature=0)
+        reply = (write or backend.generate)(rewrite_messages(settings, question, history), max_new_tokens=64,
+                                            temperature=0)
         cleaned = clean_model_rewrite(reply, question)
         if cleaned:
             return cleaned, "model"
@@ -86,10 +90,12 @@ def wants_translation(settings: AnswerSettings, backend, lang: str, kb_languages
     return set(LANGUAGES) <= set(getattr(backend, "languages", ())) and kb_languages.get(other, 0) > 0
 
 
-def translate_query(settings: AnswerSettings, backend, query: str, lang: str) -> str | None:
-    """The query in the other language, written by the model; None when the reply is not a translation."""
+def translate_query(settings: AnswerSettings, backend, query: str, lang: str,
+                    write: Callable[..., str] | None = None) -> str | None:
+    """The query in the other language, written by the model (`write` as in rewrite); None when the reply is not a
+    translation."""
     target = _other(lang)
-    reply = backend.generate(translate_messages(settings, query, target), max_new_tokens=96, temperature=0)
+    reply = (write or backend.generate)(translate_messages(settings, query, target), max_new_tokens=96, temperature=0)
     cleaned = clean_model_rewrite(reply, query)
     if not cleaned or language(cleaned) != target or cleaned.strip() == query.strip():
         return None

@@ -107,3 +107,11 @@ class Answer:
         data = asdict(self)
         data["refused"] = self.refused
         return data
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a conversation: the question and the Answer it got."""
+
+    question: str
+    answer: Answer

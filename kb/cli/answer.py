@@ -3,8 +3,8 @@
 The answer streams to stdout as it is generated, then the sources it cites; notes (passages left
 out, sentences without a source, timings) go to stderr. Ctrl-C stops the generation cleanly: the
 model's stream is closed and, in `kb chat`, the interrupted turn is not kept. Both commands take the
-same options (AnswerOptions, kb/cli/options.py). This module leaves out everything about how the
-answer is made (kb/answer/chain.py).
+same options (AnswerOptions, kb/cli/options.py) and answer through the answer service every face uses
+(kb/answer/service.py). This module leaves out everything about how the answer is made (kb/answer/chain.py).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Annotated
 import typer
 
 import kb
-from kb.answer.types import Answer
-from kb.cli.options import AnswerOptions, answer_options, err, json_option, open_kb, out
+from kb.answer.types import Turn
+from kb.cli.options import AnswerOptions, answer_options, err, json_option, out
 
 
-def _run(items) -> object | None:
-    """Print streamed pieces; return the Answer, or None when Ctrl-C stopped it.
+def _run(stream) -> object | None:
+    """Print an AnswerStream's pieces; return its Answer, or None when Ctrl-C stopped it.
 
     Ctrl-C is remembered, and raised only where Python can stop cleanly. While llama.cpp's bindings run Python
     code (its sampler is called back from C), a KeyboardInterrupt raised there is printed by ctypes as an
@@ -40,15 +40,14 @@ def _run(items) -> object | None:
 
     previous = _swap_sigint(on_sigint)
     try:
-        for item in items:
+        for piece in stream:
             if pressed.is_set():
                 raise KeyboardInterrupt
-            if isinstance(item, Answer):
-                out.print()
-                return item
-            out.print(item, end="", soft_wrap=True, markup=False)
+            out.print(piece, end="", soft_wrap=True, markup=False)
+        out.print()
+        return stream.answer()
     except KeyboardInterrupt:
-        items.close()
+        stream.close()
         out.print()
         err.print("[yellow]stopped[/yellow]")
     finally:
@@ -139,14 +138,15 @@ def ask(
 ) -> None:
     """Answer a question from a knowledge base, citing the passages [n] it comes from."""
     imports = since_process_start()
-    base = open_kb(opts.kb, opts.settings())
+    service = _service(opts)
+    stream = service.answer(opts.kb, question, **opts.search())
     if as_json:
-        data = base.ask(question, **opts.search()).to_dict()
+        data = stream.answer().to_dict()
         if imports is not None:
             data["timings"]["imports"] = imports
         out.print_json(data=data)
         return
-    answer = _run(base.stream(question, **opts.search()))
+    answer = _run(stream)
     if answer is None:
         raise typer.Exit(130)
     _report(answer, imports)
@@ -157,9 +157,9 @@ def chat(opts: AnswerOptions) -> None:
     """Multi-turn chat with a knowledge base; follow-up questions see the conversation.
 
     Type /clear to forget the conversation, /exit (or Ctrl-D) to leave; Ctrl-C stops an answer."""
-    base = open_kb(opts.kb, opts.settings())
-    session = base.chat()
-    session.search = opts.search()
+    service = _service(opts)
+    base = service.kb(opts.kb)
+    turns: list[Turn] = []  # the service decides what of them the model sees
     err.print(f"kb chat on '{base.name}' ({base.settings.llm.model or 'embedded SmolLM2'}); /exit to leave")
     while True:
         try:
@@ -170,16 +170,25 @@ def chat(opts: AnswerOptions) -> None:
         if question in ("/exit", "/quit"):
             return
         if question == "/clear":
-            session.clear()
+            turns.clear()
             err.print("conversation cleared")
             continue
         if not question:
             continue
-        answer = _run(session.stream(question))
+        answer = _run(service.answer(base, question, turns, **opts.search()))
         if answer is not None:
+            turns.append(Turn(question, answer))
             if answer.query != answer.question:
                 err.print(f"[dim]searched for: {answer.query}[/dim]", markup=True)
             _report(answer)
+
+
+def _service(opts: AnswerOptions):
+    """The answer service for these options' settings. It loads here, not at `kb --help` (it imports the KB
+    layer: numpy, the stores)."""
+    from kb.answer.service import AnswerService
+
+    return AnswerService(opts.settings())
 
 
 def register(app: typer.Typer) -> None:

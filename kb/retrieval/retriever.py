@@ -11,6 +11,8 @@ store (kb/handle.py) and LangChain's retriever interface (kb/retrieval/langchain
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,6 +49,7 @@ class SearchOptions:
 
 
 DEFAULT = SearchOptions()  # the settings' mode, no filter, the configured reranker
+QUERY_VECTORS = 64  # query vectors a Retriever keeps (a few per question: the question, its translation, models)
 
 
 class Retriever:
@@ -56,6 +59,24 @@ class Retriever:
         self._handle = handle
         self._settings = settings
         self.embedder = embedder  # the KB's own embedder, loaded on first use
+        self._vectors: OrderedDict[tuple, np.ndarray] = OrderedDict()  # (embedder, model, text) -> query vector
+        self._vectors_lock = threading.Lock()
+
+    def query_vector(self, embedder: Embedder, text: str) -> np.ndarray:
+        """The query vector of `text` by `embedder`, embedded once per question: search, the refusal check and
+        quoting all compare the same question with passages (the last QUERY_VECTORS texts are kept)."""
+        key = (id(embedder), getattr(embedder, "model_id", ""), text)
+        with self._vectors_lock:
+            vector = self._vectors.get(key)
+            if vector is not None:
+                self._vectors.move_to_end(key)
+                return vector
+        vector = embedder.encode([text], query=True)[0]
+        with self._vectors_lock:
+            self._vectors[key] = vector
+            while len(self._vectors) > QUERY_VECTORS:
+                self._vectors.popitem(last=False)
+        return vector
 
     def search(self, query: str, k: int | None = None, options: SearchOptions = DEFAULT,
                also: Sequence[str] = ()) -> list[Hit]:
@@ -72,9 +93,11 @@ class Retriever:
             reranker = get_reranker(settings.reranker, self._settings.embedding.device)
 
         mode = options.mode or settings.mode
-        sides = [DenseSide(None, query_embedding(self.embedder()))]
+        main = self.embedder()
+        sides = [DenseSide(None, query_embedding(main, self.query_vector))]
         if mode != "bm25":
-            sides += [DenseSide(e.model_id, query_embedding(e), indexed_by(e)) for e in self.ensemble()]
+            sides += [DenseSide(e.model_id, query_embedding(e, self.query_vector), indexed_by(e))
+                      for e in self.ensemble()]
         with self._handle.lock:
             return search(self._handle.store(), sides, query, settings, k or settings.k, mode, options.where,
                           reranker, also=tuple(q for q in also if q and q.strip()),
@@ -134,7 +157,7 @@ class Retriever:
         readable = getattr(embedder, "readable", None)
         if readable is not None and readable(query)[1] > 0.5:
             return None
-        vector = embedder.encode([query], query=True)[0]
+        vector = self.query_vector(embedder, query)
         with self._handle.lock:
             store = self._handle.store()
             vectors = store.vectors_of(list(chunks))
@@ -153,7 +176,7 @@ class Retriever:
         with self._handle.lock:
             centering = self._handle.store().centering()
         vectors = centering.vectors(embedder.encode(texts), [language(t) for t in texts])
-        return vectors @ centering.query(embedder.encode([query], query=True)[0], language(query))
+        return vectors @ centering.query(self.query_vector(embedder, query), language(query))
 
     def span_text(self, doc_id: str, start: int, end: int) -> str | None:
         """The document's text between two character offsets (None if the document is gone)."""
@@ -162,11 +185,15 @@ class Retriever:
         return None if text is None else text[start:end]
 
 
-def query_embedding(embedder: Embedder) -> Callable[[str], tuple[np.ndarray, float]]:
-    """text -> (the query vector of the part the model reads, the share it reads)."""
+def query_embedding(embedder: Embedder, vector: Callable[[Embedder, str], np.ndarray] | None = None
+                    ) -> Callable[[str], tuple[np.ndarray, float]]:
+    """text -> (the query vector of the part the model reads, the share it reads); `vector(embedder, text)`
+    embeds (default: now; a Retriever passes its query_vector, which embeds a question once)."""
+    encode = vector or (lambda e, text: e.encode([text], query=True)[0])
+
     def embed(text: str) -> tuple[np.ndarray, float]:
         readable, unknown = embedder.readable(text)  # once: its share is Embedder.read_share's
-        return embedder.encode([readable if readable.strip() else text], query=True)[0], 1.0 - unknown
+        return encode(embedder, readable if readable.strip() else text), 1.0 - unknown
     return embed
 
 

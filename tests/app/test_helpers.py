@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kb.app.sources import best_sentence, highlighted_html
-from kb.app.uploads import save_upload
 from kb.config import Settings
 from kb.errors import KBError
-from kb.uploads import safe_name
+from kb.uploads import refusal, safe_name, store_upload
 
 
 def test_upload_names_lose_their_directories_and_dots_but_keep_chinese():
@@ -27,14 +26,17 @@ def test_upload_names_lose_their_directories_and_dots_but_keep_chinese():
 def test_uploads_stay_in_the_folder_and_do_not_follow_links(tmp_path):
     settings = Settings(home=tmp_path, server={"max_upload_mb": 100 / (1 << 20)})  # 100 bytes
     folder = tmp_path / "uploads" / "kb"
-    saved = save_upload(settings, "kb", "../../outside.txt", b"hello")
-    assert saved.path == (folder / "outside.txt").resolve() and not (tmp_path / "outside.txt").exists()
+    assert store_upload(folder, "../../outside.txt", b"hello") == (folder / "outside.txt").resolve()
+    assert not (tmp_path / "outside.txt").exists()
     (folder / "link.txt").symlink_to(tmp_path / "target.txt")
-    refused = save_upload(settings, "kb", "link.txt", b"hello")
-    assert refused.path is None and not (tmp_path / "target.txt").exists()
-    assert "more than server.max_upload_mb" in save_upload(settings, "kb", "big.txt", b"x" * 101).reason
-    assert save_upload(settings, "kb", "fits.txt", b"x" * 100).path == (folder / "fits.txt").resolve()
-    assert "no usable file name" in save_upload(settings, "kb", "..", b"x").reason
+    with pytest.raises(KBError, match="points outside"):
+        store_upload(folder, "link.txt", b"hello")
+    assert not (tmp_path / "target.txt").exists()
+    big = refusal("big.txt", 101, settings)
+    assert big.status == 413 and "more than server.max_upload_mb" in str(big)
+    assert refusal("fits.txt", 100, settings) is None
+    assert refusal("..", 1, settings).status == 400 and "no usable file name" in str(refusal("..", 1, settings))
+    assert refusal("tool.exe", 10, settings).status == 415 and refusal("empty.md", 0, settings).status == 400
 
 
 def test_the_cited_sentence_is_the_one_highlighted():

@@ -99,9 +99,9 @@ def test_create_upload_list_view_chunks_and_delete_a_document(start, app_home):
     shown = texts(at)
     assert f"✅ **added** — {ZH_NAME}: 1 chunks" in shown
     assert "✅ **added** — escape.md (sent as ../../../escape.md): 1 chunks" in shown
-    assert "❌ **failed** — broken.pdf:" in shown and "❌ **failed** — empty.txt: the file is empty" in shown
+    assert "❌ **failed** — broken.pdf: not a readable PDF" in shown and "❌ **failed** — empty.txt: empty.txt is empty" in shown
     uploads = app_home / "uploads" / "uploads-test"
-    assert sorted(p.name for p in uploads.iterdir()) == sorted([ZH_NAME, "escape.md", "broken.pdf"])
+    assert sorted(p.name for p in uploads.iterdir()) == sorted([ZH_NAME, "escape.md"])  # a failed file is not kept
     assert not (app_home.parent / "escape.md").exists()
 
     table = at.table[0].value

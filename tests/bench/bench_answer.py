@@ -69,17 +69,13 @@ def cold(env: dict[str, str], question: str) -> dict[str, float]:
 
 def warm(kb, questions: list[str]) -> dict[str, object]:
     from kb.answer.prompts import answer_messages
-    from kb.answer.types import Answer
 
     backend = kb.backend()
     chain_ttft, chain_total, raw_ttft, prompt_tokens = [], [], [], []
     kb.ask(questions[0])  # load the embedder, jieba and the model's graph once
     for q in questions:
         backend.llm.reset()
-        answer = None
-        for item in kb.stream(q):
-            if isinstance(item, Answer):
-                answer = item
+        answer = kb.stream(q).answer()
         chain_ttft.append(answer.timings.first_token)
         chain_total.append(answer.timings.total)
         prompt_tokens.append(answer.prompt_tokens)

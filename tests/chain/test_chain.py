@@ -130,13 +130,37 @@ def test_follow_up_rewritten_by_the_model(open_kb):
     assert second.passages[0].section.endswith("VPN") and len(session.turns) == 2
 
 
-def test_stream_yields_text_pieces_then_one_answer(open_kb):
+def test_stream_yields_text_pieces_then_its_answer(open_kb):
     reply = "Hourly snapshots are kept for two days [1]. Weekly backups twelve weeks [2]."
-    items = list(open_kb([reply]).stream(Q))
-    assert all(isinstance(i, str) for i in items[:-1]) and isinstance(items[-1], Answer)
-    assert len(items) > 3 and "".join(items[:-1]) == reply
-    t = items[-1].timings
+    stream = open_kb([reply]).stream(Q)
+    pieces = list(stream)
+    assert all(isinstance(i, str) for i in pieces) and len(pieces) > 3 and "".join(pieces) == reply
+    answer = stream.answer()
+    assert isinstance(answer, Answer) and answer.text == reply and stream.done
+    t = answer.timings
     assert 0 < t.first_token <= t.total and t.retrieve > 0
+
+
+def test_a_stopped_stream_ends_after_its_current_piece_with_what_was_written(open_kb):
+    kb = open_kb(["Hourly snapshots are kept for two days [1]. Weekly backups twelve weeks [2]."])
+    stream = kb.stream(Q)
+    pieces = []
+    for piece in stream:
+        pieces.append(piece)
+        stream.stop()
+    answer = stream.answer()
+    assert len(pieces) == 1 and answer.text.strip() == pieces[0].strip()
+    assert kb.ask(Q).text.startswith("Hourly snapshots")  # the model is free for the next question
+
+
+def test_answer_runs_a_stream_nobody_read_and_a_closed_one_has_none(open_kb):
+    kb = open_kb(["Two days [1]."])
+    done = []
+    assert kb.stream(Q).on_done(done.append).answer().text == "Two days [1]." and len(done) == 1
+    stream = kb.stream(Q)
+    next(iter(stream))
+    stream.close()
+    assert stream.answer() is None and not stream.done
 
 
 def test_chinese_question_gets_the_chinese_prompt(open_kb):
@@ -264,3 +288,18 @@ def test_a_chinese_question_over_english_documents_is_answered_and_an_unanswerab
         with KnowledgeBase.open("english", settings=Settings(home=english_only, answer={"min_similarity": value}),
                                 create=False) as kb:
             assert kb.ask("每小时的快照保留多久？", answer_mode="extract").status == status
+
+
+def test_a_question_is_embedded_once_per_answer(open_kb, monkeypatch):
+    kb = open_kb(["Two days [1]."])
+    kb.ask("Warm-up question about backups?")  # loads the models
+    embedded = []
+    for embedder in [kb.embedder(), *kb.retriever.ensemble()]:
+        encode = embedder.encode
+        monkeypatch.setattr(embedder, "encode", lambda texts, query=False, _e=encode, _m=embedder.model_id:
+                            embedded.extend((_m, t) for t in texts if query) or _e(texts, query=query))
+    assert kb.ask(Q).status == "answered"  # searched, then checked for refusal
+    quoted = "How often do snapshots run?"
+    assert kb.ask(quoted, answer_mode="extract").answer_mode == "extract"  # and compared again to quote
+    assert len(embedded) == len(set(embedded))
+    assert {(kb.embedder().model_id, Q), (kb.embedder().model_id, quoted)} <= set(embedded)

@@ -9,10 +9,11 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip 
 
 def test_embedded_model_answers_an_english_question_citing_the_right_file(open_kb):
     kb = open_kb(backend="gguf", n_ctx=2048, answer_tokens=96, mode="generate")  # auto quotes for SmolLM2
-    items = list(kb.stream("How long are hourly snapshots kept?"))
-    answer = items[-1]
+    stream = kb.stream("How long are hourly snapshots kept?")
+    streamed = "".join(stream)
+    answer = stream.answer()
     assert answer.status == "answered" and answer.backend == "gguf"
-    assert "".join(items[:-1]).strip()  # streamed text came before the Answer
+    assert streamed.strip()  # streamed text came before the Answer
     assert answer.prompt_tokens + 96 <= kb.backend().context_window == 2048
     assert answer.passages[0].path.endswith("backup-policy.html")
     # the answer's sentences are tied to a passage of the right file (by marker, or by kb's attribution)

@@ -36,10 +36,11 @@ def test_units_are_sentences_and_table_rows_that_read_on_their_own():
 
 def test_the_readme_chinese_question_is_answered_with_the_600_yuan_row(open_kb):
     kb = open_kb(mode="extract")
-    items = list(kb.stream(ZH))
-    answer = items[-1]
-    assert isinstance(answer, Answer) and all(isinstance(i, str) for i in items[:-1])
-    assert "".join(items[:-1]) == answer.text
+    stream = kb.stream(ZH)
+    pieces = list(stream)
+    answer = stream.answer()
+    assert isinstance(answer, Answer) and all(isinstance(i, str) for i in pieces)
+    assert "".join(pieces) == answer.text
     lines = answer.text.splitlines()
     assert lines[0] == LABEL["zh"]
     assert "一线城市" in lines[1] and "600 元" in lines[1] and lines[1].endswith("[1]")

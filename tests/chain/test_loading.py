@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from kb.answer.loading import LazyBackend, Loader
+from kb.answer.loading import Loader
 from kb.errors import ModelError
 
 Q = "How long are hourly snapshots kept?"
@@ -60,17 +60,12 @@ def test_loader_runs_once_in_the_background_and_retries_a_failure():
     assert ended is not None and ended >= began
 
 
-def test_lazy_backend_loads_only_when_asked():
-    asked = []
-
-    class Model:
-        name = "m"
-
-    lazy = LazyBackend(lambda: asked.append(1) or Model())
-    assert not asked and "LazyBackend" in repr(lazy)
-    assert lazy.name == "m" and lazy.name == "m" and asked == [1]
-    with pytest.raises(AttributeError):
-        lazy.__deepcopy__  # noqa: B018  (copying must not load the model)
+def test_a_quoted_answer_never_loads_the_model(open_kb):
+    kb = open_kb(["never written"])
+    model = Loader(lambda: pytest.fail("the model was loaded for an extracted answer"))
+    answer = kb.ask(Q, answer_mode="extract", backend=model)
+    assert answer.answer_mode == "extract" and answer.citations
+    assert model.interval is None and not model.loaded
 
 
 def test_the_configured_embedder_and_the_kbs_share_one_loaded_model(open_kb):
