@@ -55,9 +55,15 @@ class SharedBackend(ChatBackend):
         with self._tokens_lock:
             return self.inner.count_message_tokens(messages)
 
-    def __getattr__(self, name: str):
-        # Anything else a chain may ask of a backend (model path, adapter, ...) comes from the model.
-        return getattr(self.__dict__["inner"], name)
+    def warm(self, messages: list[Message]) -> None:
+        """The model's head start on a prompt, only while no stream holds it (a head start must not wait)."""
+        if self._lock is None:
+            self.inner.warm(messages)
+        elif self._lock.acquire(blocking=False):
+            try:
+                self.inner.warm(messages)
+            finally:
+                self._lock.release()
 
 
 _shared: dict[str, SharedBackend] = {}
