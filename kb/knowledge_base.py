@@ -12,8 +12,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from kb import writing
 from kb.answer.chat import ChatSession
 from kb.answer.loading import Loader, start_answer
@@ -155,10 +153,6 @@ class KnowledgeBase:
     def passage_similarity(self, query: str, chunk_ids: list[int]) -> dict[int, float] | None:
         """Cosine similarity of the query to each chunk, or None when the embedder cannot read most of it."""
         return self.retriever.passage_similarity(query, chunk_ids)
-
-    def similarity(self, query: str, texts: list[str]) -> np.ndarray:
-        """Cosine similarity of the query to each text, in the KB's language-centred space."""
-        return self.retriever.similarity(query, texts)
 
     def span_text(self, doc_id: str, start: int, end: int) -> str | None:
         """The document's text between two character offsets (None if the document is gone)."""

@@ -55,6 +55,11 @@ class SharedBackend(ChatBackend):
         with self._tokens_lock:
             return self.inner.count_message_tokens(messages)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a stream holds the model now (never, for a parallel-safe backend)."""
+        return self._lock is not None and self._lock.locked()
+
     def warm(self, messages: list[Message]) -> None:
         """The model's head start on a prompt, only while no stream holds it (a head start must not wait)."""
         if self._lock is None:

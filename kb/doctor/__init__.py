@@ -42,7 +42,6 @@ from kb.ingest.ocr import OcrOptions, available
 from kb.llm.base import resolve_backend_name
 
 __all__ = ["Finding", "run_checks", "exit_code", "to_json"]
-SECTIONS = ("system", "embedder", "chat model", "documents", "extras", "knowledge bases")
 
 # pyproject.toml's optional dependencies: extra -> (modules that show it is installed, what it is for).
 # tests/core/test_doctor.py checks that every extra in pyproject.toml is here.

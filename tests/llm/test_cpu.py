@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -44,11 +45,25 @@ def test_unknown_machines_keep_every_thread(monkeypatch):
 @pytest.mark.skipif(not sys.platform.startswith("linux") or (cpu.os.cpu_count() or 1) < 2,
                     reason="reads /proc/stat; needs two cores")
 def test_a_busy_process_is_seen(monkeypatch):
-    cores = cpu.FreeCores(limit=64)
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    busy = subprocess.Popen([sys.executable, "-c", "print('spinning', flush=True)\nwhile True: pass"],
+                            stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)
+        assert busy.stdout.readline().strip() == "spinning"  # its loop starts now
+        cores = cpu.FreeCores(limit=64)
+        _wait_for_cpu_seconds(busy.pid, 0.5)  # the window holds half a core-second of its work, whatever the clock
         assert cores.free() <= cores.cores - 1
     finally:
         busy.kill()
         busy.wait()
+
+
+def _wait_for_cpu_seconds(pid: int, seconds: float) -> None:
+    """Until process `pid` has used `seconds` of CPU time (its /proc/<pid>/stat user + system ticks)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + 60  # a safety net for a machine that never schedules it, not the condition
+    while time.monotonic() < deadline:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        if (int(fields[11]) + int(fields[12])) / tick >= seconds:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} got no CPU time in 60 s")
