@@ -3,7 +3,7 @@
 Every write holds the KB's writer lock (kb/handle.py), so two processes never write one KB at once; readers
 need no lock and always see the last commit. A rebuild fills a fresh store with the configured embedder and
 chunking, and swaps it in at the end, so the old index stays usable until the new one is complete. This module
-leaves out how a file becomes chunks and vectors (kb/ingest/pipeline.py).
+leaves out how a file becomes chunks and vectors (ingest/pipeline.py).
 """
 
 from __future__ import annotations

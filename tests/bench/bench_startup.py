@@ -14,7 +14,7 @@ byte and then to its exit. Three variants, run in turn so that they share whatev
             then the embedder, then the chain (a child of this script that passes `backend=`);
   parallel  this checkout's `kb` command: the chat model and the embedder load on worker threads while the
             chain is imported and the question retrieved, the model reads the prompt's fixed start
-            meanwhile (kb/answer/loading.py), and llama.cpp uses the cores other processes leave (kb/llm/cpu.py).
+            meanwhile (kb/answer/loading.py), and llama.cpp uses the cores other processes leave (llm/cpu.py).
 
 Then the stages of each (`kb ask --json`; the serial child's own timers; the baseline fills fewer): imports
 (process start to the question), loading the model and the embedder, retrieval (in `parallel` it includes
