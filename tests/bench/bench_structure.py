@@ -9,8 +9,13 @@ Reads the source with `ast` (nothing is imported or run) for the package folders
   that appears only in the second count is one that function-level imports hide;
 - function-level imports: how many, and how many of them import kb's own modules (an import of an
   optional or heavy dependency inside a function is usually deliberate; one of kb's own is a suspect);
-- modules over 300 lines.
-`--list` names every cycle, kb-internal function-level import and long module. The figures are counts of
+- modules over 300 lines;
+- the layout figures of the answer-service issue: modules directly in kb/ (not counting __init__.py),
+  `isinstance(..., Answer)` outside kb/answer/ (callers that tell a stream's text from its Answer), imports of
+  another package's private names (`from kb.llm.gguf import _x` in kb/), comparisons with a chat backend's name
+  outside llm/ (the core asks a backend what it can do instead), and duplicated blocks of 6+ lines in the package
+  code (the `duplicates` command, where this machine has it, over a copy of the five folders).
+`--list` names every cycle, kb-internal function-level import, long module and layout finding. The figures are counts of
 the source as it is, so they are the same on every machine; start-up time is tests/bench/bench_startup.py.
 """
 
@@ -18,6 +23,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,6 +161,44 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
+BACKEND_NAMES = {"gguf", "hf", "transformers", "chatglm2", "openai", "scripted"}  # llm/'s registered names
+
+
+def layout(known: dict[str, Path]) -> dict[str, list[str]]:
+    """The layout findings, each a list of 'file:line: what' (or module names for kb's own modules)."""
+    found: dict[str, list[str]] = {"kb modules": sorted(m for m, p in known.items()
+                                                        if p.parent == REPO / "kb" and p.stem != "__init__"),
+                                   "isinstance Answer": [], "private imports": [], "backend-name branches": []}
+    for module, path in known.items():
+        where = path.relative_to(REPO)
+        package = module.split(".")[1] if module.count(".") else module
+        for node, _ in _walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance" and len(node.args) == 2
+                    and "Answer" in ast.unparse(node.args[1]) and not module.startswith("kb.answer")):
+                found["isinstance Answer"].append(f"{where}:{node.lineno}")
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kb."):
+                other = node.module.split(".")[1]
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private and other != package:
+                    found["private imports"].append(f"{where}:{node.lineno}: {node.module}.{private[0]}")
+            if isinstance(node, ast.Compare) and not module.startswith("kb.llm"):
+                names = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+                if names & BACKEND_NAMES and "backend" in ast.unparse(node):
+                    found["backend-name branches"].append(f"{where}:{node.lineno}: {ast.unparse(node)[:60]}")
+    return found
+
+
+def duplicated_blocks() -> list[str] | None:
+    """The `duplicates` rows over a copy of the package folders (None: the command is not on this machine)."""
+    if shutil.which("duplicates") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        for folder in PACKAGES.values():
+            shutil.copytree(REPO / folder, Path(tmp) / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        out = subprocess.run(["duplicates", "--repo", tmp, "--most", "50"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.startswith("D")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true", help="name every cycle, internal import and long module")
@@ -175,7 +221,22 @@ def main() -> None:
           f"every command imports (for start-up time): {len(cli)}; elsewhere (no reason to be lazy): "
           f"{len(light) - len(cli)}")
     print(f"modules over {LONG} lines: {len(long)}")
+    found = layout(known)
+    for name, rows in found.items():
+        print(f"{name}: {len(rows)}" + (" (directly in kb/, __init__.py not counted)" if name == "kb modules" else ""))
+    blocks = duplicated_blocks()
+    if blocks is None:
+        print("duplicated 6+-line blocks in package code: not measured (no `duplicates` command)")
+    else:
+        alike = sum(row.endswith("shape") or " shape " in row for row in blocks)
+        print(f"duplicated 6+-line blocks in package code: {len(blocks) - alike} the same to the letter, "
+              f"{alike} alike in shape only")
     if args.list:
+        for name, rows in found.items():
+            for row in rows:
+                print(f"  {name}: {row}")
+        for row in blocks or ():
+            print("  duplicated:", row)
         for c in hidden:
             print("  cycle:", " <-> ".join(c))
         for module, line, target in internal:
