@@ -28,13 +28,14 @@ class AnswerStream:
         self.stopped = stop or threading.Event()  # set by stop(): the model ends after its current piece
         self._answer: Answer | None = None
         self._done: list[Callable[[Answer], object]] = []
-        self._started = False
+        self._pieces_left: Iterator[str] | None = None  # the pieces, once iteration began
+        self._closed = False
 
     def __iter__(self) -> Iterator[str]:
-        if self._started:
+        if self._pieces_left is not None:
             raise RuntimeError("an AnswerStream is iterated once; read the rest with answer()")
-        self._started = True
-        return self._pieces()
+        self._pieces_left = self._pieces()
+        return self._pieces_left
 
     def _pieces(self) -> Iterator[str]:
         try:
@@ -54,8 +55,10 @@ class AnswerStream:
     def answer(self) -> Answer | None:
         """The final Answer: the rest of the stream is run (its text unread) if it was not iterated to its end.
         None when the stream was closed before its end."""
-        if not self._started:
-            for _ in self:
+        if self._pieces_left is None:
+            self._pieces_left = self._pieces()
+        if not self._closed:
+            for _ in self._pieces_left:  # what nobody read yet
                 pass
         return self._answer
 
@@ -84,5 +87,7 @@ class AnswerStream:
     def close(self) -> None:
         """Abandon the stream now: the model's stream is closed, no Answer is made."""
         self.stopped.set()
-        self._started = True
+        self._closed = True
+        if self._pieces_left is not None:
+            self._pieces_left.close()
         self._items.close()

@@ -157,6 +157,9 @@ def test_answer_runs_a_stream_nobody_read_and_a_closed_one_has_none(open_kb):
     kb = open_kb(["Two days [1]."])
     done = []
     assert kb.stream(Q).on_done(done.append).answer().text == "Two days [1]." and len(done) == 1
+    half_read = kb.stream(Q)
+    next(iter(half_read))
+    assert half_read.answer().text == "Two days [1]."  # the rest is run, unread
     stream = kb.stream(Q)
     next(iter(stream))
     stream.close()
