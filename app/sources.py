@@ -17,8 +17,8 @@ import streamlit as st
 
 from kb import Answer, Citation, Passage
 from kb.text.lang import HAN
+from kb.text.sentences import SENTENCE_SPAN
 
-_SENTENCE = re.compile(r"[^。！？；.!?;\n]+[。！？；.!?;]*\s*|\n+")
 _TERM = re.compile(f"[{HAN}]|[A-Za-z0-9]+")
 
 
@@ -30,7 +30,7 @@ def best_sentence(passage: str, cited: str) -> tuple[int, int] | None:
     """(start, end) of the passage sentence sharing most terms with the cited sentence, or None."""
     want = _terms(cited)
     best, best_score = None, 0
-    for m in _SENTENCE.finditer(passage):
+    for m in SENTENCE_SPAN.finditer(passage):
         score = len(want & _terms(m.group()))
         if score > best_score:
             best, best_score = (m.start(), m.end()), score

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from statistics import median
 
 from kb.text.lang import CJK_PUNCT, FULLWIDTH, HAN
+from kb.text.sentences import ENDS_A_LINE
 from kb.types import Element
 
-_SENTENCE_END = re.compile(r"[。！？；.!?;:：]$")
 # Characters set one em wide and written without spaces between them: ideographs, CJK punctuation and
 # full-width forms (OCR here reads Chinese and English, so kana and Hangul are left out).
 CJK_WIDE = re.compile(f"[{CJK_PUNCT}{HAN}{FULLWIDTH}]")
@@ -147,7 +147,7 @@ def _paragraphs(lines: list[Line], height: float, left: float, width: float, pag
             current.clear()
 
     for k, line in enumerate(lines):
-        if body and line.em > body * 1.2 and len(line.text) <= 60 and not _SENTENCE_END.search(line.text):
+        if body and line.em > body * 1.2 and len(line.text) <= 60 and not ENDS_A_LINE.search(line.text):
             flush()
             out.append(Element(line.text, "title", page, depth=0 if line.em > body * 1.5 else 1))
             continue
@@ -158,7 +158,7 @@ def _paragraphs(lines: list[Line], height: float, left: float, width: float, pag
                 flush()
         current.append(line.text)
         short = line.x1 - left < width * 0.85
-        if _SENTENCE_END.search(line.text) and short:
+        if ENDS_A_LINE.search(line.text) and short:
             flush()
     flush()
     return out

@@ -10,16 +10,15 @@ PDF with no text at all is reported, not silently indexed as empty.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from kb.errors import ParseError
+from kb.text.sentences import ENDS_A_LINE
 from kb.types import Element
 
 from .ocr import OcrRun, available, render_scale
 from .ocr_layout import join_lines
 
-_SENTENCE_END = re.compile(r"[。！？；.!?;:：]$")
 # A page is OCR'd when its text layer has fewer characters than SCAN_MAX_CHARS and it holds an image, or
 # when one image covers most of it and the text layer is short: a scan with a stamp or Bates number
 # added digitally ("Confidential · page 3 of 10") still has its picture read.
@@ -127,7 +126,7 @@ def _paragraphs(page_text: str) -> list[str]:
             _flush(current, paras)
             continue
         current.append(line)
-        if _SENTENCE_END.search(line) and len(line) < full * 0.85:
+        if ENDS_A_LINE.search(line) and len(line) < full * 0.85:
             _flush(current, paras)
     _flush(current, paras)
     return paras

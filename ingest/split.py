@@ -13,15 +13,11 @@ offsets point exactly at it; a table chunk is the header line followed by such a
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from kb.text.sentences import SENTENCE_END_MARK
 from kb.types import Element
-
-# A sentence ends after Chinese end punctuation (closing quotes included), or English end punctuation
-# followed by whitespace, or at a line break.
-_SENTENCE_END = re.compile(r"[。！？；]+[”’」』）)]*|[.!?;]+[\"')\]]*(?=\s)|\n")
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
@@ -148,7 +144,7 @@ def _sentences(text: str) -> list[tuple[int, int]]:
     """(start, end) spans of the sentences in text, whitespace trimmed."""
     spans = []
     begin = 0
-    for m in _SENTENCE_END.finditer(text):
+    for m in SENTENCE_END_MARK.finditer(text):
         spans.append((begin, m.end()))
         begin = m.end()
     spans.append((begin, len(text)))

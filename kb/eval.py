@@ -30,7 +30,7 @@ from typing import Any
 from kb.answer.citations import MARKER, split_sentences
 from kb.answer.loop_guard import SENTENCE_WEIGHT, normalize
 from kb.errors import KBError
-from kb.text.lang import CJK, language
+from kb.text.lang import language, weight
 
 CUTOFFS = (1, 5, 10)
 
@@ -173,7 +173,7 @@ def repeats_a_sentence(text: str, quoted: bool = False) -> bool:
     seen: set[str] = set()
     for sentence in (text.splitlines() if quoted else split_sentences(text)):
         key = normalize(sentence)
-        if len(key) + len(CJK.findall(key)) < SENTENCE_WEIGHT:
+        if weight(key) < SENTENCE_WEIGHT:
             continue
         if key in seen:
             return True

@@ -17,16 +17,14 @@ from dataclasses import dataclass
 
 from kb.answer.types import Citation, Passage
 from kb.text.keywords import query_terms
+from kb.text.sentences import LIST_LEAD, ONLY_LIST_MARK, SENTENCE_BREAK
 
 INFER_OVERLAP = 0.6
 INFER_MIN_TERMS = 3  # shorter sentences ("PWNED.", "Yes.") say too little to be tied to a passage
 
 _NUM = r"\^?\s*\d{1,3}"
 MARKER = re.compile(rf"[ \t]?[\[【]({_NUM}(?:\s*[,，、]\s*{_NUM})*)\s*[\]】]")
-# Sentence ends: Chinese punctuation anywhere, English .!? before whitespace, and line breaks.
-_END = re.compile(r"(?<=[。！？；])|(?<=[.!?;])(?=\s)|\n+")
 _CONTENT = re.compile(r"[^\W\d_]", re.UNICODE)  # a letter or a CJK character
-_LIST_NUMBER = re.compile(r"^(?:\d{1,2}[.)]|[-*•])$")
 
 
 @dataclass(frozen=True)
@@ -60,11 +58,11 @@ def clean_markers(text: str, valid: set[int]) -> tuple[str, list[int]]:
 
 def split_sentences(text: str) -> list[str]:
     """Sentences in order; leading markers of a piece are moved onto the sentence before it."""
-    pieces = [p.strip() for p in _END.split(text) if p and p.strip()]
+    pieces = [p.strip() for p in SENTENCE_BREAK.split(text) if p and p.strip()]
     out: list[str] = []
     carry = ""
     for piece in pieces:
-        if _LIST_NUMBER.match(piece):  # "1." of a numbered list starts the next sentence
+        if ONLY_LIST_MARK.match(piece):  # "1." of a numbered list starts the next sentence
             carry = piece + " "
             continue
         piece, carry = carry + piece, ""
@@ -80,7 +78,7 @@ def split_sentences(text: str) -> list[str]:
 def strip_markers(sentence: str) -> str:
     """The sentence without markers and without a leading list number ("1. ", "- ")."""
     text = re.sub(r"\s+([。！？；.!?;,，])", r"\1", MARKER.sub("", sentence)).strip()
-    return re.sub(r"^(?:\d{1,2}[.)]|[-*•])\s+", "", text)
+    return LIST_LEAD.sub("", text)
 
 
 def _stem(term: str) -> str:

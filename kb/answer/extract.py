@@ -34,7 +34,8 @@ import numpy as np
 from kb.answer.citations import key_terms
 from kb.answer.loop_guard import normalize
 from kb.answer.types import Citation, Passage
-from kb.text.lang import CJK, has_cjk, language
+from kb.text.lang import has_cjk, language, weight
+from kb.text.sentences import SENTENCE_BREAK
 
 LABEL = {"en": "Quoted from your documents:", "zh": "以下摘自文档原文："}
 MAX_QUOTES = 3
@@ -45,7 +46,6 @@ W_TERMS, W_MEANING, W_RANK = 0.25, 0.5, 0.1
 HEADING_WEIGHT = 30  # a line this short without an end mark is a heading (a Chinese character weighs two)
 MAX_UNIT = 400  # a "sentence" longer than this (a paragraph without end marks) is cut at commas
 
-_SENTENCE_END = re.compile(r"(?<=[。！？；])|(?<=[.!?;])(?=\s)|\n+")
 _COMMA = re.compile(r"(?<=[，,、])")
 _CELL = " | "
 
@@ -103,11 +103,7 @@ def units(passage: Passage) -> list[Unit]:
 
 def _is_heading(line: str) -> bool:
     """A short line without an end mark ("一、消防安全", "Retention"): a title, which answers nothing."""
-    return line[-1] not in "。！？；：.!?;:)）" and _weight(line) <= HEADING_WEIGHT
-
-
-def _weight(text: str) -> int:
-    return len(text) + len(CJK.findall(text))
+    return line[-1] not in "。！？；：.!?;:)）" and weight(line) <= HEADING_WEIGHT
 
 
 def _row(header: list[str], cells: list[str]) -> str:
@@ -119,7 +115,7 @@ def _row(header: list[str], cells: list[str]) -> str:
 
 def _sentences(line: str) -> list[str]:
     out = []
-    for s in (p.strip() for p in _SENTENCE_END.split(line)):
+    for s in (p.strip() for p in SENTENCE_BREAK.split(line)):
         if not s:
             continue
         if len(s) <= MAX_UNIT:

@@ -11,29 +11,20 @@ model-specific (sampling penalties live in the backends).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from kb.answer.citations import MARKER
-from kb.text.lang import CJK
+from kb.text.lang import weight
+from kb.text.sentences import LIST_LEAD, LIST_START, ONLY_LIST_NUMBER, STREAM_SENTENCE_END
 
 SENTENCE_WEIGHT = 8  # a sentence shorter than this (weighted characters) may repeat ("Yes.", a table rule)
 RUN_WEIGHT = 48  # a repeated run this long is a loop, even inside one sentence
-
-_END = re.compile(r"[。！？；!?;\n]|\.(?=\s)")
-_LIST_NUMBER = re.compile(r"\s*\d{1,2}[.)]\s*$")
-_LIST_START = re.compile(r"\s*(?:\d{1,2}[.)]?|[-*•])\s*$")  # a list item's number, nothing after it yet
-_LIST_LEAD = re.compile(r"\s*(?:\d{1,2}[.)]|[-*•])\s+")
-
-
-def _weight(text: str) -> int:
-    return len(text) + len(CJK.findall(text))
 
 
 def _words(text: str) -> tuple[str, list[int]]:
     """normalize(text), and where each of its characters is in `text`."""
     skip = {i for m in MARKER.finditer(text) for i in range(*m.span())}
-    lead = _LIST_LEAD.match(text)
+    lead = LIST_LEAD.match(text)
     skip.update(range(lead.end() if lead else 0))
     kept = [(ch.lower(), i) for i, ch in enumerate(text) if ch.isalnum() and i not in skip]
     return "".join(ch for ch, _ in kept), [i for _, i in kept]
@@ -84,9 +75,9 @@ class LoopGuard:
 
     def _sentence_end(self) -> int | None:
         """Index just past the first complete sentence in pending (with its trailing spaces), or None."""
-        m = _END.search(self.pending)
-        while m is not None and _LIST_NUMBER.match(self.pending[:m.end()]):  # "2." starts a sentence
-            m = _END.search(self.pending, m.end())
+        m = STREAM_SENTENCE_END.search(self.pending)
+        while m is not None and ONLY_LIST_NUMBER.match(self.pending[:m.end()]):  # "2." starts a sentence
+            m = STREAM_SENTENCE_END.search(self.pending, m.end())
         if m is None:
             return None
         end = m.end()
@@ -104,11 +95,11 @@ class LoopGuard:
         """Pass on the rest of a complete sentence unless it repeats one already said."""
         sentence = self.pending[:end]
         key = normalize(sentence)
-        if _weight(key) >= self.sentence_weight and key in self.said:
+        if weight(key) >= self.sentence_weight and key in self.said:
             return self._stop(sentence)
         if self._run_start(key) is not None:
             return self._stop(sentence)
-        if _weight(key) >= self.sentence_weight:
+        if weight(key) >= self.sentence_weight:
             self.said.add(key)
         out = sentence[self.released:]
         self.shown_words += key
@@ -120,7 +111,7 @@ class LoopGuard:
         key, where = _words(self.pending)
         if self._run_start(key) is not None:  # the held part holds the repeat: drop it
             return self._stop(self.pending[self.released:])
-        if not key or _LIST_START.match(self.pending) or any(s.startswith(key) for s in self.said):
+        if not key or LIST_START.match(self.pending) or any(s.startswith(key) for s in self.said):
             return ""  # ("2." may start a repeated item)
         # A repeat in the making is a run that occurred before: hold back the longest such end, no more.
         earlier = self.shown_words + key[:-1]
@@ -135,7 +126,7 @@ class LoopGuard:
     def _run_start(self, key: str) -> int | None:
         """Where in `key` (the sentence's words) a run that already occurred begins, if one ends it."""
         tail = _tail(key, self.run_weight)
-        if _weight(tail) < self.run_weight:
+        if weight(tail) < self.run_weight:
             return None
         earlier = self.shown_words + key[: len(key) - 1]
         return len(key) - len(tail) if tail in earlier else None
@@ -145,12 +136,12 @@ class LoopGuard:
         return ""
 
 
-def _tail(text: str, weight: int) -> str:
-    """The shortest end of `text` that weighs at least `weight` (all of it if lighter)."""
+def _tail(text: str, least: int) -> str:
+    """The shortest end of `text` that weighs at least `least` (all of it if lighter)."""
     total = 0
     for i in range(len(text) - 1, -1, -1):
-        total += 2 if CJK.match(text[i]) else 1
-        if total >= weight:
+        total += weight(text[i])
+        if total >= least:
             return text[i:]
     return text
 

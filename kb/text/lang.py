@@ -29,3 +29,9 @@ def has_cjk(text: str) -> bool:
 def language(text: str) -> str:
     """'zh' when Chinese characters outnumber Latin words, else 'en'."""
     return "zh" if len(CJK.findall(text)) >= max(1, len(LATIN_WORD.findall(text))) else "en"
+
+
+def weight(text: str) -> int:
+    """How much `text` says, for length limits that hold in both languages: a Chinese character weighs two,
+    anything else one (a Chinese sentence is about half as many characters as its English)."""
+    return len(text) + len(CJK.findall(text))
