@@ -45,6 +45,8 @@ __all__ = [
 
 # A knowledge base's name (the `kb` setting, --kb, the HTTP API's paths): checked by kb.catalog.check_name.
 KB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# kb's home (its KBs, config.yaml, models) when KB_HOME is not set.
+DEFAULT_HOME = "~/.kb"
 
 
 class Settings(BaseSettings):
@@ -53,7 +55,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KB_", env_nested_delimiter="__", extra="forbid")
 
     home: Path = Field(
-        Path("~/.kb"), description="Folder that holds all knowledge bases and config.yaml (KB_HOME)."
+        Path(DEFAULT_HOME), description="Folder that holds all knowledge bases and config.yaml (KB_HOME)."
     )
     kb: str = Field("default", description="Knowledge base used when a command names none (KB_KB).")
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
@@ -128,13 +130,13 @@ def config_path() -> Path:
     """Where the YAML config file is read from."""
     if os.environ.get("KB_CONFIG"):
         return Path(os.environ["KB_CONFIG"]).expanduser()
-    home = Path(os.environ.get("KB_HOME", "~/.kb")).expanduser()
+    home = Path(os.environ.get("KB_HOME", DEFAULT_HOME)).expanduser()
     return home / "config.yaml"
 
 
 def default_models_dir() -> Path:
     """$KB_HOME/models: where kb builds its default embedder unless embedding.cache_dir says otherwise."""
-    return Path(os.environ.get("KB_HOME", "~/.kb")).expanduser() / "models"
+    return Path(os.environ.get("KB_HOME", DEFAULT_HOME)).expanduser() / "models"
 
 
 def load_settings(**overrides: Any) -> Settings:
