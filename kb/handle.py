@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from kb.config import DEFAULT_EMBEDDER, KB_NAME_PATTERN, Settings
+from kb.config import KB_NAME_PATTERN, Settings
 from kb.errors import ConfigError, EmbedderMismatchError, KBNotFoundError, ModelError
 from kb.ingest.embed import Embedder, get_embedder
 from kb.stores import Catalog, Store
@@ -134,15 +134,8 @@ class Handle:
         changed. Only a model named explicitly in the settings that differs from the KB's is an error."""
         built = self.manifest["embedder"]
         want = self.settings.embedding
-        mine = {"model": built["model"], "query_prefix": built.get("query_prefix", ""),
-                "passage_prefix": built.get("passage_prefix", "")}
-        # Named means set in a config file, a KB_* variable or code, and not to kb's default model or to
-        # the model's own prefixes (None): copies of the settings (the app's) carry those without choosing.
-        named = {f for f in ("model", "query_prefix", "passage_prefix")
-                 if f in want.model_fields_set and getattr(want, f) is not None}
-        if want.model == DEFAULT_EMBEDDER:
-            named.discard("model")
-        if any(getattr(want, f) != mine[f] for f in named):
+        mine = manifests.pinned(built)
+        if manifests.embedder_mismatch(built, want):
             raise EmbedderMismatchError(
                 f"embedding model '{want.model}' (prefixes {want.query_prefix!r}/{want.passage_prefix!r}) does "
                 f"not match the index of KB '{self.name}' (built with '{built['model']}', prefixes "

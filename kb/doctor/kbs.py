@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import NamedTuple
 
-from kb.config import DEFAULT_EMBEDDER, Settings
+from kb.config import Settings
 from kb.doctor.findings import LEVELS, Finding, Level
 from kb.doctor.models import TorchInfo, embedder_finding
 from kb.errors import IndexFormatError, KBError
@@ -109,15 +109,11 @@ def _read_db(folder: Path) -> dict:
 
 
 def _embedder_problem(name: str, built: dict, docs: str, settings: Settings, t: TorchInfo) -> Problem | None:
-    """The rule of KnowledgeBase.embedder(): the KB keeps the model it was built with, and only a model or
-    prefix named explicitly in the settings (kb's default model does not count) that differs is an error."""
+    """The rule KnowledgeBase.embedder() applies (kb.stores.manifest.embedder_mismatch): the KB keeps the model
+    it was built with, and only a model or prefix named explicitly in the settings that differs is an error."""
     want = settings.embedding
-    mine = {"model": built["model"], "query_prefix": built.get("query_prefix", ""),
-            "passage_prefix": built.get("passage_prefix", "")}
-    named = {f for f in mine if f in want.model_fields_set and getattr(want, f) is not None}
-    if want.model == DEFAULT_EMBEDDER:
-        named.discard("model")
-    differ = [f"embedding.{f} {getattr(want, f)!r}" for f in sorted(named) if getattr(want, f) != mine[f]]
+    mine = manifests.pinned(built)
+    differ = [f"embedding.{f} {getattr(want, f)!r}" for f in manifests.embedder_mismatch(built, want)]
     if differ:
         return Problem("error", f"searches fail: the settings' {', '.join(differ)} do not match the index "
                 f"(built with {built['model']!r})", "embedder",

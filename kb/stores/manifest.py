@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kb.config import DEFAULT_EMBEDDER
 from kb.errors import IndexFormatError
 
 FORMAT = "kb-index"
@@ -45,6 +46,28 @@ def entry(embedder) -> dict[str, Any]:
 def ensemble_dims(data: dict[str, Any]) -> dict[str, int]:
     """The other embedders of a KB's ensemble: model -> vector dimension."""
     return {e["model"]: e["dim"] for e in data.get("ensemble", [])}
+
+
+def pinned(built: dict[str, Any]) -> dict[str, str]:
+    """The embedding settings a KB's main embedder entry (`built`, the manifest's "embedder") pins: model
+    and prefixes."""
+    return {"model": built["model"], "query_prefix": built.get("query_prefix", ""),
+            "passage_prefix": built.get("passage_prefix", "")}
+
+
+def embedder_mismatch(built: dict[str, Any], want) -> list[str]:
+    """The embedder rule: a KB keeps the model it was built with (`built`, the manifest's "embedder"), and
+    only a model or prefix named explicitly in `want` (EmbeddingSettings) that differs from it is an error.
+    Returns those fields, sorted ([]: none). Used by KnowledgeBase.embedder() (kb/handle.py) and
+    `kb doctor` (kb/doctor/kbs.py).
+
+    Named means set in a config file, a KB_* variable or code, and not to kb's default model or to the
+    model's own prefixes (None): copies of the settings (the app's) carry those without choosing."""
+    mine = pinned(built)
+    named = {f for f in mine if f in want.model_fields_set and getattr(want, f) is not None}
+    if want.model == DEFAULT_EMBEDDER:
+        named.discard("model")
+    return [f for f in sorted(named) if getattr(want, f) != mine[f]]
 
 
 def models(data: dict[str, Any]) -> list[str]:
