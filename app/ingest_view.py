@@ -16,6 +16,7 @@ import streamlit as st
 
 from kb import KBError, Settings
 from kb.app import state
+from kb.types import format_location
 
 RESULTS = "kb_ingest_results"
 UPLOADER = "kb_uploader_generation"
@@ -120,7 +121,7 @@ def show_chunks(name: str, s: Settings, doc) -> None:
     """A document's chunks in reading order (page, section, text); the first 200 of a long one."""
     chunks = state.open_kb(name, s).chunks(doc.doc_id)
     for i, h in enumerate(chunks[:200], start=1):
-        where = " · ".join(x for x in (f"p. {h.page}" if h.page is not None else "", h.section) if x)
+        where = format_location("", h.page, h.section, sep=" · ")
         st.markdown(f"**{i}.** {where}")
         st.text(h.text)
     if len(chunks) > 200:

@@ -18,6 +18,7 @@ import streamlit as st
 from kb import Answer, Citation, Passage
 from kb.text.lang import HAN
 from kb.text.sentences import SENTENCE_SPAN
+from kb.types import format_location
 
 _TERM = re.compile(f"[{HAN}]|[A-Za-z0-9]+")
 
@@ -54,13 +55,7 @@ def highlighted_html(passage: str, cited: list[str]) -> str:
 
 def card_title(p: Passage) -> str:
     """'[1] file.md · p. 3 · § Section · score 0.87' (the label of a source card)."""
-    parts = [f"[{p.n}] {Path(p.path).name}"]
-    if p.page is not None:
-        parts.append(f"p. {p.page}")
-    if p.section:
-        parts.append(f"§ {p.section}")
-    parts.append(f"score {p.score:.2f}")
-    return " · ".join(parts)
+    return f"[{p.n}] {format_location(Path(p.path).name, p.page, p.section, sep=' · ')} · score {p.score:.2f}"
 
 
 def _reader(path: Path):

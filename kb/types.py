@@ -84,11 +84,12 @@ class Hit:
         return format_location(self.path, self.page, self.section)
 
 
-def format_location(path: str, page: int | None, section: str) -> str:
-    """'file, p. 3, § Section' for display."""
-    parts = [path]
+def format_location(path: str, page: int | None, section: str, *, sep: str = ", ", page_label: str = "p. {}") -> str:
+    """'file, p. 3, § Section': where a passage is, as every place shows it. `sep` joins the parts (the app's
+    cards use " · "), `page_label` writes the page (a Chinese prompt's "第{}页"); an empty path is left out."""
+    parts = [path] if path else []
     if page is not None:
-        parts.append(f"p. {page}")
+        parts.append(page_label.format(page))
     if section:
         parts.append(f"§ {section}")
-    return ", ".join(parts)
+    return sep.join(parts)

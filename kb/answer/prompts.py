@@ -16,6 +16,7 @@ from kb.answer.types import Passage
 from kb.config import AnswerSettings
 from kb.errors import ConfigError
 from kb.llm import Message
+from kb.types import format_location
 
 _PACKAGED = Path(__file__).with_name("prompts")
 
@@ -29,7 +30,7 @@ GENERAL_LABEL = {
     "en": "[General knowledge - not from your documents] ",
     "zh": "【通用知识，非来自你的文档】",
 }
-_LABELS = {"en": ("Passages", "Question", "p."), "zh": ("资料", "问题", "第")}
+_LABELS = {"en": ("Passages", "Question", "p. {}"), "zh": ("资料", "问题", "第{}页")}
 
 
 @lru_cache(maxsize=32)
@@ -57,13 +58,8 @@ def system_prompt(settings: AnswerSettings, lang: str) -> str:
 
 def passage_block(p: Passage, lang: str) -> str:
     """'[n] file.md, p. 2, § Section' then the passage text."""
-    _, _, page_word = _LABELS[lang]
-    head = [Path(p.path).name]
-    if p.page is not None:
-        head.append(f"{page_word}{p.page}页" if lang == "zh" else f"p. {p.page}")
-    if p.section:
-        head.append(f"§ {p.section}")
-    return f"[{p.n}] {', '.join(head)}\n{p.text.strip()}"
+    where = format_location(Path(p.path).name, p.page, p.section, page_label=_LABELS[lang][2])
+    return f"[{p.n}] {where}\n{p.text.strip()}"
 
 
 def answer_messages(settings: AnswerSettings, question: str, passages: list[Passage],
