@@ -1,6 +1,7 @@
 """What the modules that build kb's embedders share: the default embedder's name, the error for a missing
-build dependency, how the folder's JSON files are written and hashed, and the crash-safe build itself
-(`build_once`: build beside, rename into place, one builder at a time).
+build dependency, how the folder's JSON files are written and hashed, its build record (kb-build.json:
+`write_build_record`, `finished_build`), and the crash-safe build itself (`build_once`: build beside, rename
+into place, one builder at a time; `build_from_package` around it, with its progress lines).
 
 A leaf (it imports only kb.errors; filelock when a build runs), so that e5_build, e5_tokenizer, e5_onnx and
 minilm_build all import it at the top level and none of them has to import another to reach these. The
@@ -15,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,14 @@ def finished_build(folder: Path, build_format: int) -> dict[str, Any] | None:
     return record if all((folder / f).is_file() for f in record.get("files", {})) else None
 
 
+def write_build_record(out: Path, build_format: int, model: str, source: dict[str, Any]) -> None:
+    """`out`/kb-build.json, written last: the build's format, the model, where it was built from, and the
+    sha256 of every file in `out` (what finished_build checks)."""
+    write_json(out / "kb-build.json", {
+        "format": build_format, "model": model, "source": source, "files": file_digests(out), "built_at": time.time(),
+    })
+
+
 def say_on_stderr(message: str) -> None:
     """The default progress report of a build: a line on stderr."""
     print(message, file=sys.stderr, flush=True)
@@ -97,3 +107,21 @@ def build_once(folder: Path, is_built: Callable[[Path], bool], build: Callable[[
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return folder
+
+
+def build_from_package(folder: Path, is_built: Callable[[Path], bool], find_source: Callable[[], Path],
+                       build: Callable[[Path, Path, Callable[[str], None]], None], size: str, what: str,
+                       progress: Callable[[str], None] | None = None) -> Path:
+    """`folder`, built once (build_once) by `build(source, tmp, say)` from `find_source()`, the installed
+    package's model, with a line to `progress` (default: stderr) when the build starts, naming `what`, and one
+    with the time it took."""
+    say = progress or say_on_stderr
+
+    def build_into(tmp: Path) -> None:
+        source = find_source()
+        start = time.perf_counter()
+        say(f"kb: building {what} from {source} into {folder} (once; no network) ...")
+        build(source, tmp, say)
+        say(f"kb: built '{folder.name}' in {time.perf_counter() - start:.0f} s")
+
+    return build_once(folder, is_built, build_into, size)

