@@ -15,6 +15,7 @@ from kb import KBError, Settings, load_settings
 from kb.app import state
 from kb.config import ANSWER_MODES, RETRIEVAL_MODES, LLMSettings, config_path, save_settings
 from kb.llm import backend_names
+from kb.llm.base import model_form
 
 QUANTIZE = list(get_args(LLMSettings.model_fields["quantize"].annotation))
 
@@ -51,12 +52,13 @@ def _model(base: Settings) -> dict:
     backend = _choice("Model backend", ["auto", *backend_names()], cur.backend, "set_backend",
                       help="auto picks from the model path / URL; gguf is the embedded SmolLM2 default.")
     out["backend"] = backend
-    if backend in ("chatglm2", "hf"):
+    form = model_form(backend)
+    if form == "folder":
         out["model"] = st.text_input("Model folder", cur.model, key="set_model",
                                      help="A THUDM ChatGLM2 folder (chatglm2) or a Hugging Face model folder.")
         out["quantize"] = _choice("Quantization (CUDA)", QUANTIZE, cur.quantize, "set_quantize",
                                   help="4 = NF4, 8 = int8 with bitsandbytes; needs an NVIDIA GPU.")
-    elif backend == "openai":
+    elif form == "server":
         url = st.text_input("Server URL", cur.openai.base_url, key="set_base_url",
                             placeholder="http://localhost:8000/v1")
         out["model"] = st.text_input("Model name", cur.model, key="set_model")

@@ -15,7 +15,7 @@ import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -136,6 +136,38 @@ def is_small(backend: ChatBackend) -> bool:
     return bool(getattr(backend, "small", False))
 
 
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a backend's model is, read from the settings and the files on disk without loading it (describe).
+
+    found: the model is there and its backend can run it; else `reason` says what is wrong and `fix` what to
+    do (`absent`: none configured and none installed, which is a warning, not an error). `device` is the
+    device setting a backend on torch will use ("" for the others), for a check of torch and CUDA."""
+
+    name: str
+    found: bool
+    label: str = ""
+    window: int | None = None
+    languages: tuple[str, ...] = ChatBackend.languages
+    parameters: int | None = None
+    reason: str = ""
+    fix: str = ""
+    absent: bool = False
+    where: str = ""  # e.g. " (embedded, 135M parameters, gguf on llama.cpp)", after the label
+    device: str = ""
+    facts: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def small(self) -> bool:
+        """As ChatBackend.small: under SMALL_MODEL parameters (unknown size: no)."""
+        return self.parameters is not None and self.parameters < SMALL_MODEL
+
+
+def not_found(name: str, reason: str, fix: str, **facts) -> BackendInfo:
+    """A BackendInfo for a model that is not there (or cannot run): what is wrong and the fix."""
+    return BackendInfo(name, False, reason=reason, fix=fix, facts=facts)
+
+
 def check_messages(messages: list[Message]) -> None:
     """Raise ModelError unless `messages` is a non-empty list ending with a user turn."""
     if not messages:
@@ -217,6 +249,41 @@ def load_backend(settings: LLMSettings) -> ChatBackend:
         )
     module, func = _BUILTIN[name].split(":")
     return getattr(importlib.import_module(module), func)(settings)
+
+
+def describe(settings: LLMSettings) -> BackendInfo:
+    """The description of the backend `settings` resolve to, from its module's `describe(settings)` (no model
+    is loaded). A registered backend is described by name only; a bad setting gives a not-found one."""
+    try:
+        name = resolve_backend_name(settings)
+    except ConfigError as e:
+        what, _, fix = str(e).partition("; ")
+        return not_found(settings.backend, what, fix or what)
+    if name in _REGISTRY or name not in _BUILTIN:
+        if name not in _REGISTRY:
+            return not_found(name, f"llm.backend {name!r} is not a known model backend",
+                             f"use one of {', '.join(backend_names())}")
+        return BackendInfo(name, True, label=f"registered backend '{name}'", where=" (not loaded to describe it)")
+    module = _BUILTIN[name].split(":")[0]
+    return importlib.import_module(module).describe(settings)
+
+
+def uses_torch_settings(settings: LLMSettings) -> bool:
+    """Whether the backend `settings` resolve to reads llm.device and llm.quantize (the transformers ones)."""
+    try:
+        return resolve_backend_name(settings) in TORCH_BACKENDS
+    except ConfigError:
+        return False
+
+
+TORCH_BACKENDS = ("chatglm2", "hf")
+# How each backend's llm.model is given, for a settings form (kb's app): a folder, a server's model name, else a file.
+MODEL_FORMS: dict[str, str] = {"chatglm2": "folder", "hf": "folder", "openai": "server"}
+
+
+def model_form(name: str) -> str:
+    """'folder', 'server' or 'file': what llm.model names for backend `name`."""
+    return MODEL_FORMS.get(name, "file")
 
 
 def require(module: str, extra: str, what: str, package: str | None = None):

@@ -53,7 +53,7 @@ class ChatGLM2Backend(TorchBackend):
         converted = folder if (folder / MANIFEST).is_file() else ensure_converted(
             folder, Path(cache_dir).expanduser() if cache_dir else default_cache_dir(folder, default_models_dir()))
         config = transformers.GlmConfig.from_pretrained(str(converted))
-        window = n_ctx or _native_window(config)
+        window = n_ctx or native_window(config)
         placement = resolve_placement(device, dtype, quantize)
         check_fits(config, placement, window, f"ChatGLM2 ({folder.name})")
         model = cls.load_model(transformers.GlmForCausalLM, converted, placement, adapter)
@@ -82,7 +82,8 @@ class ChatGLM2Backend(TorchBackend):
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
-def _native_window(config) -> int:
+def native_window(config) -> int:
+    """ChatGLM2's window: 8K dialogues, or the whole positions for a linear-rope (-32K) model."""
     rope = getattr(config, "rope_parameters", None) or {}
     if rope.get("rope_type") == "linear":
         return config.max_position_embeddings
@@ -97,3 +98,10 @@ def from_settings(settings) -> ChatGLM2Backend:
         )
     return ChatGLM2Backend.from_folder(settings.model, cache_dir=settings.chatglm2.cache_dir or None,
                                        **torch_options(settings))
+
+
+def describe(settings):
+    """The ChatGLM2 folder llm.model names, without loading it (kb.llm.torch_describe)."""
+    from kb.llm.torch_describe import describe_folder
+
+    return describe_folder(settings, "chatglm2")

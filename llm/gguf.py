@@ -12,10 +12,11 @@ import importlib.util
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from kb.errors import ModelError, NoChatModelError
-from kb.llm.base import ChatBackend, Message, Sampling, check_messages, require
+from kb.errors import MissingDependencyError, ModelError, NoChatModelError
+from kb.llm.base import BackendInfo, ChatBackend, Message, Sampling, check_messages, not_found, require
 from kb.llm.cpu import FreeCores
 from kb.llm.no_repeat import NoRepeatNGram
 
@@ -47,7 +48,8 @@ def _distribution(name: str) -> bool:
         return False
 
 
-def _is_packaged(path: Path) -> bool:
+def is_packaged(path: Path) -> bool:
+    """Whether `path` is the embedded SmolLM2 file (the one test of "the embedded model")."""
     try:
         return path.resolve() == packaged_model().resolve()
     except ModelError:
@@ -88,7 +90,7 @@ class GGUFBackend(ChatBackend):
             no_repeat_ngram = SMALL_NO_REPEAT_NGRAM if self.small else 0
         self.no_repeat_ngram = no_repeat_ngram
         self.path = path
-        if _is_packaged(path):
+        if is_packaged(path):
             self.languages = ("en",)  # SmolLM2-135M: English only
         self.sampling = Sampling(max_new_tokens, temperature, top_p)
         self.repeat_penalty = repeat_penalty
@@ -185,3 +187,69 @@ def from_settings(settings) -> GGUFBackend:
     return GGUFBackend(path, n_ctx=settings.n_ctx, max_new_tokens=settings.max_new_tokens,
                        temperature=settings.temperature, top_p=settings.top_p, adapter=settings.adapter,
                        repeat_penalty=settings.gguf.repeat_penalty, no_repeat_ngram=settings.gguf.no_repeat_ngram)
+
+
+INSTALL_LOCAL = "pip install 'kb[local]' for the embedded SmolLM2 (English), or set llm.model (README, Models)"
+
+
+def describe(settings) -> BackendInfo:
+    """The GGUF model `settings` name (or the embedded one), its metadata read with the vocabulary only."""
+    if settings.model:
+        path = Path(settings.model).expanduser()
+        if not path.is_file():
+            return not_found("gguf", f"llm.model {settings.model} does not exist", "set llm.model to an existing "
+                             ".gguf file, or remove llm.model to use the embedded SmolLM2")
+    else:
+        try:
+            path = packaged_model()
+        except ModelError:
+            return BackendInfo("gguf", False, reason="none installed (the embedded SmolLM2 comes with the 'local' "
+                               "extra)", fix=INSTALL_LOCAL, absent=True, facts={"installed": False})
+        if importlib.util.find_spec("llama_cpp") is None:
+            return BackendInfo("gguf", False, reason="SmolLM2 is installed but llama-cpp-python is not",
+                               fix=INSTALL_LOCAL, absent=True, facts={"installed": False})
+    if importlib.util.find_spec("llama_cpp") is None:
+        return not_found("gguf", str(MissingDependencyError("llama-cpp-python", "local", "The gguf backend")),
+                         "pip install 'kb[local]'")
+    try:
+        meta, params = gguf_metadata(path)
+    except (ValueError, RuntimeError, OSError) as e:
+        return not_found("gguf", f"llama.cpp cannot read {path} ({e})", "check that the file is a complete GGUF model")
+    if not meta.get("tokenizer.chat_template"):
+        return not_found("gguf", f"{path.name} has no chat template in its metadata", "use a chat (instruct) GGUF model")
+    if settings.adapter and not Path(settings.adapter).expanduser().is_file():
+        return not_found("gguf", f"llm.adapter {settings.adapter} does not exist", "fix llm.adapter (a LoRA in GGUF form)")
+    arch = meta.get("general.architecture", "")
+    trained = int(meta.get(f"{arch}.context_length", 0) or 0) or None
+    packaged = is_packaged(path)
+    return BackendInfo(
+        "gguf", True, label=path.stem, window=settings.n_ctx or trained, parameters=params,
+        languages=("en",) if packaged else ChatBackend.languages,  # as GGUFBackend.__init__
+        where=f" ({'embedded, ' if packaged else ''}{params / 1e6:,.0f}M parameters, gguf on llama.cpp)",
+        facts={"path": str(path), "packaged": packaged, "trained_context": trained,
+               "general_name": meta.get("general.name")})
+
+
+@contextmanager
+def _quiet_stderr():
+    """llama.cpp's C code writes to fd 2 even with verbose=False."""
+    saved = os.dup(2)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def gguf_metadata(path: Path) -> tuple[dict[str, str], int]:
+    """(the GGUF file's metadata, its parameter count), read with the vocabulary only (no weights)."""
+    import llama_cpp
+
+    with _quiet_stderr():
+        llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        return dict(llm.metadata), int(llama_cpp.llama_model_n_params(llm.model))
+    finally:
+        llm.close()

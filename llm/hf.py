@@ -97,3 +97,10 @@ def from_settings(settings) -> HFBackend:
         raise ConfigError("llm.backend is hf but llm.model is empty; set it to a model folder")
     return HFBackend.from_folder(settings.model, trust_remote_code=settings.hf.trust_remote_code,
                                  **torch_options(settings))
+
+
+def describe(settings):
+    """The Hugging Face folder (or cached model name) llm.model names, without loading it (kb.llm.torch_describe)."""
+    from kb.llm.torch_describe import describe_folder
+
+    return describe_folder(settings, "hf")

@@ -8,11 +8,12 @@ character); keep a margin when budgeting a context. It leaves out tool calls and
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterator
 
-from kb.errors import ConfigError, ModelError
-from kb.llm.base import ChatBackend, Message, Sampling, require
+from kb.errors import ConfigError, MissingDependencyError, ModelError
+from kb.llm.base import BackendInfo, ChatBackend, Message, Sampling, not_found, require
 from kb.text.lang import HAN, HANGUL, KANA
 
 _CJK = re.compile(f"[{KANA}{HAN}{HANGUL}]")
@@ -91,3 +92,19 @@ def from_settings(settings) -> OpenAIBackend:
     return OpenAIBackend(settings.openai.base_url, settings.model, settings.openai.api_key, context_window=settings.n_ctx,
                          max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                          top_p=settings.top_p)
+
+
+def describe(settings) -> BackendInfo:
+    """The server llm.openai.base_url names, from the settings only (it is not contacted)."""
+    if not settings.openai.base_url:
+        return not_found("openai", "llm.backend is openai but llm.openai.base_url is empty",
+                         "set llm.openai.base_url, e.g. http://localhost:8000/v1")
+    if not settings.model:
+        return not_found("openai", "llm.backend is openai but llm.model is empty",
+                         "set llm.model to the server's model name")
+    if importlib.util.find_spec("langchain_openai") is None:
+        return not_found("openai", str(MissingDependencyError("langchain-openai", "openai", "The openai backend")),
+                         "pip install 'kb[openai]'")
+    return BackendInfo("openai", True, label=settings.model, window=settings.n_ctx or DEFAULT_WINDOW,
+                       where=f" at {settings.openai.base_url} (not contacted)",
+                       facts={"base_url": settings.openai.base_url, "window_assumed": not settings.n_ctx})

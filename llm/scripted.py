@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kb.errors import ConfigError
-from kb.llm.base import ChatBackend, Message, check_messages, truncate_at_stop
+from kb.llm.base import BackendInfo, ChatBackend, Message, check_messages, not_found, truncate_at_stop
 from kb.text.lang import HAN
 
 _TOKEN = re.compile(f"[{HAN}]|[^\\s{HAN}]+")
@@ -73,3 +73,14 @@ def from_settings(settings) -> ScriptedBackend:
         raise ConfigError(f"{path} must hold a JSON list of strings (the scripted replies), or an object with "
                           "'replies' (that list) and 'languages' (e.g. [\"en\", \"zh\"])")
     return ScriptedBackend(replies, context_window=settings.n_ctx or 4096, languages=languages)
+
+
+def describe(settings) -> BackendInfo:
+    """The scripted backend, built to describe it (it loads instantly: a JSON file of replies at most)."""
+    try:
+        backend = from_settings(settings)
+    except ConfigError as e:
+        what, _, fix = str(e).partition("; ")
+        return not_found("scripted", what, fix or what)
+    return BackendInfo("scripted", True, label="scripted backend", window=backend.context_window,
+                       languages=backend.languages)

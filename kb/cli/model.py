@@ -53,7 +53,7 @@ def describe(path: Path) -> dict:
         from transformers import AutoConfig, GlmConfig
     except ImportError as e:
         raise MissingDependencyError("transformers", "hf", "Describing a model folder (kb model info)") from e
-    from kb.llm.chatglm2 import _native_window
+    from kb.llm.chatglm2 import native_window
     from kb.llm.chatglm2_convert import glm_config_dict
     from kb.llm.torch_load import estimate_bytes
 
@@ -64,7 +64,7 @@ def describe(path: Path) -> dict:
     else:
         config = AutoConfig.from_pretrained(str(path))
         info.update(kind=config.model_type, backend="chatglm2" if (path / "kb_convert.json").is_file() else "hf")
-    window = _native_window(config) if config.model_type == "glm" else config.max_position_embeddings
+    window = native_window(config) if config.model_type == "glm" else config.max_position_embeddings
     info["context_window"] = window
     info["gpu_gb_at_full_context"] = {q: round(estimate_bytes(config, q, window) / 1e9, 2) for q in ("none", "8", "4")}
     return info

@@ -36,10 +36,9 @@ from kb.doctor.chat import answer_finding, chat_finding
 from kb.doctor.findings import LEVELS, Finding, installed
 from kb.doctor.kbs import kb_findings
 from kb.doctor.models import cuda_usable, embedder_finding, probe_torch, torch_finding
-from kb.errors import KBError
 from kb.ingest import office as legacy_office
 from kb.ingest.ocr import OcrOptions, available
-from kb.llm.base import resolve_backend_name
+from kb.llm.base import uses_torch_settings
 
 __all__ = ["Finding", "run_checks", "exit_code", "to_json"]
 
@@ -96,10 +95,7 @@ def settings_finding() -> Finding:
 
 def bitsandbytes_finding(settings: Settings, cuda: bool) -> Finding:
     """bitsandbytes quantizes on CUDA only; an error only when llm.quantize asks for it."""
-    try:
-        quantizing = settings.llm.quantize != "none" and resolve_backend_name(settings.llm) in ("chatglm2", "hf")
-    except KBError:
-        quantizing = False
+    quantizing = settings.llm.quantize != "none" and uses_torch_settings(settings.llm)
     have = installed("bitsandbytes")
     facts = {"installed": have, "usable": have and cuda}
     if have and cuda:

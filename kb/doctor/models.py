@@ -14,6 +14,7 @@ from pathlib import Path
 from kb.config import DEFAULT_EMBEDDER, EMBEDDER_LANGUAGES, EmbeddingSettings
 from kb.doctor.findings import Finding, installed, languages_text, split_fix
 from kb.errors import ModelError
+from kb.llm.torch_describe import hf_cached
 
 GiB = 1024**3
 # What each packaged embedder reads (kb has no other record of it): e5 puts both languages in one space.
@@ -69,19 +70,6 @@ def torch_finding(t: TorchInfo) -> Finding:
 
 def cuda_usable(t: TorchInfo) -> bool:
     return t.cuda and not t.error
-
-
-def hf_cached(name: str) -> str | None:
-    """The local folder of a Hugging Face model name already in the cache, else None (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    try:
-        found = try_to_load_from_cache(name, "config.json")
-    except Exception:  # not a valid repo name
-        return None
-    return str(Path(found).parent) if isinstance(found, str) else None
 
 
 def _free_bytes(folder: Path) -> int:

@@ -18,8 +18,8 @@ from kb import KnowledgeBase
 from kb.cli import app
 from kb.config import load_settings
 from kb.doctor import EXTRAS
-from kb.doctor.chat import folder_window
 from kb.errors import EmbedderMismatchError, ModelError
+from kb.llm.torch_describe import folder_window
 from kb.stores.local import _WriteLock as _write_lock
 
 ROOT = Path(__file__).resolve().parents[2]
