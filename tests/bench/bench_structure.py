@@ -14,7 +14,8 @@ Reads the source with `ast` (nothing is imported or run) for the package folders
   `isinstance(..., Answer)` outside kb/answer/ (callers that tell a stream's text from its Answer), imports of
   another package's private names (`from kb.llm.gguf import _x` in kb/), comparisons with a chat backend's name
   outside llm/ (the core asks a backend what it can do instead), and duplicated blocks of 6+ lines in the package
-  code (the `duplicates` command, where this machine has it, over a copy of the five folders).
+  code (the `duplicates` command, where this machine has it, over a copy of the five folders), and paths named in
+  the package code's docstrings and comments that do not exist (tests/core/test_structure.py's scan).
 `--list` names every cycle, kb-internal function-level import, long module and layout finding. The figures are counts of
 the source as it is, so they are the same on every machine; start-up time is tests/bench/bench_startup.py.
 """
@@ -25,6 +26,7 @@ import argparse
 import ast
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -224,6 +226,12 @@ def main() -> None:
     found = layout(known)
     for name, rows in found.items():
         print(f"{name}: {len(rows)}" + (" (directly in kb/, __init__.py not counted)" if name == "kb modules" else ""))
+    sys.path.insert(0, str(REPO / "tests" / "core"))
+    from test_structure import missing_paths, named_paths  # the test's scan, so bench and test count alike
+
+    named = named_paths()
+    missing = missing_paths(named)
+    print(f"paths named in docstrings and comments that do not exist: {len(missing)} (of {len(named)} named)")
     blocks = duplicated_blocks()
     if blocks is None:
         print("duplicated 6+-line blocks in package code: not measured (no `duplicates` command)")
@@ -244,6 +252,8 @@ def main() -> None:
             print(f"  function-level import: {known[module].relative_to(REPO)}:{line} -> {target}{why}")
         for n, m in long:
             print(f"  {n:5d} lines  {known[m].relative_to(REPO)}")
+        for row in missing:
+            print("  missing path:", row)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,15 @@ def named_paths() -> list[tuple[str, int, str]]:
     return found
 
 
+def missing_paths(named: list[tuple[str, int, str]]) -> list[str]:
+    """'file:line: path' for each named path that is no file or folder (a glob: that matches none)."""
+    return [f"{f}:{n}: {p}" for f, n, p in named if not (any(ROOT.glob(p)) if "*" in p else (ROOT / p).exists())]
+
+
 def test_every_path_the_code_names_exists():
     named = named_paths()
     assert len(named) > 50  # the pattern finds the code's references (kb/answer/chain.py, ingest/pipeline.py, ...)
-    missing = [f"{f}:{n}: {p}" for f, n, p in named if not (any(ROOT.glob(p)) if "*" in p else (ROOT / p).exists())]
+    missing = missing_paths(named)
     assert not missing, "paths that do not exist (write them as the repository holds them):\n" + "\n".join(missing)
 
 
