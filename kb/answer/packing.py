@@ -135,6 +135,13 @@ def answer_mode(settings: AnswerSettings, backend: ChatBackend | None, lang: str
     readable = [p for p in candidates if language(p.text) in backend.languages]
     if settings.mode == "generate":
         return "generate", readable or candidates
-    if lang not in backend.languages or not candidates or candidates[0] not in readable or is_small(backend):
+    best_readable = bool(candidates) and candidates[0] in readable
+    if not auto_generates(lang, backend.languages, is_small(backend), best_readable):
         return "extract", candidates
     return "generate", readable
+
+
+def auto_generates(lang: str, languages: tuple[str, ...], small: bool, best_readable: bool = True) -> bool:
+    """answer.mode auto's rule, the one answer_mode and kb doctor (kb/doctor/chat.py) apply: the model writes
+    an answer to a `lang` question only when it writes `lang`, reads the best passage and is not small."""
+    return lang in languages and best_readable and not small
