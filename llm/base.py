@@ -42,7 +42,8 @@ class Message:
 
 @dataclass(frozen=True)
 class Sampling:
-    """A backend's generation defaults (llm.max_new_tokens, llm.temperature, llm.top_p)."""
+    """A backend's generation defaults (llm.max_new_tokens, llm.temperature, llm.top_p). The values here are
+    the one definition of kb's defaults: kb/config/llm.py's settings and the backends' arguments read them."""
 
     max_new_tokens: int = 512
     temperature: float = 0.1

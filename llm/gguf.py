@@ -61,8 +61,8 @@ class GGUFBackend(ChatBackend):
 
     name = "gguf"
 
-    def __init__(self, path: str | Path, *, n_ctx: int = 0, max_new_tokens: int = 512,
-                 temperature: float = 0.1, top_p: float = 0.8, seed: int = 0, adapter: str = "",
+    def __init__(self, path: str | Path, *, n_ctx: int = 0, max_new_tokens: int = Sampling.max_new_tokens,
+                 temperature: float = Sampling.temperature, top_p: float = Sampling.top_p, seed: int = 0, adapter: str = "",
                  repeat_penalty: float = 1.0, no_repeat_ngram: int | None = None) -> None:
         llama_cpp = require("llama_cpp", "local", "The gguf backend", package="llama-cpp-python")
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter

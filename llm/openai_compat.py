@@ -33,7 +33,7 @@ class OpenAIBackend(ChatBackend):
     parallel_safe = True  # the server batches concurrent requests itself
 
     def __init__(self, base_url: str, model: str, api_key: str = "", *, context_window: int = 0,
-                 max_new_tokens: int = 512, temperature: float = 0.1, top_p: float = 0.8,
+                 max_new_tokens: int = Sampling.max_new_tokens, temperature: float = Sampling.temperature, top_p: float = Sampling.top_p,
                  timeout: float = 120.0) -> None:
         require("langchain_openai", "openai", "The openai backend", package="langchain-openai")
         # BaseChatOpenAI sends `max_tokens`, which every compatible server reads; ChatOpenAI renames

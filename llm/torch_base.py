@@ -31,7 +31,7 @@ class TorchBackend(ChatBackend):
     eos_ids: set[int] | frozenset[int] = frozenset()  # the ids that end an answer; each subclass sets them from its tokenizer/config
 
     def __init__(self, model, tokenizer, *, context_window: int, prefill_chunk: int = 1024,
-                 max_new_tokens: int = 512, temperature: float = 0.1, top_p: float = 0.8) -> None:
+                 max_new_tokens: int = Sampling.max_new_tokens, temperature: float = Sampling.temperature, top_p: float = Sampling.top_p) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.context_window = context_window

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from kb.config.renamed import tell_renamed
+from kb.llm.base import Sampling  # the sampling defaults, defined once there
 
 
 class GGUFSettings(BaseModel):
@@ -102,13 +103,13 @@ class LLMSettings(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
     n_ctx: int = Field(0, ge=0, description="Context window in tokens; 0 means the model's own.")
     max_new_tokens: int = Field(
-        512, ge=1, description="Longest reply, in tokens, when the caller sets no length: `kb model chat` and "
+        Sampling.max_new_tokens, ge=1, description="Longest reply, in tokens, when the caller sets no length: `kb model chat` and "
         "kb.llm backends used directly (also through the LangChain adapter). Answers to questions use "
         "answer.answer_tokens instead (the HTTP API's max_tokens can only shorten those); query rewrites and "
         "translations have their own short limits."
     )
-    temperature: float = Field(0.1, ge=0, description="Sampling temperature; 0 is greedy.")
-    top_p: float = Field(0.8, gt=0, le=1, description="Nucleus sampling mass.")
+    temperature: float = Field(Sampling.temperature, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(Sampling.top_p, gt=0, le=1, description="Nucleus sampling mass.")
     adapter: str = Field("", description="Path of a fine-tuned adapter (LoRA / prefix) to apply.")
     gguf: GGUFSettings = Field(default_factory=GGUFSettings, description="Only for the gguf backend (llama.cpp).")
     transformers: TransformersSettings = Field(
