@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from kb.answer.types import Citation, Passage
 from kb.text.keywords import query_terms
-from kb.text.sentences import LIST_LEAD, ONLY_LIST_MARK, SENTENCE_BREAK
+from kb.text.sentences import EN_ENDS, LIST_LEAD, ONLY_LIST_MARK, SENTENCE_BREAK, ZH_ENDS
 
 INFER_OVERLAP = 0.6
 INFER_MIN_TERMS = 3  # shorter sentences ("PWNED.", "Yes.") say too little to be tied to a passage
@@ -77,7 +77,7 @@ def split_sentences(text: str) -> list[str]:
 
 def strip_markers(sentence: str) -> str:
     """The sentence without markers and without a leading list number ("1. ", "- ")."""
-    text = re.sub(r"\s+([。！？；.!?;,，])", r"\1", MARKER.sub("", sentence)).strip()
+    text = re.sub(rf"\s+([{ZH_ENDS}{EN_ENDS},，])", r"\1", MARKER.sub("", sentence)).strip()
     return LIST_LEAD.sub("", text)
 
 

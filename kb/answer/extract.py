@@ -35,7 +35,7 @@ from kb.answer.citations import key_terms
 from kb.answer.loop_guard import normalize
 from kb.answer.types import Citation, Passage
 from kb.text.lang import has_cjk, language, weight
-from kb.text.sentences import SENTENCE_BREAK
+from kb.text.sentences import ENDS_A_LINE, SENTENCE_BREAK
 
 LABEL = {"en": "Quoted from your documents:", "zh": "以下摘自文档原文："}
 MAX_QUOTES = 3
@@ -103,7 +103,7 @@ def units(passage: Passage) -> list[Unit]:
 
 def _is_heading(line: str) -> bool:
     """A short line without an end mark ("一、消防安全", "Retention"): a title, which answers nothing."""
-    return line[-1] not in "。！？；：.!?;:)）" and weight(line) <= HEADING_WEIGHT
+    return not ENDS_A_LINE.search(line) and line[-1] not in ")）" and weight(line) <= HEADING_WEIGHT
 
 
 def _row(header: list[str], cells: list[str]) -> str:

@@ -33,7 +33,9 @@ SENTENCE_END_MARK = re.compile(rf"[{ZH_ENDS}]+[”’」』）)]*|[{EN_ENDS}]+[\
 STREAM_SENTENCE_END = re.compile(rf"[{ZH_ENDS}!?;\n]|\.(?=\s)")
 
 # A line whose last character ends a sentence, a colon included (a list or a quote follows):
-# ingest/pdf.py and ingest/ocr_layout.py end a paragraph after such a line.
+# ingest/pdf.py and ingest/ocr_layout.py end a paragraph after such a line; kb/answer/extract.py takes a
+# short line without one (nor a closing bracket) for a heading. kb/answer/citations.py also builds its
+# "no space before punctuation" rule from ZH_ENDS and EN_ENDS.
 ENDS_A_LINE = re.compile(rf"[{ZH_ENDS}{EN_ENDS}:：]$")
 
 # A whole sentence with its end marks and the spaces after it, or a run of line breaks, for
