@@ -132,11 +132,6 @@ class ChatBackend(ABC):
         return None
 
 
-def is_small(backend: ChatBackend) -> bool:
-    """Whether the backend declares itself small (ChatBackend.small); kb.answer.chain asks this."""
-    return bool(getattr(backend, "small", False))
-
-
 @dataclass(frozen=True)
 class BackendInfo:
     """What a backend's model is, read from the settings and the files on disk without loading it (describe).

@@ -15,7 +15,7 @@ from kb.answer import prompts
 from kb.answer.types import Passage
 from kb.config import AnswerSettings
 from kb.errors import KBError
-from kb.llm.base import ChatBackend, Message, is_small
+from kb.llm.base import ChatBackend, Message
 from kb.text.lang import language
 from kb.types import Hit
 
@@ -50,7 +50,7 @@ def merge_hits(hits: list[Hit], span_text: Callable[[str, int, int], str | None]
     return out
 
 
-# Budgets for a small model (kb.llm.base.is_small, e.g. the embedded SmolLM2-135M), chosen on the dev set's
+# Budgets for a small model (kb.llm.base.ChatBackend.small, e.g. the embedded SmolLM2-135M), chosen on the dev set's
 # English questions (README, Performance): a prompt of its best passages up to 512 tokens gave more right
 # keywords and a first token 2.4x sooner than 1024 tokens or the whole window; a short answer leaves it
 # less room to wander.
@@ -61,7 +61,7 @@ ANSWER_TOKENS = 384
 
 def answer_budget(backend: ChatBackend, settings: AnswerSettings) -> tuple[int, int]:
     """(answer tokens, prompt cap in tokens) for this model: the settings where set, else fit to its size."""
-    small = is_small(backend)
+    small = backend.small
     answer = settings.answer_tokens or (SMALL_ANSWER_TOKENS if small else ANSWER_TOKENS)
     cap = settings.max_context_tokens
     if cap is None:
@@ -127,7 +127,7 @@ def answer_mode(settings: AnswerSettings, backend: ChatBackend | None, lang: str
     """('generate' or 'extract', the passages the model can read) for answer.mode (resolving auto).
 
     auto extracts when there is no chat model, when it cannot write the question's language or read the
-    best passage, and when it is a small model (kb.llm.base.is_small: on the dev set's English questions
+    best passage, and when it is a small model (kb.llm.base.ChatBackend.small: on the dev set's English questions
     SmolLM2-135M's answers cited the evidence for 0.26 of them and looped in 0.85, quotes for 0.59); it
     generates otherwise. A model is given only the passages in the languages it reads."""
     if settings.mode == "extract" or backend is None:
@@ -136,7 +136,7 @@ def answer_mode(settings: AnswerSettings, backend: ChatBackend | None, lang: str
     if settings.mode == "generate":
         return "generate", readable or candidates
     best_readable = bool(candidates) and candidates[0] in readable
-    if not auto_generates(lang, backend.languages, is_small(backend), best_readable):
+    if not auto_generates(lang, backend.languages, backend.small, best_readable):
         return "extract", candidates
     return "generate", readable
 

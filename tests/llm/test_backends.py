@@ -125,7 +125,6 @@ def test_auto_backend_follows_the_model_setting(tmp_path):
 def test_the_core_asks_what_a_backend_declares_not_its_name():
     from kb.answer.rewrite import choose_mode
     from kb.config import AnswerSettings
-    from kb.llm.base import is_small
     from kb.llm.shared import SharedBackend
 
     class Tiny(ScriptedBackend):
@@ -137,11 +136,11 @@ def test_the_core_asks_what_a_backend_declares_not_its_name():
         rewrites_queries = True
 
     auto = AnswerSettings(rewrite="auto")
-    assert is_small(Tiny()) and not Tiny().rewrites_queries and choose_mode(auto, Tiny()) == "rule"
-    assert not is_small(Big()) and choose_mode(auto, Big()) == "model"
+    assert Tiny().small and not Tiny().rewrites_queries and choose_mode(auto, Tiny()) == "rule"
+    assert not Big().small and choose_mode(auto, Big()) == "model"
     assert choose_mode(auto, ScriptedBackend()) == "rule" and choose_mode(auto, None) == "rule"
     shared = SharedBackend(Tiny())
-    assert is_small(shared) and choose_mode(auto, shared) == "rule" and not shared.parallel_safe
+    assert shared.small and choose_mode(auto, shared) == "rule" and not shared.parallel_safe
     assert choose_mode(auto, SharedBackend(Big())) == "model"
 
 
