@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kb.config.llm import LLMSettings
-from kb.config.renamed import tell_renamed
+from kb.config.renamed import move_renamed
 from kb.config.sections import (
     ANSWER_MODES,
     DEFAULT_EMBEDDER,
@@ -67,21 +67,12 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 
-    @model_validator(mode="after")
-    def _read_old_names(self) -> Settings:
-        """Settings that moved to another section keep working under their old names, with a one-line notice;
-        an old name wins over its new one, as kb/config/llm.py's flat names do (merged sources put an override,
-        KB_ANSWER__PASSAGES or a keyword, next to the file's)."""
-        for old, new in MOVED.items():
-            section, field = old.split(".")
-            value = getattr(getattr(self, section), field)
-            if value is None:
-                continue
-            new_section, new_field = new.split(".")
-            setattr(self, new_section, getattr(self, new_section).model_copy(update={new_field: value}))
-            setattr(self, section, getattr(self, section).model_copy(update={field: None}))
-            tell_renamed(old, new)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _read_old_names(cls, data: Any) -> Any:
+        """Settings that moved keep working under their old names, with a one-line notice (one table:
+        kb.config.renamed.RENAMED)."""
+        return move_renamed(data)
 
     @classmethod
     def settings_customise_sources(
@@ -102,9 +93,6 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Where kb builds models (embedding.cache_dir, else <home>/models)."""
         return Path(self.embedding.cache_dir).expanduser() if self.embedding.cache_dir else self.home_dir / "models"
-
-
-MOVED = {"answer.passages": "retrieval.k", "answer.min_score": "retrieval.threshold"}  # old name -> new name
 
 
 class _YamlSource(PydanticBaseSettingsSource):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from kb.config.renamed import tell_renamed
+from kb.config.renamed import move_renamed, renamed_within, tell_renamed
 from kb.llm.base import Sampling  # the sampling defaults, defined once there
 
 
@@ -69,20 +69,12 @@ class OpenAISettings(BaseModel):
     api_key: str = Field("", description="API key for the server (empty: none; vLLM and Ollama need none).")
 
 
-# Flat names of earlier versions -> (group, name in the group).
-MOVED: dict[str, tuple[str, str]] = {
-    "repeat_penalty": ("gguf", "repeat_penalty"),
-    "no_repeat_ngram": ("gguf", "no_repeat_ngram"),
-    "dtype": ("transformers", "dtype"),
-    "prefill_chunk": ("transformers", "prefill_chunk"),
-    "cache_dir": ("chatglm2", "cache_dir"),
-    "trust_remote_code": ("hf", "trust_remote_code"),
-    "base_url": ("openai", "base_url"),
-    "api_key": ("openai", "api_key"),
-}
+FLAT_NAMES = renamed_within("llm")  # flat names of earlier versions -> their place in a group (kb.config.renamed)
+
+
 def _moved(old: str) -> property:
     """A read-only attribute under the old flat name that reads the grouped setting."""
-    group, name = MOVED[old]
+    group, name = FLAT_NAMES[old].split(".")
     return property(lambda self: getattr(getattr(self, group), name), doc=f"llm.{group}.{name} (the old name).")
 
 
@@ -124,26 +116,15 @@ class LLMSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _move_flat_names(cls, data: Any) -> Any:
-        """Put the flat names of earlier versions into their groups; a flat name wins over its grouped
-        form, because merged sources put an override (KB_LLM__BASE_URL, a keyword) next to the file's."""
-        if not isinstance(data, dict) or not MOVED.keys() & data.keys():
-            return data
-        data = dict(data)
-        for old in MOVED.keys() & data.keys():
-            group, name = MOVED[old]
-            section = data.get(group) or {}
-            section = section.model_dump() if isinstance(section, BaseModel) else dict(section)
-            section[name] = data.pop(old)
-            data[group] = section
-            tell_renamed(f"llm.{old}", f"llm.{group}.{name}")
-        return data
+        """Put the flat names of earlier versions into their groups (kb.config.renamed.move_renamed)."""
+        return move_renamed(data, "llm")
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> LLMSettings:
         """As pydantic's, with the flat names of earlier versions in `update` moved into their groups."""
-        if update and MOVED.keys() & update.keys():
+        if update and FLAT_NAMES.keys() & update.keys():
             update = dict(update)
-            for old in MOVED.keys() & update.keys():
-                group, name = MOVED[old]
+            for old in FLAT_NAMES.keys() & update.keys():
+                group, name = FLAT_NAMES[old].split(".")
                 update[group] = getattr(self, group).model_copy(update={name: update.pop(old)})
                 tell_renamed(f"llm.{old}", f"llm.{group}.{name}")
         return super().model_copy(update=update, deep=deep)

@@ -82,3 +82,18 @@ def test_answer_passages_and_min_score_are_read_as_retrieval_k_and_threshold(set
     monkeypatch.setenv("KB_CONFIG", str(path))
     assert load_settings().retrieval.k == 4 and load_settings().retrieval.threshold == 0.25
     assert load_settings(retrieval={"k": 2}).retrieval.k == 4  # the environment's old name over a keyword's new one
+
+
+def test_one_table_moves_every_renamed_setting_from_any_source(settings, monkeypatch, capsys):
+    from kb.config import AnswerSettings
+    from kb.config.renamed import RENAMED
+
+    assert RENAMED["answer.passages"] == "retrieval.k" and RENAMED["llm.base_url"] == "llm.openai.base_url"
+    _fresh_notices(monkeypatch)
+    monkeypatch.setenv("KB_ANSWER__PASSAGES", "4")
+    assert load_settings().retrieval.k == 4  # an environment variable under the old name still applies
+    assert "kb: setting answer.passages is now retrieval.k" in capsys.readouterr().err
+    monkeypatch.delenv("KB_ANSWER__PASSAGES")
+    s = load_settings(answer=AnswerSettings(min_score=0.5))  # a section given whole, old field set
+    assert s.retrieval.threshold == 0.5 and s.answer.min_score is None
+    assert "kb: setting answer.min_score is now retrieval.threshold" in capsys.readouterr().err
