@@ -13,11 +13,12 @@ import streamlit as st
 
 from kb import KBError, Settings, load_settings
 from kb.app import state
-from kb.config import ANSWER_MODES, RETRIEVAL_MODES, LLMSettings, config_path, save_settings
+from kb.config import ANSWER_MODES, RETRIEVAL_MODES, config_path, save_settings
+from kb.config.llm import TransformersSettings
 from kb.llm import backend_names
 from kb.llm.base import model_form
 
-QUANTIZE = list(get_args(LLMSettings.model_fields["quantize"].annotation))
+QUANTIZE = list(get_args(TransformersSettings.model_fields["quantize"].annotation))
 
 
 def render() -> None:
@@ -56,8 +57,9 @@ def _model(base: Settings) -> dict:
     if form == "folder":
         out["model"] = st.text_input("Model folder", cur.model, key="set_model",
                                      help="A THUDM ChatGLM2 folder (chatglm2) or a Hugging Face model folder.")
-        out["quantize"] = _choice("Quantization (CUDA)", QUANTIZE, cur.quantize, "set_quantize",
-                                  help="4 = NF4, 8 = int8 with bitsandbytes; needs an NVIDIA GPU.")
+        quantize = _choice("Quantization (CUDA)", QUANTIZE, cur.transformers.quantize, "set_quantize",
+                           help="4 = NF4, 8 = int8 with bitsandbytes; needs an NVIDIA GPU.")
+        out["transformers"] = {"quantize": quantize}
     elif form == "server":
         url = st.text_input("Server URL", cur.openai.base_url, key="set_base_url",
                             placeholder="http://localhost:8000/v1")

@@ -265,7 +265,7 @@ def describe(settings: LLMSettings) -> BackendInfo:
 
 
 def uses_torch_settings(settings: LLMSettings) -> bool:
-    """Whether the backend `settings` resolve to reads llm.device and llm.quantize (the transformers ones)."""
+    """Whether the backend `settings` resolve to reads llm.transformers (device, quantize)."""
     try:
         return resolve_backend_name(settings) in TORCH_BACKENDS
     except ConfigError:

@@ -86,7 +86,8 @@ class TorchBackend(ChatBackend):
 
 def torch_options(settings) -> dict:
     """The keyword arguments both transformers backends take from LLMSettings (from_folder's)."""
-    return {"quantize": settings.quantize, "device": settings.device, "dtype": settings.transformers.dtype,
+    t = settings.transformers
+    return {"quantize": t.quantize, "device": t.device, "dtype": t.dtype,
             "n_ctx": settings.n_ctx, "prefill_chunk": settings.transformers.prefill_chunk,
             "max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature,
             "top_p": settings.top_p, "adapter": settings.adapter}

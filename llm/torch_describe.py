@@ -70,4 +70,4 @@ def describe_folder(settings, name: str) -> BackendInfo:
                          "pip install 'kb[finetune]'")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     return BackendInfo(name, True, label=folder.name, window=settings.n_ctx or folder_window(config, name),
-                       device=settings.device, facts={"path": str(folder)})
+                       device=settings.transformers.device, facts={"path": str(folder)})

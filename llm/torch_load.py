@@ -40,12 +40,12 @@ def resolve_placement(device: str, dtype: str, quantize: str) -> Placement:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ModelError(f"llm.device is {device!r} but no CUDA GPU is visible; set llm.device: cpu")
+            raise ModelError(f"llm.transformers.device is {device!r} but no CUDA GPU is visible; set llm.transformers.device: cpu")
         device = device if ":" in device else f"cuda:{torch.cuda.current_device()}"
     elif quantize != "none":
         raise ModelError(
-            f"{quantize}-bit quantization (bitsandbytes) needs a CUDA GPU, and llm.device resolves to "
-            f"{device!r}; set llm.quantize: none to run on the CPU (fp32, or bf16 with llm.transformers.dtype)"
+            f"{quantize}-bit quantization (bitsandbytes) needs a CUDA GPU, and llm.transformers.device resolves to "
+            f"{device!r}; set llm.transformers.quantize: none to run on the CPU (fp32, or bf16 with llm.transformers.dtype)"
         )
     if dtype == "auto":
         if device == "cpu":
@@ -88,7 +88,7 @@ def check_fits(config, placement: Placement, context: int, what: str) -> None:
     need = estimate_bytes(config, placement.quantize, context) + GiB // 2
     free, _total = torch.cuda.mem_get_info(torch.device(placement.device))
     if need > free:
-        hint = "try llm.quantize: 4, " if placement.quantize != "4" else ""
+        hint = "try llm.transformers.quantize: 4, " if placement.quantize != "4" else ""
         raise ModelError(
             f"{what} with quantize={placement.quantize} and a {context}-token context needs about "
             f"{need / GiB:.1f} GiB of GPU memory, but {placement.device} has {free / GiB:.1f} GiB free; "

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from kb.config import ANSWER_MODES, RETRIEVAL_MODES, LLMSettings, Settings, load_settings
+from kb.config.llm import FLAT_NAMES
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -64,7 +65,7 @@ ModelOpt = Annotated[str | None, typer.Option(
 BackendOpt = Annotated[str | None, typer.Option(
     "--backend", help="Override llm.backend: auto, gguf, chatglm2, hf, openai, scripted.")]
 QuantizeOpt = Annotated[str | None, typer.Option(
-    "--quantize", help="Override llm.quantize: 4 (NF4), 8 or none (CUDA, chatglm2/hf).")]
+    "--quantize", help="Override llm.transformers.quantize: 4 (NF4), 8 or none (CUDA, chatglm2/hf).")]
 GeneralOpt = Annotated[bool, typer.Option(
     "--general", help="With no relevant passage, let the model answer from general knowledge (labelled).")]
 AnswerModeOpt = Annotated[str | None, typer.Option(
@@ -78,7 +79,11 @@ def with_llm(settings: Settings, **overrides) -> Settings:
     """`settings` with the llm fields the command line gave (None: not given), checked like the settings file."""
     given = {k: v for k, v in overrides.items() if v is not None}
     if given:
-        settings.llm = LLMSettings.model_validate({**settings.llm.model_dump(), **given})
+        data = settings.llm.model_dump()
+        for name, value in given.items():  # a flat option (--quantize) goes to its group (llm.transformers)
+            group, _, field = FLAT_NAMES.get(name, name).rpartition(".")
+            (data[group] if group else data)[field] = value
+        settings.llm = LLMSettings.model_validate(data)
     return settings
 
 

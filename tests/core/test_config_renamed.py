@@ -94,6 +94,12 @@ def test_one_table_moves_every_renamed_setting_from_any_source(settings, monkeyp
     assert load_settings().retrieval.k == 4  # an environment variable under the old name still applies
     assert "kb: setting answer.passages is now retrieval.k" in capsys.readouterr().err
     monkeypatch.delenv("KB_ANSWER__PASSAGES")
+    monkeypatch.setenv("KB_LLM__QUANTIZE", "4")  # llm.quantize, read by the transformers backends only
+    moved = load_settings().llm
+    assert moved.transformers.quantize == "4" and moved.quantize == "4" and "quantize" not in moved.model_dump()
+    assert "kb: setting llm.quantize is now llm.transformers.quantize" in capsys.readouterr().err
+    assert LLMSettings(device="cpu").transformers.device == "cpu"
+    monkeypatch.delenv("KB_LLM__QUANTIZE")
     s = load_settings(answer=AnswerSettings(min_score=0.5))  # a section given whole, old field set
     assert s.retrieval.threshold == 0.5 and s.answer.min_score is None
     assert "kb: setting answer.min_score is now retrieval.threshold" in capsys.readouterr().err

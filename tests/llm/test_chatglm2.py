@@ -201,7 +201,7 @@ def test_not_enough_gpu_memory_is_refused_before_loading(monkeypatch):
         check_fits(config, Placement("cuda:0", "bfloat16", "4"), 32768, "ChatGLM2")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6 * 1024**3, 80 * 1024**3))
     check_fits(config, Placement("cuda:0", "bfloat16", "4"), 32768, "ChatGLM2")  # fits in 6 GiB
-    with pytest.raises(ModelError, match="try llm.quantize: 4"):
+    with pytest.raises(ModelError, match="try llm.transformers.quantize: 4"):
         check_fits(config, Placement("cuda:0", "bfloat16", "none"), 32768, "ChatGLM2")
 
 
@@ -250,5 +250,5 @@ def test_conversion_falls_back_to_kb_home_models(settings, tmp_path, monkeypatch
 
     monkeypatch.setattr(glm2, "ensure_converted", record)
     with pytest.raises(ModelError, match="stop here"):
-        glm2.from_settings(LLMSettings(backend="chatglm2", model=str(src), device="cpu"))
+        glm2.from_settings(LLMSettings(backend="chatglm2", model=str(src), transformers={"device": "cpu"}))
     assert seen == [settings.home_dir / "models" / "chatglm2-6b-kb-glm"]

@@ -53,8 +53,8 @@ def lora(glm, train_file, tmp_path_factory):
 
 
 def _backend(glm, adapter=""):
-    return load_backend(LLMSettings(backend="chatglm2", model=str(glm), adapter=str(adapter), device="cpu",
-                                    temperature=0, max_new_tokens=24))
+    return load_backend(LLMSettings(backend="chatglm2", model=str(glm), adapter=str(adapter),
+                                    transformers={"device": "cpu"}, temperature=0, max_new_tokens=24))
 
 
 def _first_logits(backend, question=QUESTION + "1"):

@@ -48,8 +48,8 @@ def tiny_llama(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(tiny_llama):
-    return load_backend(LLMSettings(backend="hf", model=str(tiny_llama), device="cpu", temperature=0,
-                                    transformers={"prefill_chunk": 4}))
+    return load_backend(LLMSettings(backend="hf", model=str(tiny_llama), temperature=0,
+                                    transformers={"prefill_chunk": 4, "device": "cpu"}))
 
 
 def test_prompt_uses_the_chat_template(backend):
