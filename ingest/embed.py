@@ -36,7 +36,7 @@ from kb.ingest.e5_build import ensure_built
 from kb.ingest.onnx_embed import OnnxSentenceModel, has_onnx
 from kb.text.lang import CJK_PUNCT, FULLWIDTH, HAN
 
-_MINILM = {MINILM_EMBEDDER, f"sentence-transformers/{MINILM_EMBEDDER}"}
+MINILM_NAMES = {MINILM_EMBEDDER, f"sentence-transformers/{MINILM_EMBEDDER}"}
 # A query or two is too small to split across threads: on a busy 2-core machine, two OpenMP threads
 # made one short query 30x slower (480 ms against 15 ms) while they waited for each other.
 SMALL_BATCH = 8
@@ -110,7 +110,7 @@ def resolve_model_path(name: str, models_dir: Path | None = None, backend: str =
     fast path unless `backend` is torch (then it is the package's own folder), on first use."""
     if name == DEFAULT_EMBEDDER:
         return str(ensure_built(models_dir or default_models_dir()))
-    if name in _MINILM:
+    if name in MINILM_NAMES:
         if backend == "torch":
             return str(minilm_build.packaged_folder())
         return str(minilm_build.ensure_built(models_dir or default_models_dir()))
@@ -216,12 +216,12 @@ class Embedder:
     def refusal_similarity(self, lang: str, passage_lang: str | None = None) -> float:
         """The calibrated refusal threshold for a question in `lang` and a passage in `passage_lang` (default: the
         same; raw cosine within a language, language-centred across), 0.0 where none is known for this model."""
-        name = MINILM_EMBEDDER if self.model_id in _MINILM else self.model_id
+        name = MINILM_EMBEDDER if self.model_id in MINILM_NAMES else self.model_id
         return REFUSAL_SIMILARITY.get(name, {}).get((lang, passage_lang or lang), 0.0)
 
     def refusal_floor(self, lang: str, passage_lang: str) -> float:
         """The raw cosine a passage in another language must also reach (0.0: none) beside its centred threshold."""
-        name = MINILM_EMBEDDER if self.model_id in _MINILM else self.model_id
+        name = MINILM_EMBEDDER if self.model_id in MINILM_NAMES else self.model_id
         return REFUSAL_RAW_FLOOR.get(name, {}).get((lang, passage_lang), 0.0)
 
     def readable(self, text: str) -> tuple[str, float]:
@@ -254,7 +254,7 @@ class Embedder:
     @property
     def languages(self) -> tuple[str, ...]:
         """The languages the model was trained on (kb.text.lang codes); () = not known, taken as all."""
-        return EMBEDDER_LANGUAGES.get(MINILM_EMBEDDER if self.model_id in _MINILM else self.model_id, ())
+        return EMBEDDER_LANGUAGES.get(MINILM_EMBEDDER if self.model_id in MINILM_NAMES else self.model_id, ())
 
     def read_share(self, text: str) -> float:
         """How much of the text the model reads (the share of its tokens that `readable` keeps)."""

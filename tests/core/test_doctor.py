@@ -19,7 +19,7 @@ from kb.cli import app
 from kb.config import load_settings
 from kb.doctor import EXTRAS
 from kb.errors import EmbedderMismatchError, ModelError
-from kb.llm.torch_describe import folder_window
+from kb.llm.chatglm2 import config_window
 from kb.stores.local import _WriteLock as _write_lock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,8 +192,8 @@ def test_model_folders_get_their_windows_from_config_json(settings, tmp_path, mo
     assert chat["level"] == "ok" and chat["facts"]["backend"] == "hf" and chat["facts"]["context_window"] == 4096
     glm = {"model_type": "chatglm", "multi_query_group_num": 2, "num_attention_heads": 32, "hidden_size": 4096,
            "padded_vocab_size": 65024, "ffn_hidden_size": 13696, "num_layers": 28, "seq_length": 32768}
-    assert folder_window(glm, "chatglm2") == 8192  # ChatGLM2-6B: 8K dialogues
-    assert folder_window({**glm, "rope_ratio": 16}, "chatglm2") == 32768  # ChatGLM2-6B-32K
+    assert config_window(glm) == 8192  # ChatGLM2-6B: 8K dialogues
+    assert config_window({**glm, "rope_ratio": 16}) == 32768  # ChatGLM2-6B-32K
 
 
 def test_every_extra_of_pyproject_is_checked():
