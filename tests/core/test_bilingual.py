@@ -128,10 +128,14 @@ def test_a_kb_keeps_the_embedder_it_was_built_with(settings, tmp_path):
 
 
 def _ask_with(base, backend, question, **answer):
-    from kb.answer.chain import stream_answer
-
-    settings = base.settings.answer.model_copy(update=answer)
-    return [x for x in stream_answer(base.retriever, backend, settings, question) if not isinstance(x, str)][-1]
+    """The Answer with these answer settings, from `backend` (the chain asks for its model when it needs it)."""
+    mode = answer.pop("mode", None)
+    kb_settings = base.settings.answer
+    base.settings.answer = kb_settings.model_copy(update=answer)
+    try:
+        return base.ask(question, backend=backend, answer_mode=mode)
+    finally:
+        base.settings.answer = kb_settings
 
 
 def test_query_translation_searches_both_languages(mixed_kb):
