@@ -33,7 +33,7 @@ from kb.handle import check_name
 from kb.knowledge_base import KnowledgeBase
 from kb.llm.base import ChatBackend
 from kb.llm.shared import shared_backend
-from kb.uploads import UploadReport, add_uploads, delete_kb, upload_dir
+from kb.uploads import UploadReport, add_uploads, delete_kb
 
 __all__ = ["AnswerService"]
 
@@ -93,10 +93,6 @@ class AnswerService:
         self.kb(name)  # KBNotFoundError naming the existing KBs
         with KnowledgeBase.open(name, settings=self.settings, create=False) as writer:
             return add_uploads(writer, files, progress=progress, refuse_all=refuse_all)
-
-    def uploads(self, name: str):
-        """The folder that holds the files uploaded to KB `name`."""
-        return upload_dir(self.settings, name)
 
     def close(self) -> None:
         with self._lock:
