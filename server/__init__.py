@@ -1,9 +1,5 @@
-"""kb's HTTP API (imported as `kb.server`): OpenAI-compatible chat over a knowledge base, KB management.
+"""kb's network faces (imported as `kb.server`): the HTTP API (app.py: OpenAI-compatible chat over a knowledge
+base, KB management) and the MCP server (mcp_server.py: knowledge bases as tools for agents).
 
-It works through `KnowledgeBase`, the settings, and what it shares with the web app: uploads and deleting KBs
-and documents (kb/uploads.py), the process-wide model (llm/shared.py) and the lazy model handle
-(kb/answer/loading.py)."""
-
-from .app import create_app, serve
-
-__all__ = ["create_app", "serve"]
+Both work through the answer service (kb/answer/service.py) and share the API-key rule (keys.py). Nothing is
+imported here, so that `kb mcp` does not load FastAPI and `kb serve` does not load the MCP SDK."""

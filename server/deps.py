@@ -1,9 +1,8 @@
-"""What the routes and the app share: the answer service (kb/answer/service.py) as a dependency, the API-key check, and the error
+"""What the routes and the app share: the answer service (kb/answer/service.py) as a dependency, the API-key check (its rule: keys.py), and the error
 responses a route declares (so the OpenAPI schema lists them). A leaf: it imports no route and no app."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -11,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kb.answer.service import AnswerService
 
+from .keys import WRONG_KEY, key_matches
 from .schemas import ErrorResponse
 
 _bearer = HTTPBearer(auto_error=False, description="server.api_key (KB_SERVER__API_KEY), when it is set.")
@@ -32,10 +32,5 @@ def require_key(request: Request,
                 creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
     """Dependency of every protected route: the Bearer token must equal server.api_key, if one is set."""
     key = get_service(request).settings.server.api_key
-    if not key:
-        return
-    given = creds.credentials if creds else ""
-    if not secrets.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
-        raise HTTPException(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>' "
-                                 "with the key set in server.api_key (KB_SERVER__API_KEY)",
-                            headers={"WWW-Authenticate": "Bearer"})
+    if not key_matches(f"Bearer {creds.credentials}" if creds else None, key):
+        raise HTTPException(401, WRONG_KEY, headers={"WWW-Authenticate": "Bearer"})

@@ -41,7 +41,7 @@ def serve_command(
     host = host or settings.server.host
     _warn_if_exposed(host, settings)
     try:
-        from kb.server import serve as run_server
+        from kb.server.app import serve as run_server
     except ImportError as e:
         missing = e.name if e.name and not e.name.startswith("kb") else "fastapi"
         raise MissingDependencyError(missing, "server", "The HTTP API (kb serve)") from e

@@ -23,7 +23,7 @@ def running(settings: Settings) -> Iterator[str]:
     """`create_app(settings)` served by uvicorn on a free loopback port; yields the base URL."""
     import uvicorn
 
-    from kb.server import create_app
+    from kb.server.app import create_app
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

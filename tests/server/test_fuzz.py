@@ -17,7 +17,7 @@ from serverkit import KEY, SAMPLES, server_settings
 
 from kb import KnowledgeBase
 from kb.config import Settings
-from kb.server import create_app
+from kb.server.app import create_app
 
 # The schema is read at import time (that is how schemathesis parametrizes); the KB it serves is built by
 # the module fixture below, before the first request.
