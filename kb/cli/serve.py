@@ -15,14 +15,20 @@ import typer
 import kb.app
 from kb.cli.options import err, out
 from kb.config import Settings, load_settings
-from kb.errors import MissingDependencyError
+from kb.errors import ConfigError, MissingDependencyError
+from kb.server.keys import exposure_refusal, is_loopback
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to listen on (default: server.host, 127.0.0.1). "
                                              "0.0.0.0 exposes your documents to the network.")]
 
 
+NoKeyOpt = Annotated[bool, typer.Option(
+    "--no-key", help="Serve on a non-loopback --host without server.api_key: anyone who can reach the port can "
+    "read, upload to and delete every KB. Without this flag kb serve refuses to start there.")]
+
+
 def _warn_if_exposed(host: str, settings: Settings) -> None:
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.server.api_key:
+    if not is_loopback(host) and not settings.server.api_key:
         err.print(f"[yellow]warning:[/yellow] listening on {host} with no API key: anyone who can reach this "
                   "machine can read and change your knowledge bases. Set server.api_key (KB_SERVER__API_KEY).",
                   highlight=False, soft_wrap=True)
@@ -31,14 +37,19 @@ def _warn_if_exposed(host: str, settings: Settings) -> None:
 def serve_command(
     host: HostOpt = None,
     port: Annotated[int | None, typer.Option(help="Port (default: server.port, 8000).")] = None,
+    no_key: NoKeyOpt = False,
 ) -> None:
     """Start the HTTP API: OpenAI-compatible chat over your KBs (model "kb:<name>"), KB management.
 
     The interactive API docs are at http://HOST:PORT/docs. With server.api_key set, every route but
-    /health needs `Authorization: Bearer <key>`.
+    /health needs `Authorization: Bearer <key>`. On an address other than loopback (127.0.0.1, ::1,
+    localhost) kb serve needs server.api_key, or --no-key.
     """
     settings = load_settings()
     host = host or settings.server.host
+    refusal = exposure_refusal(host, settings.server.api_key, no_key, "kb serve")
+    if refusal:
+        raise ConfigError(refusal)
     _warn_if_exposed(host, settings)
     try:
         from kb.server.app import serve as run_server

@@ -240,7 +240,8 @@ class AnswerSettings(BaseModel):
 class ServerSettings(BaseModel):
     host: str = Field(
         "127.0.0.1", description="Address `kb serve` and `kb app` listen on. 0.0.0.0 exposes every knowledge "
-        "base to the network: set server.api_key first."
+        "base to the network: set server.api_key first (`kb serve` refuses a non-loopback address without it, "
+        "unless given --no-key)."
     )
     port: int = Field(8000, ge=1, le=65535, description="Port of `kb serve` (the HTTP API).")
     api_key: str = Field(

@@ -1,5 +1,5 @@
-"""`kb serve` itself: the command starts the API from the settings (port, API key) and warns when it is
-exposed to the network without a key."""
+"""`kb serve` itself: the command starts the API from the settings (port, API key); on a network address it
+refuses to start without a key unless --no-key is given, and then warns."""
 
 from __future__ import annotations
 
@@ -53,9 +53,17 @@ def test_kb_serve_listens_where_the_settings_say_with_the_key(sample_home):
     assert "no API key" not in err
 
 
-def test_kb_serve_on_all_interfaces_without_a_key_warns(sample_home):
+def test_kb_serve_on_all_interfaces_without_a_key_refuses_to_start(sample_home):
+    proc = _serve(sample_home, "--host", "0.0.0.0", "--port", str(_free_port()))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "server.api_key" in err and "--no-key" in err and "KB_SERVER__API_KEY" in err
+    assert "Traceback" not in err
+
+
+def test_kb_serve_on_all_interfaces_with_no_key_starts_and_warns(sample_home):
     port = _free_port()
-    proc = _serve(sample_home, "--host", "0.0.0.0", "--port", str(port))
+    proc = _serve(sample_home, "--host", "0.0.0.0", "--port", str(port), "--no-key")
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", proc)
     finally:
