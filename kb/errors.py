@@ -65,6 +65,16 @@ class NoChatModelError(ModelError):
     """No chat model is installed: the embedded default's packages are missing and no other model is set."""
 
 
+class BusyError(KBError):
+    """Too many answers are running or waiting for the model (server.max_queued): `retry_after` is the estimated
+    wait in whole seconds, `limit` the bound that was reached."""
+
+    def __init__(self, message: str, retry_after: int, limit: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit = limit
+
+
 class MissingDependencyError(KBError, ImportError):
     """An optional package is not installed; the message names the extra to install."""
 

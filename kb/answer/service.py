@@ -12,6 +12,9 @@ It owns what every face would otherwise do again:
   background beside the question's retrieval, so that threads (server requests, app sessions) take turns on it;
 - the history rule (kb.answer.chat.model_history, applied where every answer starts) and stopping
   (AnswerStream.stop ends the model after its current piece and frees it);
+- the queue bound (kb.answer.admission, server.max_queued): an answer that would use the model takes a place
+  before it starts, or is refused at once with BusyError; the place is given back when its stream ends in any
+  way (read, stopped, closed, failed, or dropped unread);
 - the upload rule (kb.uploads.add_uploads): unsupported, empty or oversized files are refused with the reason,
   and a file that failed to ingest is not left behind.
 The faces only shape input and output: a terminal, a Streamlit page, JSON or server-sent events. This module
@@ -21,9 +24,11 @@ leaves out HTTP (server/), widgets (app/) and how an answer is made (kb/answer/c
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
+from kb.answer.admission import Admission, queue_limit
 from kb.answer.loading import Loader
 from kb.answer.stream import AnswerStream
 from kb.answer.types import Answer, Turn
@@ -46,6 +51,7 @@ class AnswerService:
         self._kbs: dict[str, KnowledgeBase] = {}
         self._lock = threading.Lock()
         self._model: Loader[ChatBackend] = Loader(lambda: shared_backend(settings.llm))
+        self.admission = Admission(self._queue_limit)
 
     # -- knowledge bases ---------------------------------------------------------------------------
     def kb(self, name: str | None = None) -> KnowledgeBase:
@@ -101,6 +107,12 @@ class AnswerService:
             self._kbs.clear()
 
     # -- answering ---------------------------------------------------------------------------------
+    def _queue_limit(self) -> int:
+        """server.max_queued, else the bound for this model (kb.answer.admission.queue_limit); a model not loaded
+        yet has not said that it runs several answers at once."""
+        parallel = self._model.loaded and self._model.get().parallel_safe
+        return queue_limit(self.settings.server.max_queued, parallel)
+
     def backend(self) -> ChatBackend:
         """The process's chat model for these settings (waits for a load in progress, or loads it now)."""
         return self._model.get()
@@ -112,7 +124,26 @@ class AnswerService:
 
         `history`: earlier turns, oldest first, as Turns or (question, Answer or answer text) pairs: the model
         sees those that answered from the documents, without their [n] markers. `sampling`: this answer's
-        temperature / top_p / max_new_tokens. `search`: the filters of KnowledgeBase.search."""
+        temperature / top_p / max_new_tokens. `search`: the filters of KnowledgeBase.search. BusyError, before
+        anything starts, when server.max_queued answers are running or waiting for the model (answers in answer
+        mode extract use no model and never wait)."""
         base = kb if isinstance(kb, KnowledgeBase) else self.kb(kb)
-        return base.stream(question, history=history, backend=self._model, answer_mode=answer_mode,
-                           sampling=sampling, **search)
+
+        def start() -> AnswerStream:
+            return base.stream(question, history=history, backend=self._model, answer_mode=answer_mode,
+                               sampling=sampling, **search)
+        if (answer_mode or base.settings.answer.mode) == "extract":
+            return start()
+        return self._admitted(start)
+
+    def _admitted(self, start: Callable[[], AnswerStream]) -> AnswerStream:
+        """start() in a place of the queue (BusyError when there is none), given back when its stream ends."""
+        place = self.admission.enter()
+        try:
+            stream = start()
+        except BaseException:
+            place.release()
+            raise
+        weakref.finalize(stream, place.release)  # a stream dropped without being read or closed
+        ref = weakref.ref(stream)  # (the stream holds the callback: no cycle that only the GC would free)
+        return stream.on_end(lambda: place.release(completed=getattr(ref(), "done", False)))

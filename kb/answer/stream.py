@@ -8,8 +8,10 @@
 The answer chain (kb/answer/chain.py) ends its stream with the Answer; this object is the one place that tells
 the two apart, so no caller tests items with isinstance. `stop()` ends the model's stream after the current
 piece (a client went away, a user pressed Ctrl-C): the shared model is freed at once, and the Answer is made of
-what was written so far. `close()` abandons the stream without an Answer. This module leaves out how the answer
-is made (kb/answer/chain.py) and how it is started (kb/answer/service.py).
+what was written so far. `close()` abandons the stream without an Answer. `on_end` callbacks run once however
+the stream ends (read to its end, stopped, failed, or closed, iterated or not): the answer service gives back
+the answer's place in the queue there. This module leaves out how the answer is made (kb/answer/chain.py) and
+how it is started (kb/answer/service.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class AnswerStream:
         self._done: list[Callable[[Answer], object]] = []
         self._pieces_left: Iterator[str] | None = None  # the pieces, once iteration began
         self._closed = False
+        self._end: list[Callable[[], object]] | None = []  # None once the stream has ended
+        self._end_lock = threading.Lock()
 
     def __iter__(self) -> Iterator[str]:
         if self._pieces_left is not None:
@@ -45,7 +49,10 @@ class AnswerStream:
                     return
                 yield item
         finally:
-            self._items.close()
+            try:
+                self._items.close()
+            finally:
+                self._ended()
 
     def _finish(self, answer: Answer) -> None:
         self._answer = answer
@@ -80,6 +87,22 @@ class AnswerStream:
             self._done.append(callback)
         return self
 
+    def on_end(self, callback: Callable[[], object]) -> AnswerStream:
+        """Call `callback()` once when the stream ends in any way: its items ran out or raised, or it was closed
+        (at once if it has ended). Returns self."""
+        with self._end_lock:
+            if self._end is not None:
+                self._end.append(callback)
+                return self
+        callback()
+        return self
+
+    def _ended(self) -> None:
+        with self._end_lock:
+            callbacks, self._end = self._end or [], None
+        for callback in callbacks:
+            callback()
+
     def stop(self) -> None:
         """End the model's stream after its current piece; the Answer is made of what was written (thread-safe)."""
         self.stopped.set()
@@ -88,6 +111,9 @@ class AnswerStream:
         """Abandon the stream now: the model's stream is closed, no Answer is made."""
         self.stopped.set()
         self._closed = True
-        if self._pieces_left is not None:
-            self._pieces_left.close()
-        self._items.close()
+        try:
+            if self._pieces_left is not None:
+                self._pieces_left.close()
+            self._items.close()
+        finally:
+            self._ended()  # a stream never iterated has no generator whose end would say so

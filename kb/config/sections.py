@@ -251,6 +251,14 @@ class ServerSettings(BaseModel):
     max_upload_mb: float = Field(
         100, gt=0, description="Largest file the HTTP API and the app accept in one upload, in MB."
     )
+    max_queued: int | None = Field(
+        None, ge=1, description="Most answers running or waiting for the chat model at once, over every face of "
+        "one process (HTTP chat and ask, MCP ask); past it an answer is refused at once (HTTP 429 with "
+        "Retry-After, estimated from the measured answer times) instead of waiting. Answers in answer mode "
+        "extract use no model and are not counted; search never waits. Unset: 8 for a model in this process "
+        "(gguf, chatglm2, hf), 32 for one that runs several answers at once (llm.backend openai: the server "
+        "batches); until the model has loaded, 8 (kb.answer.admission.queue_limit) (KB_SERVER__MAX_QUEUED)."
+    )
 
 
 class StoreSettings(BaseModel):
