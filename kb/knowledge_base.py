@@ -140,6 +140,20 @@ class KnowledgeBase:
         return [Hit(**{f: r[f] for f in fields}, score=0.0)
                 for r in sorted(rows.values(), key=lambda r: r["ordinal"])]
 
+    def around(self, chunk_id: int, neighbours: int = 1) -> tuple[list[Hit], int]:
+        """Chunk `chunk_id` with up to `neighbours` chunks on each side in its document, in reading order, and its
+        index in that list; ([], -1) when the KB has no such chunk (its document changed or was removed)."""
+        with self._handle.lock:
+            row = self._store.chunks_by_id([chunk_id]).get(chunk_id)
+        if row is None:
+            return [], -1
+        hits = self.chunks(row["doc_id"])
+        index = next((i for i, h in enumerate(hits) if h.chunk_id == chunk_id), None)
+        if index is None:  # the document changed in between
+            return [], -1
+        first = max(0, index - neighbours)
+        return hits[first:index + neighbours + 1], index - first
+
     def stats(self) -> dict[str, Any]:
         with self._handle.lock:
             docs = self._store.documents()

@@ -21,14 +21,21 @@ REPLY = "Hourly snapshots are kept for 48 hours [1]."
 @contextlib.contextmanager
 def running(settings: Settings) -> Iterator[str]:
     """`create_app(settings)` served by uvicorn on a free loopback port; yields the base URL."""
-    import uvicorn
-
     from kb.server.app import create_app
+
+    with serving(create_app(settings)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """An ASGI app served by uvicorn on a free loopback port; yields the base URL."""
+    import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -49,3 +56,10 @@ def server_settings(home: Path, tmp: Path, **overrides) -> Settings:
     llm = {"backend": "scripted", "model": str(replies), "temperature": 0, **overrides.pop("llm", {})}
     server = {"api_key": KEY, **overrides.pop("server", {})}
     return Settings(home=home, llm=llm, server=server, **overrides)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for a server started in a child process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
