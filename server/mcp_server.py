@@ -99,8 +99,16 @@ class CitationOut(BaseModel):
     file: str
     page: int | None
     section: str
-    sentence: str = Field(description="The answer sentence this passage supports.")
-    text: str = Field(description="The passage.")
+    sentence: str = Field(description="The answer sentence the passage supports.")
+
+
+class SourceOut(BaseModel):
+    n: int = Field(description="The [n] marker in the answer text.")
+    id: str = Field(description="The passage id (read_passage gives the passages around it).")
+    file: str
+    page: int | None
+    section: str
+    text: str = Field(description="The passage the model was given (neighbouring chunks merged).")
 
 
 class AskOut(BaseModel):
@@ -112,7 +120,8 @@ class AskOut(BaseModel):
         "asked); not_found: the model found no answer in the passages; general: general knowledge, no sources.")
     answer_mode: Literal["generate", "extract"] = Field(
         description="generate: written by the chat model; extract: sentences quoted from the passages.")
-    citations: list[CitationOut]
+    citations: list[CitationOut] = Field(description="One per cited answer sentence.")
+    sources: list[SourceOut] = Field(description="The passages the citations point at, once each.")
     translation: str | None = Field(description="The question in the other language, also searched (if it was).")
 
 
@@ -374,9 +383,11 @@ class KBTools:
 def ask_out(kb: str, answer: Answer) -> AskOut:
     ids = {p.n: f"{kb}:{p.chunk_ids[0]}" for p in answer.passages if p.chunk_ids}
     citations = [CitationOut(n=c.n, passage_id=ids.get(c.n, ""), file=c.path, page=c.page, section=c.section,
-                             sentence=c.sentence, text=c.text) for c in answer.citations]
+                             sentence=c.sentence) for c in answer.citations]
+    sources = [SourceOut(n=p.n, id=ids.get(p.n, ""), file=p.path, page=p.page, section=p.section, text=p.text)
+               for p in answer.cited_passages]
     return AskOut(kb=kb, question=answer.question, text=answer.text, status=answer.status,
-                  answer_mode=answer.answer_mode, citations=citations, translation=answer.translation)
+                  answer_mode=answer.answer_mode, citations=citations, sources=sources, translation=answer.translation)
 
 
 def render_answer(kb: str, answer: Answer) -> str:

@@ -55,6 +55,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "app": (("streamlit",), "the web app (`kb app`)"),
     "bench": (("rank_bm25",), "the benchmarks' baseline (tests/bench)"),
     "server": (("fastapi", "uvicorn", "multipart"), "the HTTP API (`kb serve`)"),
+    "mcp": (("mcp",), "knowledge bases as tools for AI agents (`kb mcp`: Claude Desktop, Claude Code, Cursor)"),
     "dev": (("pytest", "ruff", "playwright"), "the test suite and linters"),
 }
 

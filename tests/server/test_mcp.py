@@ -76,6 +76,8 @@ def test_stdio_kb_mcp_answers_both_languages_with_citations(sample_home):
             assert "600 元" in answer["text"] and "[1]" in answer["text"]
             cited = answer["citations"][0]
             assert cited["file"].endswith("差旅报销制度.md") and cited["passage_id"] == first["id"]
+            assert [source["id"] for source in answer["sources"]] == [first["id"]]  # once, though cited twice
+            assert "600 元" in answer["sources"][0]["text"]
             assert "Sources:" in _text(asked) and "差旅报销制度.md" in _text(asked)
 
             asked = await client.call_tool("ask", {"question": EN, "kb": "samples"})
@@ -349,3 +351,25 @@ def test_kb_mcp_names_the_kbs_when_asked_for_a_missing_one(sample_home):
     proc = _kb_mcp(sample_home, "--kb", "nope")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "no knowledge base named 'nope'" in err and "samples" in err
+
+
+def test_ask_past_max_queued_is_refused_with_when_to_come_back(sample_home, tmp_path):
+    """server.max_queued bounds MCP asks too (the answer service's one bound); extract answers are not counted."""
+    register_backend("words", lambda settings: WordsModel(words=400, delay=0.01))
+    settings = server_settings(sample_home, tmp_path, llm={"backend": "words", "model": ""}, server={"max_queued": 1})
+
+    async def main():
+        async with _in_process(settings) as client:
+            WordsModel.instances.clear()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.call_tool, "ask", {"question": EN, "answer_mode": "generate"})
+                while not WordsModel.instances or not WordsModel.instances[-1].began.is_set():
+                    await anyio.sleep(0.01)
+                busy = await client.call_tool("ask", {"question": EN, "answer_mode": "generate"})
+                quoted = await client.call_tool("ask", {"question": EN, "answer_mode": "extract"})
+                tg.cancel_scope.cancel()
+            return busy, quoted
+
+    busy, quoted = anyio.run(main)
+    assert busy.is_error and "busy" in _text(busy) and "try again in about" in _text(busy)
+    assert not quoted.is_error
