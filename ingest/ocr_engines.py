@@ -12,11 +12,11 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from statistics import median
 
+from . import orphans
 from .ocr_layout import CJK_WIDE, Line
 
 _LATIN_RUN = re.compile(r"[A-Za-z]{4,}")
@@ -79,8 +79,7 @@ class TesseractEngine:
     def __init__(self, languages: str = "") -> None:
         if shutil.which("tesseract") is None:
             raise OcrUnavailable(TESSERACT_MISSING)
-        installed = set(subprocess.run(["tesseract", "--list-langs"], capture_output=True, text=True,
-                                       timeout=30).stdout.split()[1:] or ())
+        installed = set(orphans.run(["tesseract", "--list-langs"], timeout=30).stdout.split()[1:] or ())
         wanted = languages or "+".join(x for x in ("chi_sim", "eng") if x in installed) or "eng"
         missing = [x for x in wanted.split("+") if x not in installed]
         if missing:
@@ -93,9 +92,9 @@ class TesseractEngine:
             source = Path(folder, "page.png")
             image.convert("L").save(source)
             # psm 3: automatic page segmentation; preserve_interword_spaces keeps Chinese unspaced
-            done = subprocess.run(["tesseract", str(source), "stdout", "-l", self.languages, "--psm", "3",
-                                   "-c", "preserve_interword_spaces=1", "tsv"], capture_output=True, text=True,
-                                  timeout=_TESSERACT_TIMEOUT, env={**os.environ, "OMP_THREAD_LIMIT": "1"})
+            done = orphans.run(["tesseract", str(source), "stdout", "-l", self.languages, "--psm", "3",
+                                "-c", "preserve_interword_spaces=1", "tsv"], timeout=_TESSERACT_TIMEOUT,
+                               env={**os.environ, "OMP_THREAD_LIMIT": "1"})
         if done.returncode != 0:
             raise OcrUnavailable(f"tesseract failed: {done.stderr.strip().splitlines()[-1:]}")
         return tesseract_lines(done.stdout)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -34,6 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kb.errors import ParseError
+
+from . import orphans
 
 LEGACY = {".doc": ".docx", ".wps": ".docx", ".rtf": ".docx", ".xls": ".xlsx", ".ppt": ".pptx"}
 # The LibreOffice part that reads each old format: (Debian package suffix, its library in program/).
@@ -100,29 +101,14 @@ def _check_looks_like_office(path: Path) -> None:
 
 
 def _run(cmd: list[str], path: Path, timeout: float) -> str:
-    """Run soffice in its own process group, so a timeout kills soffice.bin too, not only the wrapper script."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace", start_new_session=True)
+    """Run soffice under orphans.run: its process group (soffice.bin included) is killed on a timeout, on
+    Ctrl-C, and when this process dies."""
     try:
-        _, stderr = proc.communicate(timeout=timeout)
+        return orphans.run(cmd, timeout).stderr
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
         raise ParseError(str(path), f"LibreOffice took longer than {timeout:g} s to convert it (a huge, damaged or "
                                     "password-protected file?); save it in a modern format "
                                     f"({LEGACY.get(path.suffix.lower(), 'docx')}) and ingest that") from None
-    except BaseException:  # Ctrl-C: leave no soffice behind
-        _kill_group(proc)
-        raise
-    return stderr
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    # The leader is not reaped yet, so its id still names this group and no other.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate()
 
 
 def _install_hint(path: Path, target_suffix: str) -> str:

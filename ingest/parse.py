@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import queue
 import time
 from collections import deque
@@ -21,6 +22,7 @@ from kb.types import Chunk, DocumentInfo, DocumentState
 
 from .loaders import Limits, document_title, load
 from .ocr import IMAGE_SUFFIXES, OcrOptions, OcrRun
+from .orphans import die_with_parent
 from .report import FileResult, Progress
 from .split import TokenCounter, split_document
 
@@ -96,7 +98,9 @@ def parsed(todo: list[FileToParse], count_tokens: TokenCounter, parse: ParseSett
         return
     context = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
     pages = context.Queue()
-    with ProcessPoolExecutor(1, mp_context=context, initializer=_init_child, initargs=(count_tokens, pages)) as pool:
+    # The worker starts in this thread (see ingest/orphans.py), which outlives it: the `with` joins it.
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_init_child,
+                             initargs=(os.getpid(), count_tokens, pages)) as pool:
         in_flight: deque = deque()
         for f in todo:
             in_flight.append(pool.submit(_parse_in_child, f, parse))
@@ -125,8 +129,9 @@ _child_counter = None
 _child_pages = None
 
 
-def _init_child(count_tokens, pages) -> None:
+def _init_child(parent_pid: int, count_tokens, pages) -> None:
     global _child_counter, _child_pages
+    die_with_parent(parent_pid)  # a killed ingest must not leave this process behind
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
