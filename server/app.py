@@ -3,9 +3,11 @@
 Every route but /health (and the API docs, which hold no user data) needs `Authorization: Bearer <key>`
 when server.api_key is set. Every error is JSON in OpenAI's shape, `{"error": {"message", "type",
 "code"}}`, with a 4xx status for anything the caller can fix: kb's own errors (KBError) keep their
-messages. Upload bodies are limited to server.max_upload_mb before they are parsed. This module leaves
-out the routes themselves (openai_routes.py, kb_routes.py) and what they share with it (deps.py: the
-server state, the API-key check, the error responses each route declares).
+messages. A full queue (BusyError: server.max_queued answers running or waiting for the model) is 429 with
+`Retry-After`, in the shape of OpenAI's own rate limit (type "requests", code "rate_limit_exceeded"), which
+OpenAI clients retry after that many seconds. Upload bodies are limited to server.max_upload_mb before they are
+parsed. This module leaves out the routes themselves (openai_routes.py, kb_routes.py) and what they share with it
+(deps.py: the server state, the API-key check, the error responses each route declares).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kb.answer.service import AnswerService
 from kb.config import Settings
 from kb.errors import (
+    BusyError,
     ConfigError,
     EmbedderMismatchError,
     IndexFormatError,
@@ -63,7 +66,7 @@ _KB_ERRORS: list[tuple[type[KBError], int, str]] = [
 ]
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
           409: "conflict_error", 413: "invalid_request_error", 415: "invalid_request_error",
-          422: "invalid_request_error"}
+          422: "invalid_request_error", 429: "requests"}
 
 # Messages for the fields whose rule is a pattern (the pattern alone says little to a person).
 _FRIENDLY = {"name": f"invalid knowledge base name: use {NAME_RULE}", "query": "the search query is empty",
@@ -81,6 +84,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def kb_error(request: Request, exc: KBError) -> JSONResponse:
         if isinstance(exc, UploadRefused):
             return error(exc.status, str(exc), "upload_refused")
+        if isinstance(exc, BusyError):
+            return error(429, str(exc), "rate_limit_exceeded", headers={"Retry-After": str(exc.retry_after)})
         for cls, status, _ in _KB_ERRORS:
             if isinstance(exc, cls):
                 return error(status, str(exc), cls.__name__)

@@ -18,6 +18,13 @@ _bearer = HTTPBearer(auto_error=False, description="server.api_key (KB_SERVER__A
 # Declared on every route that can fail, so the OpenAPI schema lists each error the route returns.
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 422)}
 MODEL_ERRORS = {503: {"model": ErrorResponse, "description": "The chat model could not be loaded or run."}}
+BUSY_ERRORS = {429: {
+    "model": ErrorResponse,
+    "description": "server.max_queued answers are running or waiting for the model: try again later (error "
+                   "code rate_limit_exceeded). A stream is refused before it starts; one that started is never cut.",
+    "headers": {"Retry-After": {"description": "Seconds to wait, estimated from the measured answer times.",
+                                "schema": {"type": "integer", "minimum": 1}}},
+}}
 AUTH_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong API key."}}
 
 

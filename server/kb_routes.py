@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from kb.uploads import remove_document
 
-from .deps import ERRORS, MODEL_ERRORS, ServiceDep
+from .deps import BUSY_ERRORS, ERRORS, MODEL_ERRORS, ServiceDep
 from .schemas import (
     NAME_PATTERN,
     NAME_RULE,
@@ -119,7 +119,7 @@ def search(name: KBName, body: SearchRequest, state: ServiceDep) -> SearchRespon
     return SearchResponse(hits=hits)
 
 
-@router.post("/{name}/ask", response_model=AnswerOut, responses={**ERRORS, **MODEL_ERRORS},
+@router.post("/{name}/ask", response_model=AnswerOut, responses={**ERRORS, **MODEL_ERRORS, **BUSY_ERRORS},
              summary="Answer a question from the KB: kb's full Answer with citations and passages")
 async def ask(name: KBName, body: AskRequest, request: Request, state: ServiceDep) -> AnswerOut:
     if not body.question.strip():

@@ -24,7 +24,7 @@ from kb.answer.service import AnswerService
 from kb.answer.types import Answer
 from kb.errors import ConfigError, KBError, KBNotFoundError
 
-from .deps import ERRORS, MODEL_ERRORS, ServiceDep
+from .deps import BUSY_ERRORS, ERRORS, MODEL_ERRORS, ServiceDep
 from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -109,7 +109,7 @@ def get_model(model: str, state: ServiceDep) -> ModelCard:
     return ModelCard(id=PREFIX + kb.name, created=int(kb.manifest.get("created_at") or 0))
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses={**ERRORS, **MODEL_ERRORS, 200: _SSE_DOC},
+@router.post("/chat/completions", response_model=ChatCompletion, responses={**ERRORS, **MODEL_ERRORS, **BUSY_ERRORS, 200: _SSE_DOC},
              summary="Answer from a knowledge base (OpenAI chat completions; model 'kb:<name>')")
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            state: ServiceDep):
