@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -112,6 +113,11 @@ class ChatBackend(ABC):
         stop: list[str] | None = None,
     ) -> Iterator[str]:
         """Yield the answer to `messages` piece by piece."""
+
+    def stream_in_turn(self, messages: list[Message], cancel: threading.Event, **gen) -> Iterator[str]:
+        """`stream(messages, **gen)` once it is this call's turn on the model; nothing at all if `cancel` is set
+        first (a client went away while its answer waited). A model only one caller uses never waits."""
+        return self.stream(messages, **gen)
 
     def generate(self, messages: list[Message], **gen) -> str:
         """The whole answer at once (the joined stream)."""

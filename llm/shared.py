@@ -3,7 +3,8 @@
 Local models (llama.cpp, a torch model on one GPU) cannot run two generations at once, so
 `SharedBackend` lets one stream run at a time; the others wait their turn. The lock is released when
 a stream ends, fails or is closed early (a client that disconnects closes its stream), so a dropped
-request never blocks the next. A backend that declares `parallel_safe` (a remote OpenAI-compatible server,
+request never blocks the next; a caller still waiting for its turn gives up when its cancel event is set
+(`stream_in_turn`), without touching the model. A backend that declares `parallel_safe` (a remote OpenAI-compatible server,
 which batches requests itself) is not serialized. This module leaves out queue limits and fairness: waiters take the lock in any order.
 """
 
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 
 from kb.config import LLMSettings
 from kb.llm.base import ChatBackend, Message, load_backend
+
+TURN_POLL = 0.05  # seconds: how often a caller waiting for the model checks whether it was cancelled
 
 
 class SharedBackend(ChatBackend):
@@ -46,6 +49,20 @@ class SharedBackend(ChatBackend):
             return
         with self._lock:
             yield from self.inner.stream(messages, **gen)
+
+    def stream_in_turn(self, messages: list[Message], cancel: threading.Event, **gen) -> Iterator[str]:
+        """As stream(), but a caller waiting for its turn gives up, writing nothing, once `cancel` is set."""
+        if self._lock is None:
+            yield from self.inner.stream(messages, **gen)
+            return
+        while not self._lock.acquire(timeout=TURN_POLL):
+            if cancel.is_set():
+                return
+        try:
+            if not cancel.is_set():
+                yield from self.inner.stream(messages, **gen)
+        finally:
+            self._lock.release()
 
     def count_tokens(self, text: str) -> int:
         with self._tokens_lock:

@@ -224,8 +224,9 @@ def _generate(backend: ChatBackend | None, settings: AnswerSettings, s: State) -
 
 def _pieces(backend: ChatBackend, messages: list[Message], stop: threading.Event | None, **gen) -> Iterator[str]:
     """The one way the chain calls a model (answer, rewrite, translate): its stream, ended after the current piece
-    once `stop` is set; closing the stream frees a shared model for the next caller."""
-    stream = backend.stream(messages, **gen)
+    once `stop` is set (or never begun, if `stop` is set while it waits for a shared model); closing the stream
+    frees a shared model for the next caller."""
+    stream = backend.stream(messages, **gen) if stop is None else backend.stream_in_turn(messages, stop, **gen)
     try:
         if stop is not None and stop.is_set():
             return

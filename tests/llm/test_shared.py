@@ -78,3 +78,20 @@ def test_one_instance_per_settings():
     assert shared_backend(LLMSettings(backend="scripted")) is a
     assert shared_backend(LLMSettings(backend="scripted", max_new_tokens=7)) is not a
     assert a.name == "scripted"
+
+
+def test_a_caller_waiting_for_its_turn_gives_up_when_cancelled_and_never_runs_the_model():
+    model = _Recorder()
+    shared = SharedBackend(model)
+    running = shared.stream([Message("user", "count")])
+    assert next(running) == "one"  # holds the model
+    cancel = threading.Event()
+    out: list[str] = []
+    waiter = threading.Thread(target=lambda: out.extend(shared.stream_in_turn([Message("user", "x")], cancel)))
+    waiter.start()
+    cancel.set()  # its client went away
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and out == []  # gave up while the other stream still holds the model
+    assert model.most == 1 and shared.busy
+    running.close()
+    assert list(shared.stream_in_turn([Message("user", "x")], threading.Event())) == ["one", " two", " three"]
