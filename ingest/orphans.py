@@ -8,7 +8,8 @@ kb starts goes when its parent goes:
 - `die_with_parent(parent_pid)`, called first in a Python child (the parse worker's pool initializer): on
   Linux the kernel sends the child SIGKILL when its parent dies (`prctl(PR_SET_PDEATHSIG)`); elsewhere a
   daemon thread polls `os.getppid()` every POLL_SECONDS. A parent that died before the call (the child was
-  still starting) is caught by comparing `os.getppid()` with the pid the parent passed.
+  still starting) is caught by comparing `os.getppid()` with the pid the parent passed; the worker then goes
+  when its start-up reaches the initializer (at most about 1.6 s on the 2-core test machine).
 - `run(cmd, timeout)`, for external commands (tesseract, LibreOffice): the command runs under a watcher, this
   file run as a script by the same Python (`python -I -S orphans.py PARENT_PID CMD...`: about 40 ms, stdlib
   only). The watcher leads a process group of its own, which the command and all it starts inherit; when the
@@ -24,6 +25,11 @@ ProcessPoolExecutor with the spawn context starts its worker in the thread that 
 worker retired by `max_tasks_per_child`, which kb does not set. In ingest/parse.py that is the thread that
 iterates `parsed`, and it leaves the pool's `with` block (which joins the worker) before it can end. `run`'s
 caller waits for the watcher in the thread that started it.
+
+Measured (tests/reliability/test_killed_children.py, 2 cores): from the SIGKILL of `kb ingest` to its last
+process gone, 0.1-0.3 s with the parse worker running (most of it the kernel freeing the worker's memory;
+multiprocessing's resource tracker goes last, once the worker's end of its pipe closes), 0.3 s with tesseract
+or LibreOffice converting. Before, the worker and the tracker were still there ten minutes later.
 
 Left out: Windows (nothing is reparented there and there is no PDEATHSIG; a job object would do it).
 """

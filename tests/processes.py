@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +45,11 @@ class Marker:
             time.sleep(0.01)
         return left, time.perf_counter() - start
 
-    def wait_for(self, text: str, timeout: float, other_than: int = 0) -> bool:
-        """Poll until a marked process (other than pid `other_than`) whose command line holds `text` runs."""
+    def wait_for(self, match: Callable[[str], bool], timeout: float) -> bool:
+        """Poll until a marked process runs whose command line (arguments joined by spaces) `match`es."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(text in cmd for pid, cmd in self.processes().items() if pid != other_than):
+            if any(match(cmd) for cmd in self.processes().values()):
                 return True
             time.sleep(0.02)
         return False

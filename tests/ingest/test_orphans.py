@@ -22,10 +22,11 @@ NO_PDEATHSIG = "orphans._set_pdeathsig = lambda sig: False; "  # the parent watc
 
 
 def _parent(marker: Marker, code: str, ready: str) -> subprocess.Popen:
-    """A Python process running `code` (with `orphans` imported); returns once a marked process shows `ready`."""
+    """A Python process running `code` (with `orphans` imported); returns once a marked command starting with
+    `ready` runs."""
     parent = subprocess.Popen([sys.executable, "-c", "from kb.ingest import orphans; " + code],
                               env={**os.environ, **marker.env})
-    if not marker.wait_for(ready, timeout=30, other_than=parent.pid):
+    if not marker.wait_for(lambda cmd: cmd.startswith(ready), timeout=30):
         parent.kill()
         pytest.fail(f"never saw {ready!r}: {marker.processes()}")
     return parent
@@ -42,7 +43,8 @@ def _kill_and_wait(parent: subprocess.Popen, marker: Marker) -> float:
 def test_a_command_and_what_it_starts_die_with_the_caller():
     marker = Marker()
     parent = _parent(marker, "orphans.run(['sh', '-c', 'sleep 61 & sleep 62'], timeout=120)", "sleep 62")
-    assert marker.wait_for("sleep 61", timeout=10, other_than=parent.pid)
+    assert marker.wait_for(lambda cmd: cmd == "sleep 61", timeout=10)
+    assert len(marker.processes()) == 5  # python, the watcher, sh, two sleeps
     seconds = _kill_and_wait(parent, marker)
     print(f"the watcher, sh and both sleeps were gone {seconds * 1000:.0f} ms after the kill")
 
@@ -60,7 +62,7 @@ def test_a_python_child_dies_with_its_parent(mode, tmp_path):
     child = ("import os, sys, time; from kb.ingest import orphans; " + (NO_PDEATHSIG if mode == "poll" else "")
              + f"orphans.die_with_parent(os.getppid()); open({str(ready)!r}, 'w').close(); time.sleep(60)")
     parent = _parent(marker, f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])",
-                     "time.sleep(60)")
+                     sys.executable + " -c import os")
     deadline = time.monotonic() + 30
     while not ready.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -72,7 +74,7 @@ def test_a_python_child_dies_with_its_parent(mode, tmp_path):
 def test_a_child_whose_parent_died_while_it_started_ends_at_once(mode):
     # The pid passed is not this child's parent: as if the parent had died and the child were reparented.
     code = ("from kb.ingest import orphans; " + (NO_PDEATHSIG if mode == "poll" else "")
-             + "import os, time; orphans.die_with_parent(os.getppid() + 100000); time.sleep(60)")
+            + "import os, time; orphans.die_with_parent(os.getppid() + 100000); time.sleep(60)")
     done = subprocess.run([sys.executable, "-c", code], timeout=30)
     assert done.returncode == -signal.SIGKILL
 
