@@ -22,4 +22,4 @@ def catalog(settings: Settings) -> Catalog:
         return MilvusCatalog.connect(settings.store, settings.home_dir, settings.retrieval.hnsw_threshold)
     from kb.stores.local import LocalCatalog
 
-    return LocalCatalog(settings.home_dir / "kbs", settings.retrieval.hnsw_threshold)
+    return LocalCatalog(settings.home_dir / "kbs", settings.retrieval.hnsw_threshold, settings.store.keyword_engine)

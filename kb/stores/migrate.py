@@ -42,7 +42,7 @@ class MigrationReport:
 def target_settings(settings: Settings, to: str, token: str | None = None, db_name: str | None = None) -> Settings:
     """The settings of `--to`: 'local' is $KB_HOME/kbs, anything else a Milvus URI (a .db file or a server)."""
     if to == "local":
-        store = StoreSettings(backend="local")
+        store = StoreSettings(backend="local", keyword_engine=settings.store.keyword_engine)
     else:
         store = settings.store.model_copy(update={
             "backend": "milvus", "uri": to,

@@ -1,5 +1,5 @@
-"""The store suite: every test runs against both stores, the local one (SQLite + FAISS) and Milvus (Milvus Lite,
-the same client a Milvus server or cluster uses). Ingest, re-ingest, replacement, prune, remove, filters, each
+"""The store suite: every test runs against both stores, the local one (SQLite + FAISS; with FTS5, and with
+tantivy as its keyword engine) and Milvus (Milvus Lite, the same client a Milvus server or cluster uses). Ingest, re-ingest, replacement, prune, remove, filters, each
 search mode, neighbours, manifest checks, SIGKILL during ingest, and two writers behave the same on both."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from kb.errors import EmbedderMismatchError, IndexFormatError, KBError, LockedEr
 from kb.stores import catalog
 
 pytest.importorskip("pymilvus")
-BACKENDS = ["local", "milvus"]
+BACKENDS = ["local", "tantivy", "milvus"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -28,6 +28,11 @@ def store_settings(request, settings, tmp_path, monkeypatch):
     """Settings of one store; for Milvus a Milvus Lite file of this test's own (freed afterwards)."""
     if request.param == "local":
         yield settings
+        return
+    if request.param == "tantivy":
+        pytest.importorskip("tantivy")
+        monkeypatch.setenv("KB_STORE__KEYWORD_ENGINE", "tantivy")
+        yield Settings(home=settings.home, store={"keyword_engine": "tantivy"})
         return
     uri = str(tmp_path / "kb.db")
     monkeypatch.setenv("KB_STORE__BACKEND", "milvus")
@@ -54,6 +59,12 @@ def _state(base):
     docs = base.documents()
     ids = sorted(int(i) for i in base._store.chunk_ids_of([d.doc_id for d in docs]))
     return sorted((d.path, d.content_hash, d.chunks) for d in docs), ids
+
+
+def _served_by_tantivy(base) -> bool:
+    """With keyword_engine tantivy, whether its index is up to date (so searches use it, not FTS5)."""
+    store = base._store
+    return getattr(store, "keyword_engine", "") != "tantivy" or store._keywords.current(store._db)
 
 
 def _rows_in_milvus(base) -> int:
@@ -89,6 +100,7 @@ def test_ingest_reingest_replace_prune_remove(store_settings, tmp_path):
     assert [d.path for d in removed] == [str(folder / "b.txt")]
     assert sorted(d.path.rsplit("/", 1)[1] for d in base.documents()) == ["a.md", "规定.md"]
     assert base.stats()["chunks"] == sum(d.chunks for d in base.documents())
+    assert _served_by_tantivy(base)
     if store_settings.store.backend == "milvus":
         assert _rows_in_milvus(base) == base.stats()["chunks"]  # old versions and removed documents are gone
 
@@ -112,6 +124,7 @@ def test_search_modes_filters_and_languages(store_settings, tmp_path):
     doc_b = next(d.doc_id for d in base.documents() if d.path.endswith("b.txt"))
     assert {h.doc_id for h in base.search("reactor keys", k=10, doc_ids=[doc_b])} == {doc_b}
     assert base.search("bridge", k=10, paths=["*.pdf"]) == []
+    assert _served_by_tantivy(base)
 
 
 def test_neighbours_and_spans(store_settings, tmp_path):
@@ -199,7 +212,8 @@ def _corpus(folder):
 def _env(settings):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KB_STORE__")}
     env.update(KB_HOME=str(settings.home), KB_CONFIG=str(settings.home / "none.yaml"),
-               KB_STORE__BACKEND=settings.store.backend, KB_STORE__URI=settings.store.uri)
+               KB_STORE__BACKEND=settings.store.backend, KB_STORE__URI=settings.store.uri,
+               KB_STORE__KEYWORD_ENGINE=settings.store.keyword_engine)
     return env
 
 
@@ -232,6 +246,7 @@ def test_sigkill_during_ingest_then_rerun_equals_clean_ingest(store_settings, tm
     if store_settings.store.backend == "milvus":
         assert _rows_in_milvus(crashed) == len(_state(crashed)[1])  # no orphan or duplicate chunk rows
     assert crashed.search("glacier3 detail", k=1)[0].path.endswith("glacier.md")
+    assert _served_by_tantivy(crashed)
 
 
 def _free_port() -> int:

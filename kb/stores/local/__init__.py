@@ -5,6 +5,7 @@ Layout of one KB folder:
     manifest.json         format version, embedder and chunking settings (written once, at creation)
     meta.sqlite           the truth: documents, chunks (+ vectors as float32 blobs), FTS5 keyword index
     vectors-<gen>.faiss   the dense index for commit generation <gen>, a cache of the vectors in SQLite
+    keywords.tantivy/     with store.keyword_engine tantivy: the BM25 index, tagged with the generation it reflects
 
 Every change is one SQLite transaction (WAL mode), which is the commit point: a process killed at any
 moment leaves the last committed state. The FAISS file is derived data tagged with the generation it
@@ -14,7 +15,7 @@ damaged or foreign file is rebuilt from SQLite, never parsed. Nothing is ever un
 own binary format, the rest is SQL/JSON.
 
 The parts: schema.py (the tables, opening and checking meta.sqlite), store.py (LocalStore: writes, reads,
-keyword search, export), index.py (the FAISS file, dense search, centring), catalog.py (the KB folders,
+keyword search, export), keywords.py (FTS5's query, the tantivy index kept in step), index.py (the FAISS file, dense search, centring), catalog.py (the KB folders,
 writer locks, replacement by folder swap). This package gives their public names in one place.
 """
 

@@ -26,10 +26,11 @@ class LocalCatalog:
     A replacement (rebuild, migrate) is written into a hidden folder beside the KB and swapped in by two
     renames at the end; a crash between them is finished or undone the next time the KB is opened."""
 
-    def __init__(self, root: Path, hnsw_threshold: int = 200_000) -> None:
+    def __init__(self, root: Path, hnsw_threshold: int = 200_000, keyword_engine: str = "fts5") -> None:
         self.root = root
         self.where = str(root)
         self.hnsw_threshold = hnsw_threshold
+        self.keyword_engine = keyword_engine
 
     def folder(self, name: str) -> Path:
         return self.root / name
@@ -55,7 +56,7 @@ class LocalCatalog:
 
     def open(self, name: str, manifest: dict[str, Any]) -> LocalStore:
         return LocalStore(self.folder(name), manifest["embedder"]["dim"], self.hnsw_threshold,
-                          manifests.ensemble_dims(manifest))
+                          manifests.ensemble_dims(manifest), self.keyword_engine)
 
     def delete(self, name: str) -> None:
         folder = self.folder(name)
@@ -96,7 +97,7 @@ class _FolderSwap:
         self.fresh.mkdir(parents=True)
         manifests.write_json_atomic(self.fresh / "manifest.json", manifest)
         self.store = LocalStore(self.fresh, manifest["embedder"]["dim"], catalog.hnsw_threshold,
-                                manifests.ensemble_dims(manifest))
+                                manifests.ensemble_dims(manifest), catalog.keyword_engine)
 
     def commit(self) -> None:
         self.store.close()

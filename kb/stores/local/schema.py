@@ -2,7 +2,8 @@
 
 A KB's meta.sqlite is the truth (documents, chunks with their vectors as float32 blobs, the FTS5 keyword
 index, and the other embedders' vectors of a KB built with an ensemble, `ensemble_vectors`: a table that KBs
-built before it get, empty, when first opened); `connect` creates the tables in a new file and refuses a file of another schema version or of other
+built before it get, empty, when first opened, and `keyword_pending`: the documents changed since the tantivy
+keyword index's last commit, written in the same transactions, kb/stores/local/keywords.py); `connect` creates the tables in a new file and refuses a file of another schema version or of other
 columns with an IndexFormatError naming the file and the fix. There are no migrations: SCHEMA_VERSION 1 is
 the only version, and a KB of another one is rebuilt (`kb ingest --rebuild`). What is read and written is in
 store.py and index.py.
@@ -33,6 +34,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(terms, tokenize='porter
 CREATE TABLE IF NOT EXISTS ensemble_vectors (
     model TEXT NOT NULL, chunk_id INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, chunk_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ensemble_by_chunk ON ensemble_vectors(chunk_id);
+CREATE TABLE IF NOT EXISTS keyword_pending (doc_id TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 COLUMNS = {
     "documents": ["doc_id", "path", "title", "file_type", "content_hash", "size", "mtime", "ingested_at", "text"],

@@ -2,7 +2,8 @@
 
 `LocalStore` is kb/stores/base.py's Store over meta.sqlite: the documents and their chunks written one
 transaction per document (WAL mode; the transaction is the commit point, and bumps the generation that tags
-the FAISS file), the reads (documents, chunks, neighbours, vectors, filters), the FTS5 keyword search and the
+the FAISS file), the reads (documents, chunks, neighbours, vectors, filters), the keyword search (FTS5, or
+tantivy kept in step by keywords.py when store.keyword_engine is tantivy) and the
 export for `kb migrate`. It leaves out the schema and opening the file (schema.py), the FAISS file, the dense
 search and the centring (index.py, its base class) and the folders, locks and swaps of a catalog (catalog.py).
 """
@@ -20,9 +21,10 @@ import numpy as np
 
 from kb.errors import StorageError
 from kb.stores.base import CHUNK_FIELDS, KeywordQuery, Record, SideVectors, batches, filter_documents
+from kb.stores.local import keywords
 from kb.stores.local.index import LocalDenseIndex
+from kb.stores.local.keywords import TantivyKeywords, fts5_search
 from kb.stores.local.schema import connect
-from kb.text.keywords import fts_query
 from kb.types import Chunk, DocumentInfo, DocumentState
 
 
@@ -30,7 +32,7 @@ class LocalStore(LocalDenseIndex):
     """One KB folder. Writers must hold the KB's lock (LocalCatalog.writer); readers need none."""
 
     def __init__(self, folder: Path, dim: int, hnsw_threshold: int = 200_000,
-                 ensemble: dict[str, int] | None = None) -> None:
+                 ensemble: dict[str, int] | None = None, keyword_engine: str = "fts5") -> None:
         self.folder = folder
         self.where = str(folder)
         self.dim = dim
@@ -42,8 +44,16 @@ class LocalStore(LocalDenseIndex):
         self._index = None  # (generation, DenseIndex)
         self._readers = threading.local()  # keyword_query's read-only connection per thread
         self._opened_readers: list[sqlite3.Connection] = []
+        self.keyword_engine = keyword_engine
+        self._keywords = TantivyKeywords(folder) if keyword_engine == "tantivy" else None
+        self._keywords_synced = False
+        # written with fts5 beside a tantivy index: it falls behind, and keyword_pending does not say by how much
+        self._tantivy_left = self._keywords is None and (folder / keywords.FOLDER).exists()
 
     def close(self) -> None:
+        if self._keywords is not None:
+            self._keywords.close()
+            self._keywords_synced = False
         for reader in self._opened_readers:
             reader.close()
         self._db.close()
@@ -55,6 +65,8 @@ class LocalStore(LocalDenseIndex):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                if self._tantivy_left:
+                    self._db.execute("DELETE FROM meta WHERE key=?", (keywords.PENDING_SINCE,))
                 self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -90,6 +102,7 @@ class LocalStore(LocalDenseIndex):
 
     def put_documents(self, records: list[Record]) -> int:
         """Replace each document and all its chunks, one transaction per document. Returns chunks removed."""
+        self._keyword_sync()
         return sum(self._put(r) for r in records)
 
     def _put(self, record: Record) -> int:
@@ -115,6 +128,10 @@ class LocalStore(LocalDenseIndex):
                 "INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)",
                 [(c.chunk_id, t) for c, t in zip(chunks, terms)],
             )
+            if self._keywords is not None:
+                db.execute("INSERT OR IGNORE INTO keyword_pending VALUES (?)", (info.doc_id,))
+        if self._keywords is not None:  # published by finish(); until then searches use FTS5
+            self._keywords.replace(info.doc_id, [(c.chunk_id, t) for c, t in zip(chunks, terms)])
         return removed
 
     def touch_document(self, path: str, mtime: float) -> None:
@@ -124,10 +141,16 @@ class LocalStore(LocalDenseIndex):
 
     def remove_documents(self, doc_ids: Iterable[str]) -> int:
         """Delete documents and their chunks in one transaction. Returns chunks removed."""
-        removed = 0
+        removed, doc_ids = 0, list(doc_ids)
+        self._keyword_sync()
         with self.transaction() as db:
             for doc_id in doc_ids:
                 removed += self._delete_doc(db, doc_id, None)
+                if self._keywords is not None:
+                    db.execute("INSERT OR IGNORE INTO keyword_pending VALUES (?)", (doc_id,))
+        if self._keywords is not None:
+            for doc_id in doc_ids:
+                self._keywords.replace(doc_id, [])
         return removed
 
     @staticmethod
@@ -161,7 +184,7 @@ class LocalStore(LocalDenseIndex):
 
     def keyword_search(self, query: str, limit: int, doc_ids: list[str] | None = None) -> list[tuple[int, float]]:
         """(chunk_id, bm25) best first, optionally only in some documents."""
-        return _keyword_search(self._db, query, limit, doc_ids)
+        return self._keyword_search(self._db, query, limit, doc_ids)
 
     def keyword_query(self, doc_ids: list[str] | None = None) -> KeywordQuery:
         """keyword_search for another thread, on a read-only connection of that thread's own: SQLite runs two
@@ -173,8 +196,34 @@ class LocalStore(LocalDenseIndex):
                 reader = self._readers.db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True,
                                                             check_same_thread=False)
                 self._opened_readers.append(reader)
-            return _keyword_search(reader, query, limit, doc_ids)
+            return self._keyword_search(reader, query, limit, doc_ids)
         return run
+
+    def _keyword_search(self, db: sqlite3.Connection, query: str, limit: int,
+                        doc_ids: list[str] | None) -> list[tuple[int, float]]:
+        """tantivy when its last commit reflects what `db` reads, else FTS5 (exact, slower: behind after a crash,
+        or during an ingest until finish() publishes)."""
+        if self._keywords is not None and (found := self._keywords.search_if_current(db, query, limit, doc_ids)):
+            return found[0]
+        return fts5_search(db, query, limit, doc_ids)
+
+    def _keyword_sync(self) -> None:
+        """Once per session, before the writer's first change: a tantivy index that is behind catches up."""
+        if self._keywords is not None and not self._keywords_synced:
+            self._keywords.sync(self._db)
+            self._keywords_synced = True
+
+    def finished(self) -> bool:
+        return super().finished() and (self._keywords is None or self._keywords.current(self._db))
+
+    def finish(self) -> None:
+        super().finish()
+        if self._keywords is not None:
+            self._keyword_sync()
+            if self._keywords.dirty:
+                self._keywords.publish(self._db)
+            self._keywords.close()  # the next writer may be another process: it needs tantivy's writer lock
+            self._keywords_synced = False
 
     def term_document_frequency(self, terms: list[str]) -> dict[str, int]:
         """How many chunks hold each keyword term (kb.text.keywords terms; FTS5 stems English ones as it stemmed
@@ -224,7 +273,7 @@ class LocalStore(LocalDenseIndex):
         return out
 
     def disk_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
 
     def export(self) -> Iterator[Record]:
         """Every document with its chunks, raw vectors and terms, from one read snapshot."""
@@ -245,17 +294,3 @@ class LocalStore(LocalDenseIndex):
         finally:
             reader.close()
 
-
-def _keyword_search(db: sqlite3.Connection, query: str, limit: int,
-                    doc_ids: list[str] | None) -> list[tuple[int, float]]:
-    """(chunk_id, bm25) best first through one connection. FTS5's bm25() is negative."""
-    match = fts_query(query)
-    if match is None or doc_ids == []:
-        return []
-    sql = "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ?"
-    params: list[Any] = [match]
-    if doc_ids is not None:
-        sql += f" AND rowid IN (SELECT chunk_id FROM chunks WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
-        params.extend(doc_ids)
-    rows = db.execute(sql + " ORDER BY s LIMIT ?", (*params, limit))
-    return [(r[0], -r[1]) for r in rows]
