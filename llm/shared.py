@@ -4,8 +4,9 @@ Local models (llama.cpp, a torch model on one GPU) cannot run two generations at
 `SharedBackend` lets one stream run at a time; the others wait their turn. The lock is released when
 a stream ends, fails or is closed early (a client that disconnects closes its stream), so a dropped
 request never blocks the next; a caller still waiting for its turn gives up when its cancel event is set
-(`stream_in_turn`), without touching the model. A backend that declares `parallel_safe` (a remote OpenAI-compatible server,
-which batches requests itself) is not serialized. This module leaves out queue limits and fairness: waiters take the lock in any order.
+(`stream_in_turn`), without touching the model. A backend that declares `parallel_safe` (a remote
+OpenAI-compatible server, which batches requests itself) is not serialized. This module leaves out fairness
+(waiters take the lock in any order) and how many may wait (kb/answer/admission.py).
 """
 
 from __future__ import annotations
