@@ -8,6 +8,7 @@ The model is a backend registered through the real factory whose words wait for 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -217,6 +218,12 @@ def _probe(client: httpx.Client) -> int:
     return r.status_code
 
 
+def _send(url: httpx.URL, request: bytes) -> socket.socket:
+    sock = socket.create_connection((url.host, url.port))
+    sock.sendall(request)
+    return sock
+
+
 def test_a_client_that_hangs_up_while_waiting_for_the_model_frees_its_place_at_once(two, model):
     url = two.base_url
     data = json.dumps(_chat()).encode()
@@ -227,9 +234,17 @@ def test_a_client_that_hangs_up_while_waiting_for_the_model_frees_its_place_at_o
         streams = len(model.streams)
         running = pool.submit(_post_chat, two)
         _wait_until(lambda: len(model.streams) > streams, "the first chat had the model")
-        with socket.create_connection((url.host, url.port)) as waiting:  # a second chat waits for the model
-            waiting.sendall(head + data)
-            _wait_until(lambda: _probe(two) == 429, "the queue was full")
+        waiting = _send(url, head + data)  # a second chat waits for the model
+        try:
+            deadline = time.monotonic() + DEADLINE
+            while _probe(two) != 429:
+                assert time.monotonic() < deadline, "timed out waiting until the queue was full"
+                if select.select([waiting], [], [], 0)[0]:  # answered: refused while a probe held the 2nd place
+                    waiting.close()
+                    waiting = _send(url, head + data)
+                time.sleep(0.01)
+        finally:
+            waiting.close()  # hang up
         _wait_until(lambda: _probe(two) == 200, "the place of the client that hung up was free")
         assert not running.done()  # while the first answer still holds the model
         model.gate.set()

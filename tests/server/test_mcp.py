@@ -27,6 +27,7 @@ from kb.server.mcp_server import build, http_app
 
 ZH = "一线城市出差住宿每晚最多报销多少？"
 EN = "How long are hourly snapshots kept?"
+TIMEOUT = 300  # seconds a call may take before the client gives up (a test fails rather than hangs)
 READ_TOOLS = {"list_knowledge_bases", "search", "ask", "read_passage"}
 
 
@@ -36,8 +37,10 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _stdio(home: Path, *args: str, **env: str) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "kb.cli", "mcp", *args], env=_env(home, **env))
+def _stdio(home: Path, *args: str, **env: str) -> Client:
+    """The SDK's client on a `kb mcp` subprocess."""
+    params = StdioServerParameters(command=sys.executable, args=["-m", "kb.cli", "mcp", *args], env=_env(home, **env))
+    return Client(params, read_timeout_seconds=TIMEOUT)
 
 
 def _text(result) -> str:
@@ -49,7 +52,7 @@ def test_stdio_kb_mcp_answers_both_languages_with_citations(sample_home):
     tool's happy path in Chinese and English, and the errors a client meets, as tool errors that say what to do."""
 
     async def main() -> None:
-        async with Client(_stdio(sample_home)) as client:
+        async with _stdio(sample_home) as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
             assert set(tools) == READ_TOOLS
             for tool in tools.values():
@@ -117,7 +120,7 @@ def test_stdio_search_is_kb_search(sample_home):
     expected = [(f"samples:{h['chunk_id']}", round(h["score"], 4)) for h in json.loads(printed)]
 
     async def main():
-        async with Client(_stdio(sample_home)) as client:
+        async with _stdio(sample_home) as client:
             return (await client.call_tool("search", {"query": EN, "k": 5})).structured_content["passages"]
 
     passages = anyio.run(main)
@@ -139,7 +142,7 @@ def test_allow_write_offers_ingest_into_a_new_kb(sample_home, tmp_path):
         progress.append((done, total, message))
 
     async def main():
-        async with Client(_stdio(home, "--allow-write", KB_SERVER__MAX_QUEUED="2")) as client:
+        async with _stdio(home, "--allow-write", KB_SERVER__MAX_QUEUED="2") as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
             assert set(tools) == READ_TOOLS | {"ingest"}
             hints = tools["ingest"].annotations
@@ -191,6 +194,22 @@ class WordsModel(ChatBackend):
         return len(text.split())
 
 
+def _quiet_models() -> None:
+    """Forget that any WordsModel began writing (the process shares one model per llm settings: kb.llm.shared)."""
+    for model in WordsModel.instances:
+        model.began.clear()
+
+
+async def _until_writing() -> WordsModel:
+    """The WordsModel that began writing since _quiet_models (60 s at most: a test never hangs)."""
+    with anyio.fail_after(60):
+        while True:
+            for model in WordsModel.instances:
+                if model.began.is_set():
+                    return model
+            await anyio.sleep(0.01)
+
+
 @pytest.fixture(scope="module")
 def mcp_url(sample_home, tmp_path_factory):
     """`kb mcp --http`'s app with an API key and a model that writes slowly enough to be cancelled."""
@@ -207,7 +226,8 @@ def _client(url: str, key: str | None = KEY) -> Client:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     import httpx2
 
-    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=120)))
+    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=120)),
+                  read_timeout_seconds=TIMEOUT)
 
 
 def test_http_needs_the_key(mcp_url):
@@ -247,19 +267,12 @@ def test_cancelling_an_ask_stops_the_model(mcp_url):
     """A client that cancels mid-answer stops the model after its current word (the model is freed for the next)."""
     async def main():
         async with _client(mcp_url) as client:
-            with anyio.move_on_after(120):
-                async with anyio.create_task_group() as tg:
-                    async def ask():
-                        await client.call_tool("ask", {"question": EN, "answer_mode": "generate"})
-
-                    model_began = WordsModel.instances[0].began if WordsModel.instances else None
-                    if model_began is not None:
-                        model_began.clear()
-                    tg.start_soon(ask)
-                    while not WordsModel.instances or not WordsModel.instances[0].began.is_set():
-                        await anyio.sleep(0.01)
-                    tg.cancel_scope.cancel()  # the client abandons the call: the SDK sends notifications/cancelled
-            record = WordsModel.instances[0].streams[-1]
+            _quiet_models()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.call_tool, "ask", {"question": EN, "answer_mode": "generate"})
+                model = await _until_writing()
+                tg.cancel_scope.cancel()  # the client abandons the call: the SDK sends notifications/cancelled
+            record = model.streams[-1]
             # While the session is still open: the cancellation alone stopped the model.
             assert await anyio.to_thread.run_sync(record["ended"].wait, 60), "the model never stopped"
             assert not record["finished"] and record["sent"] < 400
@@ -271,7 +284,7 @@ def test_cancelling_an_ask_stops_the_model(mcp_url):
 
 # -- errors, in process (the SDK's client on the server object) ---------------------------------------------
 def _in_process(settings, **options) -> Client:
-    return Client(build(AnswerService(settings), **options))
+    return Client(build(AnswerService(settings), **options), read_timeout_seconds=TIMEOUT)
 
 
 def test_no_chat_model_says_a_quote_is_still_there(sample_home, tmp_path):
@@ -360,11 +373,10 @@ def test_ask_past_max_queued_is_refused_with_when_to_come_back(sample_home, tmp_
 
     async def main():
         async with _in_process(settings) as client:
-            WordsModel.instances.clear()
+            _quiet_models()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.call_tool, "ask", {"question": EN, "answer_mode": "generate"})
-                while not WordsModel.instances or not WordsModel.instances[-1].began.is_set():
-                    await anyio.sleep(0.01)
+                await _until_writing()
                 busy = await client.call_tool("ask", {"question": EN, "answer_mode": "generate"})
                 quoted = await client.call_tool("ask", {"question": EN, "answer_mode": "extract"})
                 tg.cancel_scope.cancel()
