@@ -2,12 +2,13 @@
 
     nice -n 10 python tests/bench/bench_store_scale.py [--sizes 100000,1000000] [--stores flat,hnsw,milvus]
         [--source-kb-home .bench/answers] [--source-kb devset] [--max-seconds 1800] [--search-seconds 300]
-        [--queries 100] [--doc-chunks 20] [--batch-docs 25] [--tmp DIR] [--json]
+        [--queries 100] [--doc-chunks 20] [--batch-docs 25] [--tmp DIR] [--json [PATH]]
 
 Stores, each filled from empty in a fresh temp folder, in a child process of its own (so that its peak RSS
 is its own and a store that hangs can be stopped):
 - flat:   the local store (SQLite + FTS5 + FAISS) with hnsw_threshold above N: exact flat search;
 - hnsw:   the local store with hnsw_threshold below N: FAISS HNSW;
+- flat-tantivy, hnsw-tantivy: the same with store.keyword_engine tantivy instead of SQLite FTS5;
 - milvus: the Milvus store on Milvus Lite (a fresh .db in the temp folder, served in process).
 
 Data. Real chunks of an existing local KB (default: the dev-set KB of .bench/answers, English Python docs
@@ -57,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-STORES = ("flat", "hnsw", "milvus")
+STORES = ("flat", "hnsw", "flat-tantivy", "hnsw-tantivy", "milvus")
 DIM = 384
 VECTOR_NOISE = 0.02
 QUERY_NOISE = 0.03
@@ -79,7 +80,9 @@ def main() -> None:
     parser.add_argument("--search-seconds", type=float, default=300,
                         help="stop timing a search mode after this many seconds (at least 5 queries run)")
     parser.add_argument("--tmp", type=Path, default=None, help="where the stores are written (default: system temp)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON lines instead of a table")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                        help="the results as JSON: one object per store and size; a PATH gets a JSON list of them "
+                        "(the table is still printed), no PATH prints JSON lines instead of the table")
     parser.add_argument("--child", choices=STORES, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -99,12 +102,14 @@ def main() -> None:
         for store in stores:
             result = _run_child(args, store, n)
             results.append(result)
-            if args.json:
+            if args.json == "-":
                 print(json.dumps(result), flush=True)
-        if not args.json:
+            elif args.json:  # written after each store, so that a long run that is stopped keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+        if args.json != "-":
             _print_table([r for r in results if r["n"] == n])
     print(f"\nwall time {time.perf_counter() - started:.0f} s; machine: {os.cpu_count()} cores",
-          file=sys.stderr if args.json else sys.stdout)
+          file=sys.stderr if args.json == "-" else sys.stdout)
 
 
 # -- the parent: one child process per store and size ------------------------------------------------
@@ -232,7 +237,8 @@ def _open_store(kind: str, tmp: Path, n: int, manifest: dict):
     else:
         from kb.stores.local import LocalCatalog
 
-        catalog = LocalCatalog(tmp / "kbs", n if kind == "flat" else 1)
+        keywords = "tantivy" if kind.endswith("-tantivy") else "fts5"  # store.keyword_engine
+        catalog = LocalCatalog(tmp / "kbs", n if kind.startswith("flat") else 1, keywords)
 
         def disk() -> int:
             return sum(p.stat().st_size for p in (tmp / "kbs").rglob("*") if p.is_file())
