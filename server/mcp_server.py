@@ -380,8 +380,13 @@ class KBTools:
             return writer.ingest(target, progress=progress)
 
 
+def _passage_ids(kb: str, answer: Answer) -> dict[int, str]:
+    """The passage id of each [n] of the answer (a merged passage: its first chunk)."""
+    return {p.n: f"{kb}:{p.chunk_ids[0]}" for p in answer.passages if p.chunk_ids}
+
+
 def ask_out(kb: str, answer: Answer) -> AskOut:
-    ids = {p.n: f"{kb}:{p.chunk_ids[0]}" for p in answer.passages if p.chunk_ids}
+    ids = _passage_ids(kb, answer)
     citations = [CitationOut(n=c.n, passage_id=ids.get(c.n, ""), file=c.path, page=c.page, section=c.section,
                              sentence=c.sentence) for c in answer.citations]
     sources = [SourceOut(n=p.n, id=ids.get(p.n, ""), file=p.path, page=p.page, section=p.section, text=p.text)
@@ -392,7 +397,7 @@ def ask_out(kb: str, answer: Answer) -> AskOut:
 
 def render_answer(kb: str, answer: Answer) -> str:
     """The answer and the passages its markers point at, for a model to read."""
-    ids = {p.n: f"{kb}:{p.chunk_ids[0]}" for p in answer.passages if p.chunk_ids}
+    ids = _passage_ids(kb, answer)
     sources = {c.n: format_location(c.path, c.page, c.section) for c in answer.citations}
     lines = [answer.text.strip()]
     if sources:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kb.cli.options import err
+from kb.cli.serve import guard_exposure
 from kb.config import load_settings
 from kb.errors import ConfigError, MissingDependencyError
 
@@ -45,7 +46,6 @@ def mcp_command(
         missing = e.name if e.name and not e.name.startswith("kb") else "mcp"
         raise MissingDependencyError(missing, "mcp", "The MCP server (kb mcp)") from e
     from kb.knowledge_base import KnowledgeBase
-    from kb.server.keys import exposure_refusal
 
     if kb is not None and kb not in KnowledgeBase.names(settings):
         known = ", ".join(KnowledgeBase.names(settings)) or "none yet: create one with `kb ingest FOLDER --kb NAME`"
@@ -56,11 +56,7 @@ def mcp_command(
         mcp_server.run_stdio(settings, only=kb, allow_write=allow_write)
         return
     host = host or settings.server.host
-    refusal = exposure_refusal(host, settings.server.api_key, no_key, "kb mcp --http")
-    if refusal:
-        raise ConfigError(refusal)
-    if no_key and not settings.server.api_key:
-        err.print(f"[yellow]warning:[/yellow] serving {host} with no API key (--no-key)", highlight=False)
+    guard_exposure(host, settings, no_key, "kb mcp --http")
     mcp_server.run_http(settings, host, port, only=kb, allow_write=allow_write)
 
 

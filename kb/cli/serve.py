@@ -27,6 +27,15 @@ NoKeyOpt = Annotated[bool, typer.Option(
     "read, upload to and delete every KB. Without this flag kb serve refuses to start there.")]
 
 
+def guard_exposure(host: str, settings: Settings, no_key: bool, command: str) -> None:
+    """The network rule of every server command (server/keys.py): refuse a non-loopback `host` without
+    server.api_key unless --no-key (ConfigError), and warn when it is served without one."""
+    refusal = exposure_refusal(host, settings.server.api_key, no_key, command)
+    if refusal:
+        raise ConfigError(refusal)
+    _warn_if_exposed(host, settings)
+
+
 def _warn_if_exposed(host: str, settings: Settings) -> None:
     if not is_loopback(host) and not settings.server.api_key:
         err.print(f"[yellow]warning:[/yellow] listening on {host} with no API key: anyone who can reach this "
@@ -47,10 +56,7 @@ def serve_command(
     """
     settings = load_settings()
     host = host or settings.server.host
-    refusal = exposure_refusal(host, settings.server.api_key, no_key, "kb serve")
-    if refusal:
-        raise ConfigError(refusal)
-    _warn_if_exposed(host, settings)
+    guard_exposure(host, settings, no_key, "kb serve")
     try:
         from kb.server.app import serve as run_server
     except ImportError as e:

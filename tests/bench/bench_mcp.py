@@ -23,21 +23,12 @@ import time
 from pathlib import Path
 
 import anyio
+from bench_answer import QUESTIONS  # the sample questions of the answer benchmark
 from mcp import Client, StdioServerParameters
 
 ROOT = Path(__file__).resolve().parents[2]
-QUERIES = [
-    "How long are hourly snapshots kept?",
-    "Which port on the desk is the isolated test network?",
-    "How do remote staff connect to the office network?",
-    "What is the staff Wi-Fi network called?",
-    "Are laptops backed up?",
-    "一线城市出差住宿每晚最多报销多少？",
-    "发生火情时应该怎么撤离？",
-    "访客需要登记吗？",
-    "每小时的快照保留多久？",
-    "What should I do if there is a fire in the office?",
-]
+QUERIES = [*(QUESTIONS[i] for i in (0, 1, 4, 6, 7)), "一线城市出差住宿每晚最多报销多少？", "发生火情时应该怎么撤离？", "访客需要登记吗？",
+           "每小时的快照保留多久？", "What should I do if there is a fire in the office?"]
 
 
 def _env(home: Path) -> dict[str, str]:
