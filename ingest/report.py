@@ -50,9 +50,10 @@ class IngestReport:
 @dataclass(frozen=True)
 class Progress:
     """What a progress display is told: the run starts, a file is done, chunks were embedded, OCR read a
-    page (`page` of `total` in `path`)."""
+    page (`page` of `total` in `path`), the KB's keyword index is being built from its rows (`chunks` of `total`:
+    a KB made before it, upgraded before the run's writes)."""
 
-    kind: str  # "start" | "file" | "embedded" | "page"
+    kind: str  # "start" | "file" | "embedded" | "page" | "keywords"
     total: int = 0
     result: FileResult | None = None
     chunks: int = 0

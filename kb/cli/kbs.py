@@ -32,7 +32,7 @@ def ingest(
     from kb.cli.progress import IngestDisplay  # start-up: rich.progress, about 10 ms
 
     base = open_kb(kb, create=True)
-    display = IngestDisplay(err, enabled=not (quiet or as_json))
+    display = IngestDisplay(err, enabled=not (quiet or as_json), name=base.name)
     with display:
         report = base.ingest(*paths, prune=prune, rebuild=rebuild, wait=wait, progress=display.update)
     if as_json:

@@ -271,11 +271,12 @@ class StoreSettings(BaseModel):
         "process (a relative path is taken from the current folder); http://host:19530 is a Milvus server or "
         "cluster. Empty = $KB_HOME/milvus.db."
     )
-    keyword_engine: Literal["fts5", "tantivy"] = Field(
-        "fts5", description="The local store's keyword (BM25) engine. fts5: SQLite's, whose time grows with the "
-        "KB (about 130 ms a query at a million chunks). tantivy: an index in the KB's folder (keywords.tantivy/) "
-        "that answers in about a millisecond at that size, kept in step with SQLite and brought up to date from "
-        "it by the next ingest after a crash or a switch (pip install 'kb[tantivy]'). Milvus KBs use Milvus's own."
+    keyword_engine: Literal["tantivy", "fts5"] = Field(
+        "tantivy", description="The local store's keyword (BM25) engine. tantivy (the default): an index in the KB's "
+        "folder (keywords.tantivy/) that answers in milliseconds at a million chunks, kept in step with SQLite; "
+        "while it is behind (a KB built with fts5 or by an older kb, a crash, a switch) searches use FTS5, and the "
+        "next `kb ingest` builds it from the KB's rows. fts5: SQLite's own, the fallback, whose time grows with "
+        "the KB (about 130 ms a query at a million chunks) (KB_STORE__KEYWORD_ENGINE). Milvus KBs use Milvus's own."
     )
     token: str = Field("", description="Milvus credentials: 'user:password' or an API key (KB_STORE__TOKEN).")
     db_name: str = Field("", description="Milvus database that holds kb's collections; empty = Milvus's default.")

@@ -53,7 +53,6 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "milvus": (("pymilvus", "milvus_lite"), "knowledge bases in Milvus (store.backend: milvus; Milvus Lite)"),
     "finetune": (("transformers", "peft"), "`kb finetune` and fine-tuned adapters (llm.adapter)"),
     "app": (("streamlit",), "the web app (`kb app`)"),
-    "tantivy": (("tantivy",), "the local store's fast keyword index (store.keyword_engine: tantivy)"),
     "bench": (("rank_bm25",), "the benchmarks' baseline (tests/bench)"),
     "server": (("fastapi", "uvicorn", "multipart"), "the HTTP API (`kb serve`)"),
     "mcp": (("mcp",), "knowledge bases as tools for AI agents (`kb mcp`: Claude Desktop, Claude Code, Cursor)"),

@@ -2,7 +2,8 @@
 
 A KB is read, never changed: its manifest as JSON, meta.sqlite through a read-only connection (no schema
 set-up, no lock), the FAISS file by the digest kb recorded for it (kb.stores.local.saved_index_state) and, when
-that matches, by FAISS itself. The embedder is not loaded, and the write lock is looked up in /proc/locks
+that matches, by FAISS itself, and the tantivy keyword index by the generation it is tagged with
+(kb.stores.local.keywords.index_state). The embedder is not loaded, and the write lock is looked up in /proc/locks
 (elsewhere: tried without waiting and let go at once). It leaves out the documents' files on disk.
 """
 
@@ -23,6 +24,8 @@ from kb.stores import catalog
 from kb.stores import manifest as manifests
 from kb.stores.dense import read_index
 from kb.stores.local import saved_index_state
+from kb.stores.local.keywords import index_state
+from kb.stores.local.schema import read_only_uri
 from kb.stores.manifest import read as read_manifest
 
 SECTION = "knowledge bases"
@@ -33,7 +36,7 @@ class Problem(NamedTuple):
 
     level: Level
     summary: str
-    check: str  # embedder, chunking, index, lock
+    check: str  # embedder, chunking, index, keywords, lock
     fix: str
 
 
@@ -59,7 +62,7 @@ def kb_health(name: str, folder: Path, settings: Settings, t: TorchInfo) -> Find
     facts: dict = {"kb": name, "path": str(folder)}
     try:
         manifest = read_manifest(folder)
-        stats = _read_db(folder)
+        stats = _read_db(folder, settings.store.keyword_engine)
     except (IndexFormatError, sqlite3.DatabaseError) as e:
         fix = f"move {folder} away and run `kb ingest PATH --kb {name}` (kb cannot open or rebuild it as it is)"
         return Finding(SECTION, label, "error", f"unreadable: {e}", fix=fix, facts=facts)
@@ -74,6 +77,7 @@ def kb_health(name: str, folder: Path, settings: Settings, t: TorchInfo) -> Find
         _embedder_problem(name, built, docs, settings, t),
         _chunking_problem(name, manifest["chunking"], docs, settings),
         index,
+        _keywords_problem(name, stats, docs),
         _lock_problem(name, folder),
     ) if p]
     own, want = manifests.models(manifest), settings.embedding.models
@@ -83,29 +87,57 @@ def kb_health(name: str, folder: Path, settings: Settings, t: TorchInfo) -> Find
                     f"`kb ingest {docs} --kb {name} --rebuild`)")
     if not index:
         summary += "; vector index saved and verified"
+    if stats["keywords"] == "current":
+        summary += ", keyword index up to date"
     level = max((p.level for p in problems), key=LEVELS.index, default="ok")
     facts["problems"] = [p._asdict() for p in problems]
     text = "; ".join([summary] + [p.summary for p in problems])
     return Finding(SECTION, label, level, text, fix="; ".join(p.fix for p in problems), facts=facts)
 
 
-def _read_db(folder: Path) -> dict:
-    """Counts, the documents' common folder and the index file's state, through a read-only connection."""
+def _read_db(folder: Path, keyword_engine: str) -> dict:
+    """Counts, the documents' common folder and the index files' states, through a read-only connection."""
     path = folder / "meta.sqlite"
     if not path.is_file():
-        return {"documents": 0, "chunks": 0, "folder": "", "index": "missing", "index_file": "", "bytes": None}
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        return {"documents": 0, "chunks": 0, "folder": "", "index": "missing", "index_file": "", "bytes": None,
+                "keywords": ""}
+    db = sqlite3.connect(read_only_uri(path), uri=True)
     try:
         paths = [r[0] for r in db.execute("SELECT path FROM documents")]
         chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         state, index_file, data = saved_index_state(db, folder)
+        keywords = _keyword_state(db, folder) if keyword_engine == "tantivy" else ""
     finally:
         db.close()
     common = os.path.commonpath(paths) if paths else ""
     if len(paths) == 1:
         common = str(Path(common).parent)
     return {"documents": len(paths), "chunks": chunks, "folder": common, "index": state,
-            "index_file": str(index_file), "bytes": data}
+            "index_file": str(index_file), "bytes": data, "keywords": keywords}
+
+
+def _keyword_state(db: sqlite3.Connection, folder: Path) -> str:
+    try:
+        return index_state(db, folder)
+    except ImportError:
+        return "no tantivy"
+
+
+def _keywords_problem(name: str, stats: dict, docs: str) -> Problem | None:
+    """The tantivy keyword index (store.keyword_engine tantivy): missing or behind, searches use SQLite FTS5 (the
+    same results, slower on a large KB) until the next ingest builds it from meta.sqlite."""
+    state = stats["keywords"]
+    if state in ("", "current") or not stats["chunks"]:
+        return None
+    if state == "no tantivy":
+        return Problem("error", "the tantivy package is missing: the KB cannot be opened with "
+                "store.keyword_engine tantivy", "keywords", "pip install 'tantivy>=0.27,<0.28' (a dependency of kb), "
+                "or set store.keyword_engine: fts5")
+    why = ("is missing (built with store.keyword_engine fts5 or by an older kb, or a first build was stopped)"
+           if state == "missing" else "is behind the KB's last commit (a stopped ingest, or writes with fts5)")
+    return Problem("warn", f"keyword index keywords.tantivy/ {why}: keyword searches use SQLite FTS5, slower on a "
+            f"large KB, until the next `kb ingest` builds it ({stats['chunks']:,} chunks)", "keywords",
+            f"kb ingest {docs} --kb {name} (re-embeds nothing, builds the keyword index)")
 
 
 def _embedder_problem(name: str, built: dict, docs: str, settings: Settings, t: TorchInfo) -> Problem | None:

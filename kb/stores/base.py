@@ -132,7 +132,10 @@ class Store(Protocol):
     def preset_centering(self, centering: Centering) -> None:
         """A hint before the first write: the centring the finished store will have (a migration knows it)."""
 
-    # the end of a write session: derived indexes brought up to date
+    # the start and the end of a write session: derived indexes brought up to date
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Before the session's writes: an index that is behind meta data (a KB made by an older kb or another
+        engine) is brought up to date, telling `progress` (chunks done, chunks in all) when that takes a while."""
     def finished(self) -> bool: ...
     def finish(self) -> None: ...
 

@@ -112,6 +112,24 @@ def test_damaged_faiss_file_says_it_is_rebuilt_and_names_the_command(home, built
     assert finding(doctor()[1], "kb notes")["level"] == "ok"
 
 
+def test_missing_keyword_index_says_the_next_ingest_builds_it(home, built_home):
+    """A KB from before the tantivy keyword index (or built with store.keyword_engine fts5): searches work through
+    FTS5, and doctor says that the next `kb ingest` builds the index."""
+    shutil.rmtree(home / "kbs" / "notes" / "keywords.tantivy")
+    code, report = doctor()
+    kb = finding(report, "kb notes")
+    assert kb["level"] == "warn" and kb["facts"]["keywords"] == "missing"
+    assert "keyword index keywords.tantivy/ is missing" in kb["summary"] and "next `kb ingest` builds it" in kb["summary"]
+    docs = built_home[1]
+    assert f"kb ingest {docs} --kb notes" in kb["fix"]
+
+    with KnowledgeBase.open("notes", settings=load_settings()) as base:
+        assert base.ingest(docs).chunks_added == 0
+    kb = finding(doctor()[1], "kb notes")
+    assert kb["facts"]["keywords"] == "current" and "keyword index up to date" in kb["summary"]
+    assert not [p for p in kb["facts"]["problems"] if p["check"] == "keywords"]
+
+
 def test_missing_configured_chat_model_is_an_error_naming_the_fix(home, tmp_path, monkeypatch):
     monkeypatch.setenv("KB_LLM__MODEL", str(tmp_path / "nope.gguf"))
     monkeypatch.setenv("COLUMNS", "300")

@@ -1,21 +1,29 @@
-"""The local store with store.keyword_engine tantivy: the same keyword results as FTS5 (English stemmed, Chinese by
-jieba words, filters inside the engine, deletions), a crash between the SQLite commit and tantivy's leaves the
-commit searchable and the next ingest brings tantivy up to date, switching engines either way stays right, and a
-missing tantivy package names the extra. The shared store suite (tests/core/test_stores.py) runs ingest, prune,
-filters and SIGKILL on this engine too."""
+"""The local store with store.keyword_engine tantivy (the default): the same keyword results as FTS5 (English
+stemmed, Chinese by jieba words, filters inside the engine, deletions), a crash between the SQLite commit and
+tantivy's leaves the commit searchable and the next ingest brings tantivy up to date, switching engines either way
+stays right, a KB built with fts5 is searched through FTS5 (nothing written, a read-only folder too) until its next
+ingest builds the index with a progress line, and a missing tantivy package says what to install. The shared
+store suite (tests/core/test_stores.py) runs ingest, prune, filters and SIGKILL on this engine too."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from kb import KnowledgeBase
+from kb.cli import app
 from kb.config import Settings
-from kb.stores.local.keywords import TantivyKeywords
-
-pytest.importorskip("tantivy")
+from kb.stores.local import keywords
+from kb.stores.local.keywords import TantivyKeywords, fts5_search
 
 
 def _folder(tmp_path):
@@ -123,7 +131,125 @@ def test_switching_engines_rebuilds_what_is_behind(settings, tmp_path):
     assert _served(again) and _paths(again, "lighthouse") == ["c.md"]
 
 
-def test_missing_tantivy_names_the_extra(settings, tmp_path, monkeypatch):
+def test_missing_tantivy_says_what_to_install(settings, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tantivy", None)
-    with pytest.raises(ImportError, match=r"kb\[tantivy\]"):
-        KnowledgeBase.open("t", settings=_settings(settings, "tantivy")).ingest(_folder(tmp_path))
+    with pytest.raises(ImportError, match=r"pip install 'tantivy>=0\.27,<0\.28'.*keyword_engine: fts5"):
+        KnowledgeBase.open("t", settings=settings).ingest(_folder(tmp_path))
+
+
+QUERIES = ("reactor cooling", "who repaints bridges", "住宿标准", "出差住宿每晚多少钱", "heavy bridge", "lighthouse ship")
+
+
+def _fts5_ids(base, query):
+    return [cid for cid, _ in fts5_search(base._store._db, query, 10, None)]
+
+
+def _fts5_paths(base, query):
+    ids = _fts5_ids(base, query)
+    rows = base._store.chunks_by_id(ids)
+    return [rows[i]["path"].rsplit("/", 1)[1] for i in ids]
+
+
+def test_fts5_built_kb_is_searched_through_fts5_then_upgraded_by_the_next_ingest(settings, tmp_path):
+    folder = _folder(tmp_path)
+    KnowledgeBase.open("k", settings=_settings(settings, "fts5")).ingest(folder)
+    kb_folder = settings.home_dir / "kbs" / "k"
+    assert settings.store.keyword_engine == "tantivy"  # the default
+
+    base = KnowledgeBase.open("k", settings=settings)
+    assert base._store.keyword_engine == "tantivy" and not base._store.finished()
+    for query in QUERIES:  # before any ingest: FTS5's own answers, and a reader writes no index
+        assert [cid for cid, _ in base._store.keyword_search(query, 10)] == _fts5_ids(base, query), query
+    assert _paths(base, "lighthouse ship") == [] and _paths(base, "reactor cooling") == ["a.md"]
+    assert not (kb_folder / keywords.FOLDER).exists()
+    chunks_before = base._store.chunk_count()
+
+    (folder / "c.md").write_text("# Gamma\n\nThe gamma lighthouse keeper logs every ship.\n")
+    events = []
+    report = base.ingest(folder, progress=events.append)
+    assert report.count("added") == 1
+    built = [(e.chunks, e.total) for e in events if e.kind == "keywords"]
+    assert built[0] == (0, chunks_before) and built[-1] == (chunks_before, chunks_before)
+    assert _served(base)
+    searcher, _ = base._store._keywords.searcher()
+    assert searcher.num_docs == base._store.chunk_count() + 1  # every chunk, and the generation tag
+    for query in QUERIES:
+        assert _paths(base, query) == _fts5_paths(base, query), query
+    assert _paths(base, "lighthouse ship") == ["c.md"]
+    events.clear()
+    base.ingest(folder, progress=events.append)  # up to date: nothing is built again
+    assert not [e for e in events if e.kind == "keywords"]
+
+
+def test_the_cli_says_it_builds_the_keyword_index(settings, tmp_path):
+    folder = _folder(tmp_path)
+    with KnowledgeBase.open("k", settings=_settings(settings, "fts5")) as base:
+        base.ingest(folder)
+        chunks = base._store.chunk_count()
+    result = CliRunner().invoke(app, ["ingest", str(folder), "--kb", "k"])
+    assert result.exit_code == 0, result.output
+    assert f"building the keyword index of KB 'k' ({chunks} chunks)…" in result.output
+    assert f"keyword index of KB 'k' built: {chunks} chunks" in result.output
+    again = CliRunner().invoke(app, ["ingest", str(folder), "--kb", "k"])
+    assert "keyword index" not in again.output
+
+
+def test_a_first_build_killed_before_its_commit_leaves_fts5_serving(settings, tmp_path, monkeypatch):
+    folder = _folder(tmp_path)
+    KnowledgeBase.open("k", settings=_settings(settings, "fts5")).ingest(folder)
+
+    def killed(self, generation):
+        raise KeyboardInterrupt("killed during the keyword index's first build")
+
+    monkeypatch.setattr(TantivyKeywords, "commit", killed)
+    base = KnowledgeBase.open("k", settings=settings)
+    with pytest.raises(KeyboardInterrupt):
+        base.ingest(folder)
+    base.close()
+    monkeypatch.undo()
+    reopened = KnowledgeBase.open("k", settings=settings)
+    assert not _served(reopened) and _paths(reopened, "reactor") == ["a.md"]
+    reopened.ingest(folder)
+    assert _served(reopened) and _paths(reopened, "reactor") == ["a.md"]
+
+
+READER = """
+import json, os, shutil, sys, tempfile
+from kb import KnowledgeBase
+from kb.config import Settings
+
+def search(home):
+    with KnowledgeBase.open("k", settings=Settings(home=home), create=False) as base:
+        return [h.path.rsplit("/", 1)[1] for h in base.search("reactor bridge", k=5, mode="bm25")]
+
+home = sys.argv[1]
+if os.geteuid() == 0:  # root ignores permissions: search as 'nobody', after a search of a copy has imported
+    warm = tempfile.mkdtemp()  # everything (the interpreter may live where 'nobody' cannot read)
+    shutil.copytree(home, warm + "/home")
+    search(warm + "/home")
+    shutil.rmtree(warm)
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+print(json.dumps(search(home)))
+"""
+
+
+@pytest.mark.parametrize("engine", ["fts5", "tantivy"])
+def test_a_read_only_kb_folder_still_answers_searches(settings, engine):
+    """As another user (root runs the search as 'nobody'): nothing in the folder may be written, not even
+    tantivy's lock file, so searches go to FTS5."""
+    root = Path(tempfile.mkdtemp(prefix="kb-ro-"))  # not under pytest's tmp folder, which only its owner may enter
+    try:
+        root.chmod(0o755)
+        home = root / "home"
+        KnowledgeBase.open("k", settings=Settings(home=home, store={"keyword_engine": engine})).ingest(_folder(root))
+        for path in [home, *home.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        env = {**os.environ, "KB_HOME": str(home), "KB_CONFIG": str(root / "none.yaml")}
+        run = subprocess.run([sys.executable, "-c", READER, str(home)], capture_output=True, text=True, env=env,
+                             cwd=root, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert sorted(json.loads(run.stdout.splitlines()[-1])) == ["a.md", "b.txt"]
+    finally:
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,5 +1,5 @@
-"""The store suite: every test runs against both stores, the local one (SQLite + FAISS; with FTS5, and with
-tantivy as its keyword engine) and Milvus (Milvus Lite, the same client a Milvus server or cluster uses). Ingest, re-ingest, replacement, prune, remove, filters, each
+"""The store suite: every test runs against both stores, the local one (SQLite + FAISS; with tantivy as its
+keyword engine, the default, and with FTS5 alone) and Milvus (Milvus Lite, the same client a Milvus server or cluster uses). Ingest, re-ingest, replacement, prune, remove, filters, each
 search mode, neighbours, manifest checks, SIGKILL during ingest, and two writers behave the same on both."""
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ BACKENDS = ["local", "tantivy", "milvus"]
 @pytest.fixture(params=BACKENDS)
 def store_settings(request, settings, tmp_path, monkeypatch):
     """Settings of one store; for Milvus a Milvus Lite file of this test's own (freed afterwards)."""
-    if request.param == "local":
-        yield settings
+    if request.param == "local":  # SQLite FTS5 alone (store.keyword_engine fts5)
+        monkeypatch.setenv("KB_STORE__KEYWORD_ENGINE", "fts5")
+        yield Settings(home=settings.home, store={"keyword_engine": "fts5"})
         return
-    if request.param == "tantivy":
-        pytest.importorskip("tantivy")
+    if request.param == "tantivy":  # the default
         monkeypatch.setenv("KB_STORE__KEYWORD_ENGINE", "tantivy")
         yield Settings(home=settings.home, store={"keyword_engine": "tantivy"})
         return

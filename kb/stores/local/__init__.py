@@ -1,11 +1,13 @@
 """The local store: a knowledge base in one folder, SQLite for documents, chunks, vectors and the keyword
-index, FAISS for dense search. The default; kb/stores/base.py says what every store provides.
+terms, FAISS for dense search, tantivy for keyword search. The default; kb/stores/base.py says what every store
+provides.
 
 Layout of one KB folder:
     manifest.json         format version, embedder and chunking settings (written once, at creation)
     meta.sqlite           the truth: documents, chunks (+ vectors as float32 blobs), FTS5 keyword index
     vectors-<gen>.faiss   the dense index for commit generation <gen>, a cache of the vectors in SQLite
-    keywords.tantivy/     with store.keyword_engine tantivy: the BM25 index, tagged with the generation it reflects
+    keywords.tantivy/     the BM25 index (store.keyword_engine tantivy, the default), tagged with the generation it
+                          reflects; built from meta.sqlite by the next ingest where it is missing or behind
 
 Every change is one SQLite transaction (WAL mode), which is the commit point: a process killed at any
 moment leaves the last committed state. The FAISS file is derived data tagged with the generation it
@@ -15,8 +17,9 @@ damaged or foreign file is rebuilt from SQLite, never parsed. Nothing is ever un
 own binary format, the rest is SQL/JSON.
 
 The parts: schema.py (the tables, opening and checking meta.sqlite), store.py (LocalStore: writes, reads,
-keyword search, export), keywords.py (FTS5's query, the tantivy index kept in step), index.py (the FAISS file, dense search, centring), catalog.py (the KB folders,
-writer locks, replacement by folder swap). This package gives their public names in one place.
+keyword search, export), keywords.py (the tantivy index kept in step, FTS5's query as its fallback), index.py
+(the FAISS file, dense search, centring), catalog.py (the KB folders, writer locks, replacement by folder swap).
+This package gives their public names in one place.
 """
 
 from __future__ import annotations

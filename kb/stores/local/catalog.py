@@ -26,7 +26,7 @@ class LocalCatalog:
     A replacement (rebuild, migrate) is written into a hidden folder beside the KB and swapped in by two
     renames at the end; a crash between them is finished or undone the next time the KB is opened."""
 
-    def __init__(self, root: Path, hnsw_threshold: int = 200_000, keyword_engine: str = "fts5") -> None:
+    def __init__(self, root: Path, hnsw_threshold: int = 200_000, keyword_engine: str = "tantivy") -> None:
         self.root = root
         self.where = str(root)
         self.hnsw_threshold = hnsw_threshold

@@ -1,5 +1,5 @@
-"""The local store's keyword engines: FTS5's query (`fts5_search`, the default) and the tantivy index
-(store.keyword_engine: tantivy), BM25 that does not score every match.
+"""The local store's keyword engines: the tantivy index (store.keyword_engine: tantivy, the default), BM25 that
+does not score every match, and FTS5's query (`fts5_search`: the fallback, and store.keyword_engine: fts5).
 
 FTS5's bm25() scores every chunk that holds a query term, so its time grows with the corpus; tantivy (Rust,
 block-max WAND) skips the postings that cannot reach the top k. The index lives in the KB's folder
@@ -16,15 +16,18 @@ The generation tag: one extra document (doc_id GENERATION_KEY, chunk_id = the SQ
 replaced in every tantivy commit, so the tag and the index change atomically. A searcher whose tag differs
 from meta.sqlite's generation is behind (a crash between the SQLite commit and tantivy's, or writes made with
 the fts5 engine) and is not used: searches go to FTS5. The next writer brings it up to date (`sync`: the
-documents of meta.sqlite's keyword_pending table, which each transaction fills, or every row). Leaves out: when
-to sync and publish (store.py: before a writer's first change, and in finish()).
+documents of meta.sqlite's keyword_pending table, which each transaction fills, or every row, reporting its
+progress: a KB built with fts5 is upgraded so on its next ingest). Until then the KB has no index, or one that is
+behind, and FTS5 answers; nothing is written by a reader: the index is created by the writer only, and a folder a
+reader cannot open (tantivy takes a lock file, so a read-only folder) leaves its searches to FTS5. Leaves out:
+when to sync and publish (store.py: before a writer's first change, and in finish()).
 """
 
 from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +40,16 @@ GENERATION_KEY = f"\x00kb-keywords-v{FORMAT}"
 TOKENIZER = "kb_terms"
 WRITER_HEAP = 128_000_000
 PENDING_SINCE = "keyword_pending_since"  # meta key: keyword_pending holds every document changed since this generation
+PROGRESS_EVERY = 20_000  # chunks between two progress reports of a full build (about 0.5 s at 1M chunks)
 
 
 def _tantivy():
     try:
         import tantivy
     except ImportError as e:
-        raise ImportError("store.keyword_engine 'tantivy' needs the tantivy package: pip install 'kb[tantivy]' "
-                          "(or set store.keyword_engine: fts5)") from e
+        raise ImportError("store.keyword_engine 'tantivy' (the default) needs the tantivy package, one of kb's "
+                          "dependencies: pip install 'tantivy>=0.27,<0.28' (or reinstall kb), or set "
+                          "store.keyword_engine: fts5") from e
     return tantivy
 
 
@@ -61,24 +66,47 @@ class TantivyKeywords:
         self.schema = builder.build()
         self.analyzer = (tv.TextAnalyzerBuilder(tv.Tokenizer.simple()).filter(tv.Filter.lowercase())
                          .filter(tv.Filter.ascii_fold()).filter(tv.Filter.stemmer("english")).build())
-        self._index = self._open()
+        self._index = self._open()  # None until the writer creates it, or where it cannot be opened
         self._writer = None
         self.dirty = False  # changes not yet committed
 
     def _open(self):
-        self.path.mkdir(exist_ok=True)
+        """The committed index, if the folder holds one this process can open (tantivy takes a lock file even to
+        read: a read-only folder cannot be opened), else None: searches go to FTS5. Never writes a new folder."""
         try:
+            if not self.path.is_dir() or not self._tv.Index.exists(str(self.path)):
+                return None
             index = self._tv.Index(self.schema, path=str(self.path), reuse=True)
-        except (OSError, ValueError):  # another format or a damaged folder: derived data, start again
-            shutil.rmtree(self.path, ignore_errors=True)
-            self.path.mkdir()
-            index = self._tv.Index(self.schema, path=str(self.path), reuse=False)
+        except (OSError, ValueError):  # another format, a damaged folder, no write access: the writer rebuilds it
+            return None
         index.register_tokenizer(TOKENIZER, self.analyzer)
         return index
 
+    def _created(self):
+        """The writer's index: opened, or made afresh (a KB built with fts5, another format, a damaged folder:
+        derived data, rebuilt from meta.sqlite by sync)."""
+        if self._index is None:
+            self._index = self._open()
+        if self._index is None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            try:
+                self.path.mkdir()
+                index = self._tv.Index(self.schema, path=str(self.path), reuse=False)
+            except (OSError, ValueError) as e:
+                raise StorageError(f"cannot create the keyword index {self.path} ({e}); fix the folder's "
+                                   "permissions, or set store.keyword_engine: fts5") from e
+            index.register_tokenizer(TOKENIZER, self.analyzer)
+            self._index = index
+        return self._index
+
     # -- reading -------------------------------------------------------------------------------------------
     def searcher(self):
-        """The last committed state, with the SQLite generation it reflects (None: never committed by kb)."""
+        """The last committed state, with the SQLite generation it reflects (None: never committed by kb); (None,
+        None) without an index (one the writer created since this store opened is picked up here)."""
+        if self._index is None:
+            self._index = self._open()
+            if self._index is None:
+                return None, None
         searcher = self._index.searcher()
         hits = searcher.search(self._tv.Query.term_query(self.schema, "doc_id", GENERATION_KEY), 1, count=False).hits
         gen = searcher.fast_field_values("chunk_id", [hits[0][1]])[0] if hits else None
@@ -108,7 +136,7 @@ class TantivyKeywords:
     def _writing(self):
         if self._writer is None:
             try:
-                self._writer = self._index.writer(heap_size=WRITER_HEAP, num_threads=1)
+                self._writer = self._created().writer(heap_size=WRITER_HEAP, num_threads=1)
             except ValueError as e:
                 raise StorageError(f"cannot write the keyword index {self.path} ({e}); is another kb process "
                                    "writing this KB?") from e
@@ -145,10 +173,11 @@ class TantivyKeywords:
             writer.wait_merging_threads()
 
     # -- keeping up with meta.sqlite (the writer, under the KB's lock) -------------------------------------
-    def sync(self, db: sqlite3.Connection) -> None:
+    def sync(self, db: sqlite3.Connection, progress: Callable[[int, int], None] | None = None) -> None:
         """Bring a committed index that is behind meta.sqlite up to date and commit it: the documents in
         keyword_pending when it records every change since the index's tag, else every row (a new index, an
-        index of another format, writes made with the fts5 engine)."""
+        index of another format, a KB built or written with the fts5 engine), telling `progress` (chunks done,
+        chunks in all) as it goes. A kill before the commit leaves the last one, behind, and FTS5 serving."""
         _, tagged = self.searcher()
         gen = _generation(db)
         if tagged == gen:
@@ -158,11 +187,23 @@ class TantivyKeywords:
             for (doc_id,) in db.execute("SELECT doc_id FROM keyword_pending").fetchall():
                 self.replace(doc_id, db.execute(_ROWS + " WHERE c.doc_id=?", (doc_id,)))
         else:
-            self.clear()
-            writer, doc = self._writing(), self._tv.Document
-            for doc_id, chunk_id, terms in db.execute(_ALL_ROWS):
-                writer.add_document(doc(chunk_id=chunk_id, doc_id=doc_id, terms=terms))
+            self._build(db, progress or (lambda done, total: None))
         self.publish(db)
+
+    def _build(self, db: sqlite3.Connection, progress: Callable[[int, int], None]) -> None:
+        """Every chunk of meta.sqlite, in place of whatever the index held (committed by the caller)."""
+        self.clear()
+        writer, doc = self._writing(), self._tv.Document
+        total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        progress(0, total)
+        done = 0
+        for doc_id, chunk_id, terms in db.execute(_ALL_ROWS):
+            writer.add_document(doc(chunk_id=chunk_id, doc_id=doc_id, terms=terms))
+            done += 1
+            if done % PROGRESS_EVERY == 0:
+                progress(done, total)
+        if done % PROGRESS_EVERY or not done:
+            progress(done, total)
 
     def publish(self, db: sqlite3.Connection) -> None:
         """Commit at meta.sqlite's generation, then record that nothing is pending since it (a crash between the
@@ -175,7 +216,7 @@ class TantivyKeywords:
         db.execute("COMMIT")
 
     def current(self, db: sqlite3.Connection) -> bool:
-        """Whether the committed index reflects meta.sqlite's generation, read through `db`."""
+        """Whether the committed index reflects meta.sqlite's generation, read through `db` (False: no index)."""
         return self.searcher()[1] == _generation(db)
 
 
@@ -189,7 +230,8 @@ def _generation(db: sqlite3.Connection) -> int:
 
 def fts5_search(db: sqlite3.Connection, query: str, limit: int,
                     doc_ids: list[str] | None) -> list[tuple[int, float]]:
-    """(chunk_id, bm25) best first through one connection, by FTS5 (the default engine). FTS5's bm25() is negative."""
+    """(chunk_id, bm25) best first through one connection, by FTS5 (store.keyword_engine fts5, and tantivy's fallback
+    while its index is behind). FTS5's bm25() is negative."""
     match = fts_query(query)
     if match is None or doc_ids == []:
         return []
@@ -200,3 +242,13 @@ def fts5_search(db: sqlite3.Connection, query: str, limit: int,
         params.extend(doc_ids)
     rows = db.execute(sql + " ORDER BY s LIMIT ?", (*params, limit))
     return [(r[0], -r[1]) for r in rows]
+
+
+def index_state(db: sqlite3.Connection, folder: Path) -> str:
+    """How a KB folder's tantivy index stands against meta.sqlite read through `db` (a read-only connection will
+    do; nothing is written), for `kb doctor`: 'current'; 'behind' (tagged with an older generation: a crash, or
+    writes made with the fts5 engine); 'missing' (never committed: a KB built with fts5 or by a kb before the
+    index, a first build that was killed, or a folder this process cannot open). Searches use FTS5 unless current;
+    the next ingest brings it up to date."""
+    tagged = TantivyKeywords(folder).searcher()[1]
+    return "missing" if tagged is None else "current" if tagged == _generation(db) else "behind"

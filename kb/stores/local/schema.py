@@ -4,7 +4,8 @@ A KB's meta.sqlite is the truth (documents, chunks with their vectors as float32
 index, and the other embedders' vectors of a KB built with an ensemble, `ensemble_vectors`: a table that KBs
 built before it get, empty, when first opened, and `keyword_pending`: the documents changed since the tantivy
 keyword index's last commit, written in the same transactions, kb/stores/local/keywords.py); `connect` creates the tables in a new file and refuses a file of another schema version or of other
-columns with an IndexFormatError naming the file and the fix. There are no migrations: SCHEMA_VERSION 1 is
+columns with an IndexFormatError naming the file and the fix, and opens a file this process cannot write (a
+read-only folder) read-only, for searching (`read_only_uri`). There are no migrations: SCHEMA_VERSION 1 is
 the only version, and a KB of another one is rebuilt (`kb ingest --rebuild`). What is read and written is in
 store.py and index.py.
 """
@@ -12,6 +13,7 @@ store.py and index.py.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -49,13 +51,34 @@ def digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def read_only_uri(db_path: Path) -> str:
+    """The URI of a read-only connection to meta.sqlite. In a folder this process cannot write, SQLite cannot make
+    the WAL's shared-memory file, so the file is opened as immutable (no writer can change it there) unless a WAL
+    file is left whose pages must be read."""
+    uri = f"file:{db_path}?mode=ro"
+    wal = db_path.with_name(db_path.name + "-wal")
+    if not os.access(db_path.parent, os.W_OK) and not wal.exists():
+        uri += "&immutable=1"
+    return uri
+
+
+def _writable(db_path: Path) -> bool:
+    return os.access(db_path.parent, os.W_OK) and (not db_path.exists() or os.access(db_path, os.W_OK))
+
+
 def connect(db_path: Path) -> sqlite3.Connection:
-    """meta.sqlite opened for the store (WAL, autocommit: the store begins its own transactions), created if new."""
+    """meta.sqlite opened for the store (WAL, autocommit: the store begins its own transactions), created if new;
+    read-only where this process cannot write it (a reader of a read-only folder: its writes fail as a full
+    disk's do, with a StorageError)."""
     try:
-        db = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
+        if _writable(db_path):
+            db = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+        else:
+            db = sqlite3.connect(read_only_uri(db_path), uri=True, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
         version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if version is None:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

@@ -2,8 +2,8 @@
 
 `LocalStore` is kb/stores/base.py's Store over meta.sqlite: the documents and their chunks written one
 transaction per document (WAL mode; the transaction is the commit point, and bumps the generation that tags
-the FAISS file), the reads (documents, chunks, neighbours, vectors, filters), the keyword search (FTS5, or
-tantivy kept in step by keywords.py when store.keyword_engine is tantivy) and the
+the FAISS file), the reads (documents, chunks, neighbours, vectors, filters), the keyword search (tantivy,
+kept in step by keywords.py, with FTS5 as its fallback; FTS5 alone with store.keyword_engine fts5) and the
 export for `kb migrate`. It leaves out the schema and opening the file (schema.py), the FAISS file, the dense
 search and the centring (index.py, its base class) and the folders, locks and swaps of a catalog (catalog.py).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from kb.stores.base import CHUNK_FIELDS, KeywordQuery, Record, SideVectors, batc
 from kb.stores.local import keywords
 from kb.stores.local.index import LocalDenseIndex
 from kb.stores.local.keywords import TantivyKeywords, fts5_search
-from kb.stores.local.schema import connect
+from kb.stores.local.schema import connect, read_only_uri
 from kb.types import Chunk, DocumentInfo, DocumentState
 
 
@@ -32,7 +32,7 @@ class LocalStore(LocalDenseIndex):
     """One KB folder. Writers must hold the KB's lock (LocalCatalog.writer); readers need none."""
 
     def __init__(self, folder: Path, dim: int, hnsw_threshold: int = 200_000,
-                 ensemble: dict[str, int] | None = None, keyword_engine: str = "fts5") -> None:
+                 ensemble: dict[str, int] | None = None, keyword_engine: str = "tantivy") -> None:
         self.folder = folder
         self.where = str(folder)
         self.dim = dim
@@ -193,7 +193,7 @@ class LocalStore(LocalDenseIndex):
         def run(query: str, limit: int) -> list[tuple[int, float]]:
             reader = getattr(self._readers, "db", None)
             if reader is None:
-                reader = self._readers.db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True,
+                reader = self._readers.db = sqlite3.connect(read_only_uri(self.db_path), uri=True,
                                                             check_same_thread=False)
                 self._opened_readers.append(reader)
             return self._keyword_search(reader, query, limit, doc_ids)
@@ -207,10 +207,14 @@ class LocalStore(LocalDenseIndex):
             return found[0]
         return fts5_search(db, query, limit, doc_ids)
 
-    def _keyword_sync(self) -> None:
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Before a write session: a tantivy index behind meta.sqlite (or none: built with fts5) catches up."""
+        self._keyword_sync(progress)
+
+    def _keyword_sync(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Once per session, before the writer's first change: a tantivy index that is behind catches up."""
         if self._keywords is not None and not self._keywords_synced:
-            self._keywords.sync(self._db)
+            self._keywords.sync(self._db, progress)
             self._keywords_synced = True
 
     def finished(self) -> bool:
@@ -277,7 +281,7 @@ class LocalStore(LocalDenseIndex):
 
     def export(self) -> Iterator[Record]:
         """Every document with its chunks, raw vectors and terms, from one read snapshot."""
-        reader = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        reader = sqlite3.connect(read_only_uri(self.db_path), uri=True)
         try:
             reader.execute("BEGIN")
             docs = reader.execute("SELECT doc_id, path, title, content_hash, size, mtime, ingested_at, file_type, "

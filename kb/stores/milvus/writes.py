@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from kb.text.lang import LANGUAGES, language
 
 class MilvusWrites(MilvusSides):
     """put_documents, touch_document and remove_documents of kb/stores/base.py's Store (the caller holds the lease)."""
+
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Nothing to do: Milvus keeps its BM25 index itself, and the writes recover what a killed writer left."""
 
     def put_documents(self, records: list[Record]) -> int:
         """New versions of the documents: chunks and text parts, then each document row (its commit), then
