@@ -47,7 +47,8 @@ def folder_form(name: str, s: Settings) -> None:
 
 
 def _progress():
-    """A progress bar, and the ingest callback that moves it (a file at a time; OCR a page at a time)."""
+    """A progress bar, and the ingest callback that moves it (a file at a time; OCR a page at a time; the keyword
+    index of a KB made before it, built first)."""
     bar = st.progress(0.0, text="Starting...")
     done = {"n": 0, "total": 1}
 
@@ -58,6 +59,9 @@ def _progress():
             done["n"] += 1
             bar.progress(min(done["n"] / done["total"], 1.0),
                          text=f"{done['n']} / {done['total']} files: {Path(event.result.path).name}")
+        elif event.kind == "keywords" and event.total:  # a KB made before its keyword index gets it first
+            bar.progress(min(event.chunks / event.total, 1.0),
+                         text=f"Building the keyword index: {event.chunks:,} / {event.total:,} chunks")
         elif event.kind == "page" and event.total > 1:  # OCR of a scan: a page every second or two
             bar.progress(min(done["n"] / done["total"], 1.0),
                          text=f"{done['n']} / {done['total']} files; reading {Path(event.path).name} by OCR: "
