@@ -22,6 +22,8 @@ RESULTS = "kb_ingest_results"
 UPLOADER = "kb_uploader_generation"
 _ICON = {"added": "✅", "updated": "🔄", "unchanged": "⏸️", "failed": "❌", "removed": "🗑️"}
 
+CATCH_UP = {"keywords": "Building the keyword index", "vectors": "Summing the vectors per language (once)"}
+
 
 def upload_form(name: str, s: Settings) -> None:
     limit = s.server.max_upload_mb
@@ -48,7 +50,7 @@ def folder_form(name: str, s: Settings) -> None:
 
 def _progress():
     """A progress bar, and the ingest callback that moves it (a file at a time; OCR a page at a time; the keyword
-    index of a KB made before it, built first)."""
+    index and the vectors' language sums of a KB made before them, built first)."""
     bar = st.progress(0.0, text="Starting...")
     done = {"n": 0, "total": 1}
 
@@ -59,9 +61,9 @@ def _progress():
             done["n"] += 1
             bar.progress(min(done["n"] / done["total"], 1.0),
                          text=f"{done['n']} / {done['total']} files: {Path(event.result.path).name}")
-        elif event.kind == "keywords" and event.total:  # a KB made before its keyword index gets it first
+        elif event.kind in CATCH_UP and event.total:  # a KB made by an older kb is brought up to date first
             bar.progress(min(event.chunks / event.total, 1.0),
-                         text=f"Building the keyword index: {event.chunks:,} / {event.total:,} chunks")
+                         text=f"{CATCH_UP[event.kind]}: {event.chunks:,} / {event.total:,} chunks")
         elif event.kind == "page" and event.total > 1:  # OCR of a scan: a page every second or two
             bar.progress(min(done["n"] / done["total"], 1.0),
                          text=f"{done['n']} / {done['total']} files; reading {Path(event.path).name} by OCR: "

@@ -97,7 +97,7 @@ def run_ingest(
                         for p in unsupported)
     report.files.extend(FileResult(str(e.filename), "failed", reason=f"cannot list folder: {e.strerror or e}")
                         for e in unlisted)
-    store.catch_up(lambda done, total: notify(Progress("keywords", total=total, chunks=done)))
+    store.catch_up(lambda what, done, total: notify(Progress(what, total=total, chunks=done)))
     known = store.document_states()
     notify(Progress("start", total=len(files)))
 

@@ -53,7 +53,7 @@ class Progress:
     page (`page` of `total` in `path`), the KB's keyword index is being built from its rows (`chunks` of `total`:
     a KB made before it, upgraded before the run's writes)."""
 
-    kind: str  # "start" | "file" | "embedded" | "page" | "keywords"
+    kind: str  # "start" | "file" | "embedded" | "page" | "keywords" | "vectors"
     total: int = 0
     result: FileResult | None = None
     chunks: int = 0

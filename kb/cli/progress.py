@@ -6,6 +6,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+CATCH_UP = {  # Progress kinds of a KB brought up to date before an ingest's writes: (the line, the bar's name)
+    "keywords": ("building the keyword index", "keyword index"),
+    "vectors": ("summing the vectors per language (once, for the dense index's centring)", "vector sums"),
+}
+
 
 class IngestDisplay:
     """Receives kb.ingest.report.Progress events; draws nothing when disabled or not a terminal, but for the
@@ -16,7 +21,7 @@ class IngestDisplay:
         self._enabled = enabled and console.is_terminal
         self._console = console
         self._name = name
-        self._keywords = None  # the bar of the keyword index's build
+        self._catching_up: dict = {}  # kind -> the bar of a catch-up build (None once done)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[chunks]} chunks embedded"), TimeElapsedColumn(),
@@ -36,8 +41,8 @@ class IngestDisplay:
             self._progress.stop()
 
     def update(self, event) -> None:
-        if event.kind == "keywords":
-            self._keyword_build(event)
+        if event.kind in CATCH_UP:
+            self._catch_up(event)
         if not self._enabled:
             return
         if event.kind == "start":
@@ -57,23 +62,25 @@ class IngestDisplay:
                                              highlight=False)
 
 
-    def _keyword_build(self, event) -> None:
-        """A KB made before the keyword index (or with store.keyword_engine fts5) gets it on this ingest: a line
-        when it starts and one when it is done, a bar with the count between them on a terminal (about 26 s per
-        million chunks)."""
+    def _catch_up(self, event) -> None:
+        """A KB made by an older kb (or with store.keyword_engine fts5) is brought up to date on this ingest: a line
+        when it starts and one when it is done, a bar with the count between them on a terminal (the keyword index:
+        about 26 s per million chunks; the vectors' language sums: about 40 s)."""
         if not self._lines or not event.total:
             return
-        if self._keywords is None:
-            self._console.print(f"building the keyword index of KB '{self._name}' ({event.total:,} chunks)…",
-                                highlight=False)
-            self._keywords = self._progress.add_task("keyword index", total=event.total, chunks="-") \
+        what, bar = CATCH_UP[event.kind]
+        if event.kind not in self._catching_up:
+            self._console.print(f"{what} of KB '{self._name}' ({event.total:,} chunks)…", highlight=False)
+            self._catching_up[event.kind] = self._progress.add_task(bar, total=event.total, chunks="-") \
                 if self._enabled else -1
+        task = self._catching_up[event.kind]
         if self._enabled:
-            self._progress.update(self._keywords, completed=event.chunks)
-        if event.chunks == event.total:
+            self._progress.update(task, completed=event.chunks)
+        if event.chunks == event.total and task is not None:
             if self._enabled:
-                self._progress.remove_task(self._keywords)
-            self._console.print(f"keyword index of KB '{self._name}' built: {event.total:,} chunks", highlight=False)
+                self._progress.remove_task(task)
+            self._catching_up[event.kind] = None
+            self._console.print(f"{what} of KB '{self._name}': done, {event.total:,} chunks", highlight=False)
 
     def _page(self, event) -> None:
         """A bar per scanned file of more than one page: OCR reads a page every second or two."""

@@ -67,10 +67,10 @@ def kb_health(name: str, folder: Path, settings: Settings, t: TorchInfo) -> Find
         fix = f"move {folder} away and run `kb ingest PATH --kb {name}` (kb cannot open or rebuild it as it is)"
         return Finding(SECTION, label, "error", f"unreadable: {e}", fix=fix, facts=facts)
     built = manifest["embedder"]
-    data = stats.pop("bytes")
+    data = stats.pop("digest")
     docs = shlex.quote(stats.pop("folder") or "PATH")
     index = _index_problem(name, stats, data, built["dim"], docs)
-    if index and stats["index"] == "saved":
+    if index and stats["index"] in ("saved", "behind"):
         stats["index"] = "unreadable"
     facts.update(stats, embedder=built["model"], dim=built["dim"], embedders=manifests.models(manifest))
     problems = [p for p in (
@@ -99,13 +99,13 @@ def _read_db(folder: Path, keyword_engine: str) -> dict:
     """Counts, the documents' common folder and the index files' states, through a read-only connection."""
     path = folder / "meta.sqlite"
     if not path.is_file():
-        return {"documents": 0, "chunks": 0, "folder": "", "index": "missing", "index_file": "", "bytes": None,
+        return {"documents": 0, "chunks": 0, "folder": "", "index": "missing", "index_file": "", "digest": None,
                 "keywords": ""}
     db = sqlite3.connect(read_only_uri(path), uri=True)
     try:
         paths = [r[0] for r in db.execute("SELECT path FROM documents")]
         chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-        state, index_file, data = saved_index_state(db, folder)
+        state, index_file, digest = saved_index_state(db, folder)
         keywords = _keyword_state(db, folder) if keyword_engine == "tantivy" else ""
     finally:
         db.close()
@@ -113,7 +113,7 @@ def _read_db(folder: Path, keyword_engine: str) -> dict:
     if len(paths) == 1:
         common = str(Path(common).parent)
     return {"documents": len(paths), "chunks": chunks, "folder": common, "index": state,
-            "index_file": str(index_file), "bytes": data, "keywords": keywords}
+            "index_file": str(index_file), "digest": digest, "keywords": keywords}
 
 
 def _keyword_state(db: sqlite3.Connection, folder: Path) -> str:
@@ -168,19 +168,20 @@ def _chunking_problem(name: str, built: dict, docs: str, settings: Settings) -> 
             f"{built}", "chunking", f"kb ingest {docs} --kb {name} --rebuild, or set chunking back to {built}")
 
 
-def _index_problem(name: str, stats: dict, data: bytes | None, dim: int, docs: str) -> Problem | None:
+def _index_problem(name: str, stats: dict, digest: str | None, dim: int, docs: str) -> Problem | None:
     """The FAISS file: saved as kb wrote it and readable, else rebuilt from meta.sqlite at every open."""
     if not stats["chunks"]:
         return Problem("warn", "empty: no documents yet", "index", f"kb ingest PATH --kb {name}")
     path = Path(stats["index_file"])
     rebuilt = (f"kb rebuilds the index from meta.sqlite each time the KB is opened ({stats['chunks']} chunks) "
                "until a good file is saved")
-    if stats["index"] == "saved":
+    if stats["index"] in ("saved", "behind"):  # behind: a few changes since, added by each reader on open
         try:
-            index = read_index(data, path)
+            index = read_index(path, digest)
         except IndexFormatError:
             index = None
-        if index is not None and index.ntotal == stats["chunks"] and index.d == dim:
+        # an HNSW index also holds removed chunks (tombstones) until it is rebuilt
+        if index is not None and index.d == dim and (stats["index"] == "behind" or index.ntotal >= stats["chunks"]):
             return None
     if stats["index"] == "missing":
         return Problem("warn", f"vector index file {path.name} is missing or out of date: {rebuilt}", "index",

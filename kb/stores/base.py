@@ -133,9 +133,10 @@ class Store(Protocol):
         """A hint before the first write: the centring the finished store will have (a migration knows it)."""
 
     # the start and the end of a write session: derived indexes brought up to date
-    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> None:
+    def catch_up(self, progress: Callable[[str, int, int], None] | None = None) -> None:
         """Before the session's writes: an index that is behind meta data (a KB made by an older kb or another
-        engine) is brought up to date, telling `progress` (chunks done, chunks in all) when that takes a while."""
+        engine) is brought up to date, telling `progress` (what: 'keywords' or 'vectors', chunks done, chunks in
+        all) when that takes a while."""
     def finished(self) -> bool: ...
     def finish(self) -> None: ...
 

@@ -155,8 +155,16 @@ def _grow(base, src: Path, target: int) -> None:
 
 def _noisy(blob: bytes, rng) -> np.ndarray:
     """A stored vector plus small noise, unit length again."""
-    v = np.frombuffer(blob, dtype=np.float32) + rng.normal(0, 0.02, len(blob) // 4)
+    v = _decode(blob)
+    v = v + rng.normal(0, 0.02, len(v))
     return v / np.linalg.norm(v)
+
+
+def _decode(blob: bytes, dim: int = 384) -> np.ndarray:
+    """A stored vector as float32 (both embedders of the default ensemble have 384 dimensions)."""
+    from kb.stores.local.schema import blob_vector
+
+    return blob_vector(blob, dim, Path("meta.sqlite")).astype(np.float32)
 
 
 def _rotate(text: str, n: int) -> str:
@@ -175,7 +183,7 @@ def _all_chunks(db_path: Path):
     rows = db.execute("SELECT chunk_id, text, vector FROM chunks").fetchall()
     db.close()
     ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-    vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    vectors = np.stack([_decode(r[2]) for r in rows])
     return [r[1] for r in rows], vectors, ids
 
 

@@ -29,8 +29,13 @@ Measured, per store:
   returned by embed_query (no embedder runs) with a text of 6 consecutive terms of that chunk; hit@5 is the
   share of queries whose own chunk is among the 5 hybrid hits (a sanity check, not a quality figure: the
   chunk's copies compete with it), and per mode on the first queries every store ran;
-- peak RSS of the store's process (the records are made batch by batch, so this is mostly the store), and
-  the size on disk; wall s is the child's whole run (making records, writing, finishing, searching).
+- add 1000: then 1,000 more chunks (documents of --doc-chunks) are written and finished; add_1000_s is the time
+  from the start of that write to the end of finish (searchable: a search for one of them finds it);
+- recall@10 (local stores): the dense index's top 10 against exact search over every chunk's vector (streamed from
+  SQLite, centred as the index is), for the dev-set questions embedded by the source KB's embedder (or, without a
+  source KB, stored vectors plus noise sigma 0.05);
+- peak RSS of the store's process up to the end of add 1000 (the records are made batch by batch, so this is
+  mostly the store; the exact search for recall comes after), and the size on disk; wall s is the child's whole run (making records, writing, finishing, searching).
 --max-seconds guards each store: once its put_documents time passes the limit, writing stops, the store is
 reported as "did not finish in X s (wrote K chunks, K/s)", and finish + search run on what was written.
 --search-seconds bounds each search mode's timing loop (the percentiles are then over fewer queries, and the
@@ -83,6 +88,7 @@ def main() -> None:
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                         help="the results as JSON: one object per store and size; a PATH gets a JSON list of them "
                         "(the table is still printed), no PATH prints JSON lines instead of the table")
+    parser.add_argument("--recall-file", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=STORES, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -98,6 +104,8 @@ def main() -> None:
     print(f"source: {src if src else 'synthetic English + Chinese sentences (no source KB found)'}", file=sys.stderr)
     started = time.perf_counter()
     results = []
+    queries_dir = tempfile.TemporaryDirectory(prefix="kb-scale-queries-")
+    args.recall_file = _recall_queries(args, Path(queries_dir.name)) if src else None
     for n in sizes:
         for store in stores:
             result = _run_child(args, store, n)
@@ -122,6 +130,8 @@ def _run_child(args, store: str, n: int) -> dict:
            "--search-seconds", str(args.search_seconds)]
     if args.tmp:
         cmd += ["--tmp", str(args.tmp)]
+    if args.recall_file:
+        cmd += ["--recall-file", str(args.recall_file)]
     limit = 2 * args.max_seconds + 3 * args.search_seconds + 900
     print(f"\n== {store}, {n} chunks", file=sys.stderr, flush=True)
     started = time.perf_counter()
@@ -147,7 +157,7 @@ def _run_child(args, store: str, n: int) -> dict:
 def _print_table(rows: list[dict]) -> None:
     base = next((r.get("hybrid_p50_ms") for r in rows if r["store"] == "flat"), None)
     head = ["store", "N", "written", "write ch/s", "write s", "finish s", "total s", "total ch/s", "hybrid p50",
-            "hybrid p95", "dense p50", "bm25 p50", "hit@5", "vs flat", "peak RSS MB", "disk MB", "prep s", "wall s"]
+            "hybrid p95", "dense p50", "bm25 p50", "hit@5", "vs flat", "add 1000 s", "recall@10", "peak RSS MB", "disk MB", "prep s", "wall s"]
     table = [head]
     for r in rows:
         p50 = r.get("hybrid_p50_ms")
@@ -155,7 +165,8 @@ def _print_table(rows: list[dict]) -> None:
             r["store"], str(r["n"]), _fmt(r.get("written")), _fmt(r.get("write_chunks_s")), _fmt(r.get("write_s")),
             _fmt(r.get("finish_s")), _fmt(r.get("total_s")), _fmt(r.get("total_chunks_s")), _fmt(p50),
             _fmt(r.get("hybrid_p95_ms")), _fmt(r.get("dense_p50_ms")), _fmt(r.get("bm25_p50_ms")),
-            _fmt(r.get("hit_at_5")), f"{p50 / base:.2f}x" if p50 and base else "-", _fmt(r.get("peak_rss_mb")),
+            _fmt(r.get("hit_at_5")), f"{p50 / base:.2f}x" if p50 and base else "-", _fmt(r.get("add_1000_s")),
+            _fmt(r.get("recall_at_10")), _fmt(r.get("peak_rss_mb")),
             _fmt(r.get("disk_mb")), _fmt(r.get("prep_s")), _fmt(r.get("wall_s")),
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
@@ -332,8 +343,91 @@ def _fill_and_search(args, store, writer, disk, source: dict, n: int) -> None:
         out[f"{mode}_p95_ms"] = round(percentile(times, 95), 2)
         print(f"  {args.child}: {mode} p50 {out[f'{mode}_p50_ms']} ms over {len(times)} queries", file=sys.stderr,
               flush=True)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     _emit(out)
+
+    added = [r for batch in _batches(source, 1000, args.doc_chunks, args.batch_docs, prefix="added") for r in batch]
+    t0 = time.perf_counter()
+    store.put_documents(added)
+    store.finish()
+    add_s = time.perf_counter() - t0
+    probe = added[-1]
+    found = store.dense_query()(probe.vectors[0], 5, "en")
+    out = {"phase": "add", "add_1000_s": round(add_s, 2), "added_found": any(
+        i == probe.chunks[0].chunk_id for i, _ in found), "peak_rss_mb": _peak_rss_mb()}
+    print(f"  {args.child}: added 1000 chunks in {add_s:.1f} s", file=sys.stderr, flush=True)
+    _emit(out)
+    if hasattr(store, "dense_index"):
+        t0 = time.perf_counter()
+        out = {"phase": "recall", **_recall(store, args.recall_file, sample)}
+        print(f"  {args.child}: recall@10 {out['recall_at_10']} ({time.perf_counter() - t0:.0f} s); by efSearch "
+              f"[recall, ms]: {out.get('recall_by_ef')}", file=sys.stderr, flush=True)
+        _emit(out)
+
+
+def _peak_rss_mb() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _recall(store, recall_file: Path | None, sample) -> dict:
+    """recall@10 of the store's dense index against exact search over every chunk vector, streamed from SQLite."""
+    from kb.stores.local.schema import blob_vectors
+    from kb.text.lang import language
+
+    index = store.dense_index()
+    if recall_file is not None:
+        data = np.load(recall_file)
+        queries, langs, kind = data["vectors"], [str(x) for x in data["langs"]], "dev-set questions"
+    else:
+        rng = np.random.default_rng(3)
+        queries = np.stack([v + rng.normal(0, 0.05, v.shape) for _, _, v in sample]).astype(np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        langs, kind = [language(t) for _, t, _ in sample], "stored vectors + noise"
+    centred = np.stack([index.centering.query(q, lang) for q, lang in zip(queries, langs)]).astype(np.float32)
+    approx = [[i for i, _ in index.search(q, 10, None, lang)] for q, lang in zip(queries, langs)]
+    best = np.full((len(queries), 10), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((len(queries), 10), dtype=np.int64)
+    cursor = store._db.execute("SELECT chunk_id, vector, text FROM chunks")
+    while rows := cursor.fetchmany(50_000):
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = blob_vectors([r[1] for r in rows], store.dim, store.db_path)
+        vectors = index.centering.vectors(vectors, [language(r[2]) for r in rows])
+        scores = np.concatenate([best, centred @ vectors.T], axis=1)
+        every = np.concatenate([best_ids, np.broadcast_to(ids, (len(queries), len(ids)))], axis=1)
+        top = np.argsort(-scores, axis=1)[:, :10]
+        best, best_ids = np.take_along_axis(scores, top, 1), np.take_along_axis(every, top, 1)
+    def recall(found) -> float:
+        return round(float(np.mean([len(set(a) & set(e.tolist())) / 10 for a, e in zip(found, best_ids)])), 4)
+
+    out = {"recall_at_10": recall(approx), "recall_queries": f"{len(queries)} {kind}",
+           "index_kind": "hnsw" if index.hnsw else "flat"}
+    if index.hnsw:  # the trade-off: recall and one query's time at each efSearch
+        out["recall_by_ef"] = {}
+        for ef in (512, 1024, 2048, 4096):
+            t0 = time.perf_counter()
+            found = [[i for i, _ in index.search(q, 10, None, lang, ef=ef)] for q, lang in zip(queries, langs)]
+            out["recall_by_ef"][ef] = [recall(found), round((time.perf_counter() - t0) * 1000 / len(queries), 2)]
+    return out
+
+
+def _recall_queries(args, folder: Path) -> Path | None:
+    """The dev-set questions embedded by the source KB's embedder (as a user's questions are), saved for the
+    children; None when the embedder cannot be loaded."""
+    from kb import KnowledgeBase
+    from kb.config import Settings
+    from kb.eval import load_questions
+    from kb.text.lang import language
+
+    try:
+        questions = [q.question for q in load_questions(REPO / "tests" / "devset" / "qa.jsonl")]
+        base = KnowledgeBase.open(args.source_kb, settings=Settings(home=args.source_kb_home))
+        vectors = np.asarray(base.embedder().encode(questions, query=True), dtype=np.float32)
+    except Exception as e:  # noqa: BLE001 - the bench goes on with noisy stored vectors
+        print(f"recall queries: the source KB's embedder did not load ({e}); using stored vectors + noise",
+              file=sys.stderr)
+        return None
+    path = folder / "questions.npz"
+    np.savez(path, vectors=vectors, langs=np.asarray([language(q) for q in questions]))
+    return path
 
 
 def _emit(data: dict) -> None:
@@ -368,6 +462,8 @@ def _source_db(home: Path, name: str) -> Path | None:
 
 def _load_source(path: Path | None) -> dict:
     """Documents [(path, title, file_type, [(text, section, page), ...], vectors)], the manifest and the prior."""
+    from kb.stores.local.schema import blob_vectors
+
     manifest = {"format": "kb-index", "version": 1,
                 "embedder": {"model": "synthetic", "dim": DIM, "max_seq_length": 512, "query_prefix": "",
                              "passage_prefix": "", "backend": "synthetic", "normalized": True},
@@ -385,7 +481,8 @@ def _load_source(path: Path | None) -> dict:
         rows = db.execute("SELECT text, section, page, vector FROM chunks WHERE doc_id=? ORDER BY ordinal",
                           (doc_id,)).fetchall()
         if rows:
-            vectors = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            dim = manifest["embedder"]["dim"]
+            vectors = blob_vectors([r[3] for r in rows], dim, path)
             docs.append((doc_path, title, file_type, [(r[0], r[1], r[2]) for r in rows], vectors))
     row = db.execute("SELECT value FROM meta WHERE key='language_prior'").fetchone()
     db.close()
@@ -429,7 +526,7 @@ def _synthetic_docs(count: int = 160, chunks: int = 20) -> list:
     return docs
 
 
-def _batches(source: dict, n: int, doc_chunks: int, batch_docs: int):
+def _batches(source: dict, n: int, doc_chunks: int, batch_docs: int, prefix: str = "bench"):
     """Lists of Records, batch_docs documents each, until n chunks: the source documents cut into documents of
     at most doc_chunks chunks, copied with varied texts and noisy vectors."""
     from kb.ingest.parse import chunk_id_for, doc_id_for
@@ -437,7 +534,7 @@ def _batches(source: dict, n: int, doc_chunks: int, batch_docs: int):
     from kb.text.keywords import index_text
     from kb.types import Chunk, DocumentInfo
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(0 if prefix == "bench" else 1)  # the added documents' vectors differ from the first
     pieces = [(path, title, file_type, rows[i:i + doc_chunks], vectors[i:i + doc_chunks], i // doc_chunks)
               for path, title, file_type, rows, vectors in source["docs"] for i in range(0, len(rows), doc_chunks)]
     total, copy, batch = 0, 0, []
@@ -445,7 +542,7 @@ def _batches(source: dict, n: int, doc_chunks: int, batch_docs: int):
     while total < n:
         for path, title, file_type, rows, vectors, part in pieces:
             rows = rows[:n - total]
-            new_path = f"/bench/copy{copy:04d}{path}#part{part}"
+            new_path = f"/{prefix}/copy{copy:04d}{path}#part{part}"
             doc_id = doc_id_for(new_path)
             texts = [_vary(text, copy) for text, _, _ in rows]
             chunks, start = [], 0

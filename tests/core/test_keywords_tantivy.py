@@ -189,7 +189,7 @@ def test_the_cli_says_it_builds_the_keyword_index(settings, tmp_path):
     result = CliRunner().invoke(app, ["ingest", str(folder), "--kb", "k"])
     assert result.exit_code == 0, result.output
     assert f"building the keyword index of KB 'k' ({chunks} chunks)…" in result.output
-    assert f"keyword index of KB 'k' built: {chunks} chunks" in result.output
+    assert f"building the keyword index of KB 'k': done, {chunks} chunks" in result.output
     again = CliRunner().invoke(app, ["ingest", str(folder), "--kb", "k"])
     assert "keyword index" not in again.output
 

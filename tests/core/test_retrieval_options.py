@@ -73,7 +73,7 @@ def test_large_index_switches_to_hnsw(settings, folder):
     base = _open(settings, hnsw_threshold=5)
     base.ingest(folder)
     index = faiss.downcast_index(base._store.dense_index().faiss.index)
-    assert isinstance(index, faiss.IndexHNSWFlat)
+    assert isinstance(index, faiss.IndexHNSW)  # float16 storage (IndexHNSWSQ)
     assert base.search("valve number 3", k=1, mode="dense")[0].path.endswith("guide.md")
 
 

@@ -140,7 +140,8 @@ def test_export_gives_the_side_vectors_back(place):
 
 
 def _same_side_vectors(exported: list[Record], records: list[Record]) -> None:
-    """Each exported document holds each model's vectors of the same chunks as written (raw, as given)."""
+    """Each exported document holds each model's vectors of the same chunks as written (raw, as given, to float16's
+    precision: the local store keeps float16)."""
     by_id = {r.info.doc_id: r for r in records}
     assert sorted(r.info.doc_id for r in exported) == sorted(by_id)
     for got in exported:
@@ -150,7 +151,7 @@ def _same_side_vectors(exported: list[Record], records: list[Record]) -> None:
         for model, side in want.ensemble.items():
             assert got.ensemble[model].rows == side.rows, (got.info.doc_id, model)
             assert np.allclose(got.ensemble[model].vectors.reshape(len(side.rows), DIMS[model]), side.vectors,
-                               atol=1e-5)
+                               atol=1e-3)
 
 
 def test_migrate_local_to_milvus_and_back_keeps_side_vectors(settings, tmp_path):

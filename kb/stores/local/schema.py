@@ -3,7 +3,9 @@
 A KB's meta.sqlite is the truth (documents, chunks with their vectors as float32 blobs, the FTS5 keyword
 index, and the other embedders' vectors of a KB built with an ensemble, `ensemble_vectors`: a table that KBs
 built before it get, empty, when first opened, and `keyword_pending`: the documents changed since the tantivy
-keyword index's last commit, written in the same transactions, kb/stores/local/keywords.py); `connect` creates the tables in a new file and refuses a file of another schema version or of other
+keyword index's last commit, written in the same transactions, kb/stores/local/keywords.py; and `language_sums`:
+each embedder's ('' the main one) count and float64 sum of chunk vectors per language, kept by every transaction, from which the centring is
+refitted without reading the vectors, kb/stores/local/index.py); `connect` creates the tables in a new file and refuses a file of another schema version or of other
 columns with an IndexFormatError naming the file and the fix, and opens a file this process cannot write (a
 read-only folder) read-only, for searching (`read_only_uri`). There are no migrations: SCHEMA_VERSION 1 is
 the only version, and a KB of another one is rebuilt (`kb ingest --rebuild`). What is read and written is in
@@ -16,6 +18,8 @@ import hashlib
 import os
 import sqlite3
 from pathlib import Path
+
+import numpy as np
 
 from kb.errors import IndexFormatError
 
@@ -37,6 +41,9 @@ CREATE TABLE IF NOT EXISTS ensemble_vectors (
     model TEXT NOT NULL, chunk_id INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, chunk_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ensemble_by_chunk ON ensemble_vectors(chunk_id);
 CREATE TABLE IF NOT EXISTS keyword_pending (doc_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS language_sums (
+    model TEXT NOT NULL, lang TEXT NOT NULL, count INTEGER NOT NULL, sum BLOB NOT NULL,
+    PRIMARY KEY (model, lang)) WITHOUT ROWID;
 """
 COLUMNS = {
     "documents": ["doc_id", "path", "title", "file_type", "content_hash", "size", "mtime", "ingested_at", "text"],
@@ -45,6 +52,9 @@ COLUMNS = {
 FAISS_DIGEST = "faiss_file"  # meta key: "<generation>:<blake2b of the FAISS file kb wrote>"
 PRIOR = "language_prior"  # meta key: JSON of the embedder's per-language means over generic text
 CENTERING = "centering"  # meta key: "<generation>:<JSON of the per-language means the FAISS file holds>"
+SUMS_KEPT = "language_sums_kept"  # meta key: language_sums is kept by every transaction (set at creation or catch-up)
+DENSE_LOG = "dense_rebuilds"  # meta key: JSON list of the dense index's last full builds and why
+DEFERRED = "faiss_deferred"  # meta key: the generation whose finish left the FAISS file behind on purpose
 
 
 def digest(data: bytes) -> str:
@@ -83,6 +93,7 @@ def connect(db_path: Path) -> sqlite3.Connection:
         if version is None:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+            db.execute("INSERT OR IGNORE INTO meta VALUES (?, '1')", (SUMS_KEPT,))
         elif version[0] != str(SCHEMA_VERSION):
             raise IndexFormatError(
                 f"{db_path} has schema version {version[0]}; this kb reads {SCHEMA_VERSION}. "
@@ -96,3 +107,29 @@ def connect(db_path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as e:
         raise IndexFormatError(f"{db_path} is not a usable kb database ({e})") from e
     return db
+
+
+def vector_blob(vector: np.ndarray) -> bytes:
+    """A vector as meta.sqlite stores it: float16, half of float32's bytes (768 per 384-dim vector). The dense
+    index stores float16 too (kb/stores/dense.py), and exact search on float16 vectors ranks as on float32
+    (measured on the dev set's e5 vectors: kb/stores/local/__init__.py)."""
+    return np.asarray(vector, dtype="<f2").tobytes()
+
+
+def blob_vector(blob: bytes, dim: int, source: Path) -> np.ndarray:
+    """A stored vector as float32: float16 bytes, or float32 in KBs written before kb stored float16 (each blob
+    says which by its size); another size is an error naming the file and the fix."""
+    if len(blob) == dim * 2:
+        return np.frombuffer(blob, dtype="<f2").astype(np.float32)
+    if len(blob) == dim * 4:
+        return np.frombuffer(blob, dtype="<f4")
+    raise IndexFormatError(f"{source} holds a vector of {len(blob)} bytes; the manifest says {dim} dimensions "
+                           f"({dim * 2} bytes, or {dim * 4} in older KBs). Rebuild the KB with `kb ingest --rebuild`.")
+
+
+def blob_vectors(blobs: list[bytes], dim: int, source: Path) -> np.ndarray:
+    """Stored vectors as a float32 [n, dim] array."""
+    out = np.empty((len(blobs), dim), dtype=np.float32)
+    for i, blob in enumerate(blobs):
+        out[i] = blob_vector(blob, dim, source)
+    return out

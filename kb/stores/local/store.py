@@ -22,9 +22,10 @@ import numpy as np
 from kb.errors import StorageError
 from kb.stores.base import CHUNK_FIELDS, KeywordQuery, Record, SideVectors, batches, filter_documents
 from kb.stores.local import keywords
-from kb.stores.local.index import LocalDenseIndex
+from kb.stores.local.index import MAIN, LocalDenseIndex
 from kb.stores.local.keywords import TantivyKeywords, fts5_search
-from kb.stores.local.schema import connect, read_only_uri
+from kb.stores.local.schema import blob_vector, blob_vectors, connect, read_only_uri, vector_blob
+from kb.text.lang import language
 from kb.types import Chunk, DocumentInfo, DocumentState
 
 
@@ -37,11 +38,11 @@ class LocalStore(LocalDenseIndex):
         self.where = str(folder)
         self.dim = dim
         self.ensemble_dims = dict(ensemble or {})  # the other embedders' model -> dimension
-        self._ensemble_indexes = {}  # model -> (generation, DenseIndex)
         self.hnsw_threshold = hnsw_threshold
         self.db_path = folder / "meta.sqlite"
         self._db = connect(self.db_path)
-        self._index = None  # (generation, DenseIndex)
+        self._init_dense()  # one dense index per embedder (index.py)
+        self._sums_started = False
         self._readers = threading.local()  # keyword_query's read-only connection per thread
         self._opened_readers: list[sqlite3.Connection] = []
         self.keyword_engine = keyword_engine
@@ -103,6 +104,7 @@ class LocalStore(LocalDenseIndex):
     def put_documents(self, records: list[Record]) -> int:
         """Replace each document and all its chunks, one transaction per document. Returns chunks removed."""
         self._keyword_sync()
+        self._sums_sync()
         return sum(self._put(r) for r in records)
 
     def _put(self, record: Record) -> int:
@@ -113,7 +115,7 @@ class LocalStore(LocalDenseIndex):
             for model, side in record.ensemble.items():
                 side_vectors = np.ascontiguousarray(side.vectors, dtype=np.float32)
                 db.executemany("INSERT INTO ensemble_vectors VALUES (?,?,?)",
-                               [(model, chunks[r].chunk_id, v.tobytes()) for r, v in zip(side.rows, side_vectors)])
+                               [(model, chunks[r].chunk_id, vector_blob(v)) for r, v in zip(side.rows, side_vectors)])
             db.execute(
                 "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?)",
                 (info.doc_id, info.path, info.title, info.file_type, info.content_hash, info.size,
@@ -122,12 +124,16 @@ class LocalStore(LocalDenseIndex):
             db.executemany(
                 "INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?,?)",
                 [(c.chunk_id, c.doc_id, c.ordinal, c.text, c.section, c.page, c.char_start, c.char_end,
-                  v.tobytes()) for c, v in zip(chunks, vectors)],
+                  vector_blob(v)) for c, v in zip(chunks, vectors)],
             )
             db.executemany(
                 "INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)",
                 [(c.chunk_id, t) for c, t in zip(chunks, terms)],
             )
+            langs = [language(c.text) for c in chunks]
+            self._keep_sums(db, MAIN, vectors, langs, 1)
+            for model, side in record.ensemble.items():
+                self._keep_sums(db, model, side.vectors, [langs[r] for r in side.rows], 1)
             if self._keywords is not None:
                 db.execute("INSERT OR IGNORE INTO keyword_pending VALUES (?)", (info.doc_id,))
         if self._keywords is not None:  # published by finish(); until then searches use FTS5
@@ -143,6 +149,7 @@ class LocalStore(LocalDenseIndex):
         """Delete documents and their chunks in one transaction. Returns chunks removed."""
         removed, doc_ids = 0, list(doc_ids)
         self._keyword_sync()
+        self._sums_sync()
         with self.transaction() as db:
             for doc_id in doc_ids:
                 removed += self._delete_doc(db, doc_id, None)
@@ -153,9 +160,18 @@ class LocalStore(LocalDenseIndex):
                 self._keywords.replace(doc_id, [])
         return removed
 
-    @staticmethod
-    def _delete_doc(db: sqlite3.Connection, doc_id: str, path: str | None) -> int:
-        ids = [r[0] for r in db.execute("SELECT chunk_id FROM chunks WHERE doc_id=?", (doc_id,))]
+    def _delete_doc(self, db: sqlite3.Connection, doc_id: str, path: str | None) -> int:
+        rows = db.execute("SELECT chunk_id, vector, text FROM chunks WHERE doc_id=?", (doc_id,)).fetchall()
+        ids = [r[0] for r in rows]
+        if rows:
+            _, vectors, langs = self._rows_to_arrays(rows)
+            self._keep_sums(db, MAIN, vectors, langs, -1)
+            for model, dim in self.ensemble_dims.items():
+                side = db.execute("SELECT e.chunk_id, e.vector, c.text FROM ensemble_vectors e JOIN chunks c "
+                                  "USING (chunk_id) WHERE e.model=? AND c.doc_id=?", (model, doc_id)).fetchall()
+                if side:
+                    _, vectors, langs = self._rows_to_arrays(side, dim)
+                    self._keep_sums(db, model, vectors, langs, -1)
         db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in ids])
         db.executemany("DELETE FROM ensemble_vectors WHERE chunk_id=?", [(i,) for i in ids])
         db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
@@ -207,15 +223,24 @@ class LocalStore(LocalDenseIndex):
             return found[0]
         return fts5_search(db, query, limit, doc_ids)
 
-    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> None:
-        """Before a write session: a tantivy index behind meta.sqlite (or none: built with fts5) catches up."""
-        self._keyword_sync(progress)
+    def catch_up(self, progress: Callable[[str, int, int], None] | None = None) -> None:
+        """Before a write session: a tantivy index behind meta.sqlite (or none: built with fts5) catches up, and a
+        KB from before the language sums gets them (index.py)."""
+        tell = progress or (lambda what, done, total: None)
+        self._keyword_sync(lambda done, total: tell("keywords", done, total))
+        self._sums_sync(lambda done, total: tell("vectors", done, total))
 
     def _keyword_sync(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Once per session, before the writer's first change: a tantivy index that is behind catches up."""
         if self._keywords is not None and not self._keywords_synced:
             self._keywords.sync(self._db, progress)
             self._keywords_synced = True
+
+    def _sums_sync(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Once per session, before the writer's first change: a KB from before language_sums gets them."""
+        if not self._sums_started:
+            self._start_sums(progress)
+            self._sums_started = True
 
     def finished(self) -> bool:
         return super().finished() and (self._keywords is None or self._keywords.current(self._db))
@@ -260,7 +285,7 @@ class LocalStore(LocalDenseIndex):
         for part in batches(ids, 500):
             for cid, blob in self._db.execute(
                     f"SELECT chunk_id, vector FROM chunks WHERE chunk_id IN ({','.join('?' * len(part))})", part):
-                out[cid] = np.frombuffer(blob, dtype=np.float32)
+                out[cid] = blob_vector(blob, self.dim, self.db_path)
         return out
 
     def _side_vectors(self, db: sqlite3.Connection, chunks: list[Chunk]) -> dict[str, SideVectors]:
@@ -272,7 +297,7 @@ class LocalStore(LocalDenseIndex):
                 f"SELECT chunk_id, vector FROM ensemble_vectors WHERE model=? AND chunk_id IN ({','.join('?' * len(part))})",
                 (model, *part))]
             rows.sort(key=lambda r: position[r[0]])
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            vectors = blob_vectors([r[1] for r in rows], dim, self.db_path)
             out[model] = SideVectors(tuple(position[r[0]] for r in rows), vectors)
         return out
 
@@ -292,7 +317,7 @@ class LocalStore(LocalDenseIndex):
                     "f.terms FROM chunks c JOIN chunks_fts f ON f.rowid = c.chunk_id WHERE c.doc_id=? "
                     "ORDER BY c.ordinal", (doc_id,)).fetchall()
                 chunks = [Chunk(r[0], doc_id, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
-                vectors = np.frombuffer(b"".join(r[7] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+                vectors = blob_vectors([r[7] for r in rows], self.dim, self.db_path)
                 info = DocumentInfo(doc_id, path, title, digest, size, mtime, len(rows), at, file_type)
                 yield Record(info, text, chunks, vectors, [r[8] for r in rows], self._side_vectors(reader, chunks))
         finally:

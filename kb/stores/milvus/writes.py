@@ -31,7 +31,7 @@ from kb.text.lang import LANGUAGES, language
 class MilvusWrites(MilvusSides):
     """put_documents, touch_document and remove_documents of kb/stores/base.py's Store (the caller holds the lease)."""
 
-    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> None:
+    def catch_up(self, progress: Callable[[str, int, int], None] | None = None) -> None:
         """Nothing to do: Milvus keeps its BM25 index itself, and the writes recover what a killed writer left."""
 
     def put_documents(self, records: list[Record]) -> int:
