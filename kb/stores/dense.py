@@ -85,7 +85,7 @@ class DenseIndex:
             return
         revived = np.fromiter((i in self.tombstones for i in ids.tolist()), dtype=bool, count=len(ids))
         with self.lock:
-            if revived.any():  # the same chunk id is the same text and vector (ingest/parse.chunk_id_for)
+            if revived.any():  # the same chunk id is the same text and vector (ingest/parse.py, chunk_id_for)
                 self.tombstones.difference_update(ids[revived].tolist())
                 self._exclude = None
             fresh = ~revived
