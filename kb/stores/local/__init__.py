@@ -4,16 +4,19 @@ provides.
 
 Layout of one KB folder:
     manifest.json         format version, embedder and chunking settings (written once, at creation)
-    meta.sqlite           the truth: documents, chunks (+ vectors as float32 blobs), FTS5 keyword index
+    meta.sqlite           the truth: documents, chunks (+ vectors as float16 blobs; float32 in KBs written
+                          before), FTS5 keyword index, each language's sum of vectors
     vectors-<gen>.faiss   the dense index as of commit generation <gen>, derived from the vectors in SQLite and
                           updated in place by later commits (index.py)
+    ensemble-<hash>-<gen>.faiss  the same for each other embedder of an ensemble
     keywords.tantivy/     the BM25 index (store.keyword_engine tantivy, the default), tagged with the generation it
                           reflects; built from meta.sqlite by the next ingest where it is missing or behind
 
 Every change is one SQLite transaction (WAL mode), which is the commit point: a process killed at any
 moment leaves the last committed state. The FAISS file is derived data tagged with the generation it
-was saved at; if it is stale (a crash between the SQLite commit and the file write) a reader brings it up to
-date from SQLite (the chunks added and removed since), and if it is missing it is rebuilt from SQLite. FAISS reads only a file whose digest kb recorded in SQLite when it wrote it: a
+was saved at; if it is stale (a crash between the SQLite commit and the file write, or a save deferred on a large
+KB) a reader brings it up to date from SQLite (the chunks added and removed since), and if it is missing it is
+rebuilt from SQLite. FAISS reads only a file whose digest kb recorded in SQLite when it wrote it: a
 damaged or foreign file is rebuilt from SQLite, never parsed. Nothing is ever unpickled: FAISS has its
 own binary format, the rest is SQL/JSON.
 

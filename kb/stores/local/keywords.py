@@ -172,6 +172,12 @@ class TantivyKeywords:
                 self.dirty = False
             writer.wait_merging_threads()
 
+    def release(self) -> None:
+        """close(), and let go of the index itself: its files are memory-mapped until it is dropped (a KB on a
+        mount that is to be unmounted, a folder to be removed on Windows)."""
+        self.close()
+        self._index = None
+
     # -- keeping up with meta.sqlite (the writer, under the KB's lock) -------------------------------------
     def sync(self, db: sqlite3.Connection, progress: Callable[[int, int], None] | None = None) -> None:
         """Bring a committed index that is behind meta.sqlite up to date and commit it: the documents in

@@ -1,7 +1,7 @@
 """The local store's SQLite database: its tables, the keys it keeps in `meta`, and opening it with a check.
 
-A KB's meta.sqlite is the truth (documents, chunks with their vectors as float32 blobs, the FTS5 keyword
-index, and the other embedders' vectors of a KB built with an ensemble, `ensemble_vectors`: a table that KBs
+A KB's meta.sqlite is the truth (documents, chunks with their vectors as float16 blobs (float32 in KBs written
+before: vector_blob, blob_vector), the FTS5 keyword index, and the other embedders' vectors of a KB built with an ensemble, `ensemble_vectors`: a table that KBs
 built before it get, empty, when first opened, and `keyword_pending`: the documents changed since the tantivy
 keyword index's last commit, written in the same transactions, kb/stores/local/keywords.py; and `language_sums`:
 each embedder's ('' the main one) count and float64 sum of chunk vectors per language, kept by every transaction, from which the centring is

@@ -53,7 +53,7 @@ class LocalStore(LocalDenseIndex):
 
     def close(self) -> None:
         if self._keywords is not None:
-            self._keywords.close()
+            self._keywords.release()
             self._keywords_synced = False
         for reader in self._opened_readers:
             reader.close()
