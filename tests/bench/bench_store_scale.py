@@ -6,7 +6,7 @@
 
 Stores, each filled from empty in a fresh temp folder, in a child process of its own (so that its peak RSS
 is its own and a store that hangs can be stopped):
-- flat:   the local store (SQLite + FTS5 + FAISS) with hnsw_threshold above N: exact flat search;
+- flat:   the local store (SQLite + FTS5 + FAISS) with hnsw_threshold 2N: exact flat search;
 - hnsw:   the local store with hnsw_threshold below N: FAISS HNSW;
 - flat-tantivy, hnsw-tantivy: the same with store.keyword_engine tantivy instead of SQLite FTS5;
 - milvus: the Milvus store on Milvus Lite (a fresh .db in the temp folder, served in process).
@@ -249,7 +249,8 @@ def _open_store(kind: str, tmp: Path, n: int, manifest: dict):
         from kb.stores.local import LocalCatalog
 
         keywords = "tantivy" if kind.endswith("-tantivy") else "fts5"  # store.keyword_engine
-        catalog = LocalCatalog(tmp / "kbs", n if kind.startswith("flat") else 1, keywords)
+        # flat: a threshold above N and the 1,000 chunks added later (past it the index would turn HNSW)
+        catalog = LocalCatalog(tmp / "kbs", 2 * n if kind.startswith("flat") else 1, keywords)
 
         def disk() -> int:
             return sum(p.stat().st_size for p in (tmp / "kbs").rglob("*") if p.is_file())
