@@ -9,6 +9,7 @@ that matches, by FAISS itself, and the tantivy keyword index by the generation i
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sqlite3
@@ -25,7 +26,7 @@ from kb.stores import manifest as manifests
 from kb.stores.dense import read_index
 from kb.stores.local import saved_index_state
 from kb.stores.local.keywords import index_state
-from kb.stores.local.schema import read_only_uri
+from kb.stores.local.schema import DENSE_LOG, read_only_uri
 from kb.stores.manifest import read as read_manifest
 
 SECTION = "knowledge bases"
@@ -86,7 +87,8 @@ def kb_health(name: str, folder: Path, settings: Settings, t: TorchInfo) -> Find
         summary += (f" (its own; the settings' {' + '.join(want)} appl{'y' if len(want) > 1 else 'ies'} after "
                     f"`kb ingest {docs} --kb {name} --rebuild`)")
     if not index:
-        summary += "; vector index saved and verified"
+        summary += "; vector index saved and verified" + (" (a few changes since, added on open)"
+                                                          if stats["index"] == "behind" else "")
     if stats["keywords"] == "current":
         summary += ", keyword index up to date"
     level = max((p.level for p in problems), key=LEVELS.index, default="ok")
@@ -106,6 +108,7 @@ def _read_db(folder: Path, keyword_engine: str) -> dict:
         paths = [r[0] for r in db.execute("SELECT path FROM documents")]
         chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         state, index_file, digest = saved_index_state(db, folder)
+        rebuilds = db.execute("SELECT value FROM meta WHERE key=?", (DENSE_LOG,)).fetchone()
         keywords = _keyword_state(db, folder) if keyword_engine == "tantivy" else ""
     finally:
         db.close()
@@ -113,7 +116,10 @@ def _read_db(folder: Path, keyword_engine: str) -> dict:
     if len(paths) == 1:
         common = str(Path(common).parent)
     return {"documents": len(paths), "chunks": chunks, "folder": common, "index": state,
-            "index_file": str(index_file), "digest": digest, "keywords": keywords}
+            "index_file": str(index_file), "digest": digest, "keywords": keywords,
+            # the dense indexes' last full builds and why (kb/stores/local/index.py): the first build, a kind
+            # change at retrieval.hnsw_threshold, tombstones, a centring refitted after its languages drifted
+            "index_rebuilds": json.loads(rebuilds[0])[-3:] if rebuilds else []}
 
 
 def _keyword_state(db: sqlite3.Connection, folder: Path) -> str:

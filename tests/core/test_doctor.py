@@ -80,6 +80,7 @@ def test_healthy_kb_is_all_ok_and_exits_0(home, built_home):
     kb = finding(report, "kb notes")
     assert kb["facts"]["documents"] == 2 and kb["facts"]["chunks"] >= 2 and kb["facts"]["index"] == "saved"
     assert "vector index saved and verified" in kb["summary"]
+    assert [r["reason"] for r in kb["facts"]["index_rebuilds"]][:1] == ["no saved index"]  # its first build, recorded
     assert kb["facts"]["embedder"] == "multilingual-e5-small"
     embedder = finding(report, "embedder")
     assert embedder["facts"]["built"] and embedder["facts"]["backend"] == "onnx"
