@@ -58,6 +58,7 @@ class DenseIndex:
         self.centering = centering
         self.tombstones = set(int(i) for i in tombstones)
         self.lock = threading.Lock()
+        self.hnsw = is_hnsw(faiss_index)  # the index object is never replaced, so neither is its kind
         self._exclude = None  # the selector of the tombstones, made when first needed
 
     @property
@@ -67,10 +68,6 @@ class DenseIndex:
     @property
     def live(self) -> int:
         return self.ntotal - len(self.tombstones)
-
-    @property
-    def hnsw(self) -> bool:
-        return is_hnsw(self.faiss)
 
     def ids(self) -> np.ndarray:
         """Every chunk id the index holds, tombstoned ones included."""
@@ -165,13 +162,6 @@ def new_index(dim: int, hnsw: bool):
     return faiss.IndexIDMap2(inner)  # the Python wrapper keeps `inner` alive with it
 
 
-def build_index(ids: np.ndarray, vectors: np.ndarray, hnsw: bool):
-    """An index of float32 vectors under the given chunk ids (in one go; the local store streams them instead)."""
-    index = new_index(vectors.shape[1], hnsw)
-    _add(index, np.asarray(ids, dtype=np.int64), vectors)
-    return index
-
-
 def _add(index, ids: np.ndarray, vectors: np.ndarray) -> None:
     import faiss
 
@@ -194,10 +184,14 @@ def _exact_among(index, query: np.ndarray, chunk_ids: np.ndarray, limit: int) ->
 
 def file_digest(path: Path) -> str:
     """blake2b-128 of a file, read in blocks."""
-    h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+        return _digest_of(f)
+
+
+def _digest_of(f) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for block in iter(lambda: f.read(1 << 22), b""):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -211,10 +205,7 @@ def read_index(path: Path, expected_digest: str):
     except FileNotFoundError:
         return None
     with f:
-        h = hashlib.blake2b(digest_size=16)
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-        if h.hexdigest() != expected_digest:
+        if _digest_of(f) != expected_digest:
             return None
         f.seek(0)
         try:

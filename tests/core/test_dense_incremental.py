@@ -199,9 +199,12 @@ def test_filtered_hnsw_search_is_exact_among_the_allowed_chunks(tmp_path):
 
 
 def test_saved_file_is_streamed_with_its_digest(tmp_path):
-    index = dense.build_index(np.arange(1, 101), np.eye(DIM, dtype=np.float32)[np.arange(100) % DIM], hnsw=True)
+    from kb.stores.centring import Centering
+
+    index = dense.DenseIndex(dense.new_index(DIM, hnsw=True), Centering())
+    index.add(np.arange(1, 101), np.eye(DIM, dtype=np.float32)[np.arange(100) % DIM])
     path = tmp_path / "v.faiss"
-    digest = dense.write_index(index, path)
+    digest = dense.write_index(index.faiss, path)
     assert dense.file_digest(path) == digest
     back = dense.read_index(path, digest)
     assert back.ntotal == 100 and dense.is_hnsw(back)

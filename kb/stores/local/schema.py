@@ -14,7 +14,6 @@ store.py and index.py.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from pathlib import Path
@@ -55,10 +54,6 @@ CENTERING = "centering"  # meta key: "<generation>:<JSON of the per-language mea
 SUMS_KEPT = "language_sums_kept"  # meta key: language_sums is kept by every transaction (set at creation or catch-up)
 DENSE_LOG = "dense_rebuilds"  # meta key: JSON list of the dense index's last full builds and why
 DEFERRED = "faiss_deferred"  # meta key: the generation whose finish left the FAISS file behind on purpose
-
-
-def digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def read_only_uri(db_path: Path) -> str:
