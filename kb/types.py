@@ -34,8 +34,7 @@ class Chunk:
 
     def embedding_text(self, title: str) -> str:
         """What the embedder and the keyword index see: the passage under its headings (or title)."""
-        head = self.section or title
-        return f"{head}\n{self.text}" if head else self.text
+        return embedding_text(self.section, title, self.text)
 
 
 @dataclass(frozen=True)
@@ -93,3 +92,9 @@ def format_location(path: str, page: int | None, section: str, *, sep: str = ", 
     if section:
         parts.append(f"§ {section}")
     return sep.join(parts)
+
+
+def embedding_text(section: str, title: str, text: str) -> str:
+    """Chunk.embedding_text of a stored chunk's columns (the keyword terms are computed again from it)."""
+    head = section or title
+    return f"{head}\n{text}" if head else text

@@ -273,10 +273,13 @@ class StoreSettings(BaseModel):
     )
     keyword_engine: Literal["tantivy", "fts5"] = Field(
         "tantivy", description="The local store's keyword (BM25) engine. tantivy (the default): an index in the KB's "
-        "folder (keywords.tantivy/) that answers in milliseconds at a million chunks, kept in step with SQLite; "
-        "while it is behind (a KB built with fts5 or by an older kb, a crash, a switch) searches use FTS5, and the "
-        "next `kb ingest` builds it from the KB's rows. fts5: SQLite's own, the fallback, whose time grows with "
-        "the KB (about 130 ms a query at a million chunks) (KB_STORE__KEYWORD_ENGINE). Milvus KBs use Milvus's own."
+        "folder (keywords.tantivy/) that answers in milliseconds at a million chunks, kept in step with SQLite and "
+        "committed every 30 s of a long ingest; while it is behind (a crash, an ingest between commits) the "
+        "documents changed since are found by dense search only, and the next `kb ingest` brings it up to date. "
+        "fts5: SQLite's own, whose time grows with the KB (about 130 ms a query at a million chunks) and whose "
+        "table takes more disk than the chunks' text. Each KB keeps the index of the engine it was last written "
+        "with: the next `kb ingest` after a switch builds the other, with a progress line "
+        "(KB_STORE__KEYWORD_ENGINE). Milvus KBs use Milvus's own."
     )
     token: str = Field("", description="Milvus credentials: 'user:password' or an API key (KB_STORE__TOKEN).")
     db_name: str = Field("", description="Milvus database that holds kb's collections; empty = Milvus's default.")

@@ -25,7 +25,7 @@ from kb.stores import catalog
 from kb.stores import manifest as manifests
 from kb.stores.dense import read_index
 from kb.stores.local import saved_index_state
-from kb.stores.local.keywords import index_state
+from kb.stores.local.keywords import fts5_kept, index_state
 from kb.stores.local.schema import DENSE_LOG, read_only_uri
 from kb.stores.manifest import read as read_manifest
 
@@ -123,16 +123,19 @@ def _read_db(folder: Path, keyword_engine: str) -> dict:
 
 
 def _keyword_state(db: sqlite3.Connection, folder: Path) -> str:
+    """index_state, with ' fts5' added where the KB still keeps FTS5's rows (searches fall back to them)."""
     try:
-        return index_state(db, folder)
+        state = index_state(db, folder)
     except ImportError:
         return "no tantivy"
+    return f"{state} fts5" if state != "current" and fts5_kept(db) else state
 
 
 def _keywords_problem(name: str, stats: dict, docs: str) -> Problem | None:
-    """The tantivy keyword index (store.keyword_engine tantivy): missing or behind, searches use SQLite FTS5 (the
-    same results, slower on a large KB) until the next ingest builds it from meta.sqlite."""
-    state = stats["keywords"]
+    """The tantivy keyword index (store.keyword_engine tantivy) missing or behind until the next ingest builds it
+    from meta.sqlite: searches use SQLite FTS5 (the same results, slower on a large KB) where the KB still keeps
+    it, else leave the documents changed since (all of them, when missing) to dense search."""
+    state, fts5 = stats["keywords"].removesuffix(" fts5"), stats["keywords"].endswith(" fts5")
     if state in ("", "current") or not stats["chunks"]:
         return None
     if state == "no tantivy":
@@ -141,8 +144,11 @@ def _keywords_problem(name: str, stats: dict, docs: str) -> Problem | None:
                 "or set store.keyword_engine: fts5")
     why = ("is missing (built with store.keyword_engine fts5 or by an older kb, or a first build was stopped)"
            if state == "missing" else "is behind the KB's last commit (a stopped ingest, or writes with fts5)")
-    return Problem("warn", f"keyword index keywords.tantivy/ {why}: keyword searches use SQLite FTS5, slower on a "
-            f"large KB, until the next `kb ingest` builds it ({stats['chunks']:,} chunks)", "keywords",
+    meanwhile = ("keyword searches use SQLite FTS5, slower on a large KB," if fts5 else
+                 "keyword search is off" if state == "missing" else
+                 "keyword searches leave out the documents changed since (dense search still finds them)")
+    return Problem("warn", f"keyword index keywords.tantivy/ {why}: {meanwhile} until the next `kb ingest` "
+            f"builds it ({stats['chunks']:,} chunks)", "keywords",
             f"kb ingest {docs} --kb {name} (re-embeds nothing, builds the keyword index)")
 
 

@@ -119,6 +119,7 @@ def _grow(base, src: Path, target: int) -> None:
     """Write rotated copies of the source KB's documents until the store holds `target` chunks."""
     from kb.ingest.parse import chunk_id_for, doc_id_for
     from kb.stores import Record, SideVectors
+    from kb.stores.local.schema import stored_text
     from kb.text.keywords import index_text
     from kb.types import Chunk, DocumentInfo
 
@@ -128,6 +129,7 @@ def _grow(base, src: Path, target: int) -> None:
     total, copy = 0, 0
     while total < target:
         for doc_id, path, title, file_type, text in docs:
+            text = stored_text(text)
             rows = db.execute("SELECT ordinal, text, section, page, char_start, char_end, vector, chunk_id FROM "
                               "chunks WHERE doc_id=? ORDER BY ordinal", (doc_id,)).fetchall()
             new_path = f"/bench/copy{copy:03d}{path}"

@@ -6,6 +6,8 @@
 
 Stores, each filled from empty in a fresh temp folder, in a child process of its own (so that its peak RSS
 is its own and a store that hangs can be stopped):
+- local:  the local store as kb configures it by default: tantivy keywords, FAISS flat below
+          retrieval.hnsw_threshold (200,000 chunks) and HNSW from there;
 - flat:   the local store (SQLite + FTS5 + FAISS) with hnsw_threshold 2N: exact flat search;
 - hnsw:   the local store with hnsw_threshold below N: FAISS HNSW;
 - flat-tantivy, hnsw-tantivy: the same with store.keyword_engine tantivy instead of SQLite FTS5;
@@ -63,7 +65,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-STORES = ("flat", "hnsw", "flat-tantivy", "hnsw-tantivy", "milvus")
+STORES = ("local", "flat", "hnsw", "flat-tantivy", "hnsw-tantivy", "milvus")
 DIM = 384
 VECTOR_NOISE = 0.02
 QUERY_NOISE = 0.03
@@ -248,9 +250,14 @@ def _open_store(kind: str, tmp: Path, n: int, manifest: dict):
     else:
         from kb.stores.local import LocalCatalog
 
-        keywords = "tantivy" if kind.endswith("-tantivy") else "fts5"  # store.keyword_engine
-        # flat: a threshold above N and the 1,000 chunks added later (past it the index would turn HNSW)
-        catalog = LocalCatalog(tmp / "kbs", 2 * n if kind.startswith("flat") else 1, keywords)
+        from kb.config import RetrievalSettings, StoreSettings
+
+        if kind == "local":  # kb's defaults
+            catalog = LocalCatalog(tmp / "kbs", RetrievalSettings().hnsw_threshold, StoreSettings().keyword_engine)
+        else:
+            keywords = "tantivy" if kind.endswith("-tantivy") else "fts5"  # store.keyword_engine
+            # flat: a threshold above N and the 1,000 chunks added later (past it the index would turn HNSW)
+            catalog = LocalCatalog(tmp / "kbs", 2 * n if kind.startswith("flat") else 1, keywords)
 
         def disk() -> int:
             return sum(p.stat().st_size for p in (tmp / "kbs").rglob("*") if p.is_file())

@@ -33,13 +33,21 @@ def _ingest_cmd(folder, home):
     return [sys.executable, "-m", "kb.cli", "ingest", str(folder), "--kb", "crash", "--quiet"], env
 
 
+def _keyword_chunks(folder) -> int:
+    """The chunks the KB's keyword index holds (tantivy, the default engine: its documents less the generation
+    tag; the FTS5 table is left empty)."""
+    from kb.stores.local.keywords import TantivyKeywords
+
+    searcher, _ = TantivyKeywords(folder).searcher()
+    return searcher.num_docs - 1 if searcher is not None else 0
+
+
 def _state(home):
     db = sqlite3.connect(home / "kbs" / "crash" / "meta.sqlite")
     docs = sorted(db.execute("SELECT path, content_hash FROM documents"))
     chunks = sorted(r[0] for r in db.execute("SELECT chunk_id FROM chunks"))
-    fts = db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
     db.close()
-    return docs, chunks, fts
+    return docs, chunks, _keyword_chunks(home / "kbs" / "crash")
 
 
 def _check_opens_and_searches(home):

@@ -114,13 +114,14 @@ def test_damaged_faiss_file_says_it_is_rebuilt_and_names_the_command(home, built
 
 
 def test_missing_keyword_index_says_the_next_ingest_builds_it(home, built_home):
-    """A KB from before the tantivy keyword index (or built with store.keyword_engine fts5): searches work through
-    FTS5, and doctor says that the next `kb ingest` builds the index."""
+    """A tantivy KB's keyword index removed (it keeps no FTS5 rows): doctor says keyword search is off and that the
+    next `kb ingest` builds the index, from the chunks' text."""
     shutil.rmtree(home / "kbs" / "notes" / "keywords.tantivy")
     code, report = doctor()
     kb = finding(report, "kb notes")
     assert kb["level"] == "warn" and kb["facts"]["keywords"] == "missing"
     assert "keyword index keywords.tantivy/ is missing" in kb["summary"] and "next `kb ingest` builds it" in kb["summary"]
+    assert "keyword search is off" in kb["summary"]
     docs = built_home[1]
     assert f"kb ingest {docs} --kb notes" in kb["fix"]
 

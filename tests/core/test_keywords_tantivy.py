@@ -1,9 +1,11 @@
 """The local store with store.keyword_engine tantivy (the default): the same keyword results as FTS5 (English
-stemmed, Chinese by jieba words, filters inside the engine, deletions), a crash between the SQLite commit and
-tantivy's leaves the commit searchable and the next ingest brings tantivy up to date, switching engines either way
-stays right, a KB built with fts5 is searched through FTS5 (nothing written, a read-only folder too) until its next
-ingest builds the index with a progress line, and a missing tantivy package says what to install. The shared
-store suite (tests/core/test_stores.py) runs ingest, prune, filters and SIGKILL on this engine too."""
+stemmed, Chinese by jieba words, filters inside the engine, deletions); the KB keeps no FTS5 rows, and the term
+counts and exported terms come out as FTS5 gave them; a crash between the SQLite commit and tantivy's leaves the
+last commit searchable (the changed documents left out until the next ingest brings tantivy up to date); a long
+ingest publishes as it goes; switching engines either way stays right; a KB built with fts5 is searched through
+FTS5 (nothing written) until its next ingest builds the index with a progress line and lets FTS5's rows go; a
+read-only folder is searched through a copy of the index; a missing tantivy package says what to install. The
+shared store suite (tests/core/test_stores.py) runs ingest, prune, filters and SIGKILL on this engine too."""
 
 from __future__ import annotations
 
@@ -48,6 +50,26 @@ def _paths(base, query, **kw):
 
 def _served(base) -> bool:
     return base._store._keywords.current(base._store._db)
+
+
+def _fts5_rows(base) -> int:
+    return base._store._db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
+
+
+def test_a_tantivy_kb_keeps_no_fts5_rows_and_counts_and_exports_terms_as_fts5(settings, tmp_path):
+    folder = _folder(tmp_path)
+    tan = KnowledgeBase.open("t", settings=_settings(settings, "tantivy"))
+    fts = KnowledgeBase.open("f", settings=_settings(settings, "fts5"))
+    tan.ingest(folder)
+    fts.ingest(folder)
+    assert _fts5_rows(tan) == 0 and not keywords.fts5_kept(tan._store._db)
+    assert _fts5_rows(fts) == fts._store.chunk_count() > 0
+    terms = ["reactor", "bridge", "住宿", "标准", "cools", "nowhere"]
+    counts = tan._store.term_document_frequency(terms)
+    assert counts == fts._store.term_document_frequency(terms) and counts["reactor"] == 1 and counts["nowhere"] == 0
+    exported = {r.info.path: (r.text, r.terms) for r in tan._store.export()}  # terms computed again from the text
+    assert exported == {r.info.path: (r.text, r.terms) for r in fts._store.export()}
+    assert any("住宿" in t for _, ts in exported.values() for t in ts)
 
 
 def test_same_hits_as_fts5_stemmed_english_chinese_and_filters(settings, tmp_path):
@@ -107,8 +129,10 @@ def test_crash_between_sqlite_and_tantivy_commits_recovers(settings, tmp_path, m
 
     reopened = KnowledgeBase.open("t", settings=tantivy_settings)
     assert not _served(reopened) and not reopened._store.finished()
-    assert _paths(reopened, "lighthouse ship") == ["c.md"]  # the last commit, through FTS5 meanwhile
-    assert _paths(reopened, "bridge spring") == []
+    # the last commit: the documents changed since tantivy's are left out of keyword search, dense finds them
+    assert _paths(reopened, "lighthouse ship") == [] and _paths(reopened, "bridge spring") == []
+    assert _paths(reopened, "reactor") == ["a.md"]
+    assert reopened.search("gamma lighthouse keeper", k=1)[0].path.endswith("c.md")
     report = reopened.ingest(folder)
     assert not report.changed and _served(reopened)
     assert _paths(reopened, "lighthouse ship") == ["c.md"] and _paths(reopened, "bridge spring") == []
@@ -124,11 +148,37 @@ def test_switching_engines_rebuilds_what_is_behind(settings, tmp_path):
     tan.close()
 
     (folder / "c.md").write_text("# Gamma\n\nThe gamma lighthouse keeper logs every ship.\n")
-    KnowledgeBase.open("k", settings=_settings(settings, "fts5")).ingest(folder)  # tantivy falls behind
+    fts = KnowledgeBase.open("k", settings=_settings(settings, "fts5"))
+    assert not fts._store.finished() and _paths(fts, "reactor") == ["a.md"]  # tantivy's index, read
+    events = []
+    fts.ingest(folder, progress=events.append)  # FTS5's rows come back; tantivy falls behind
+    chunks = fts._store.chunk_count()
+    assert [(e.chunks, e.total) for e in events if e.kind == "keywords"] == [(0, chunks - 1), (chunks - 1, chunks - 1)]
+    assert _fts5_rows(fts) == chunks and _paths(fts, "lighthouse") == ["c.md"] and fts._store.finished()
+    fts.close()
     again = KnowledgeBase.open("k", settings=_settings(settings, "tantivy"))
-    assert not _served(again) and _paths(again, "lighthouse") == ["c.md"]
+    assert not _served(again) and _paths(again, "lighthouse") == ["c.md"]  # through FTS5 meanwhile
     again.ingest(folder)
-    assert _served(again) and _paths(again, "lighthouse") == ["c.md"]
+    assert _served(again) and _paths(again, "lighthouse") == ["c.md"] and _fts5_rows(again) == 0
+
+
+def test_a_long_ingest_publishes_the_keyword_index_as_it_goes(settings, tmp_path, monkeypatch):
+    folder = _folder(tmp_path)
+    base = KnowledgeBase.open("t", settings=_settings(settings, "tantivy"))
+    base.ingest(folder)
+    (folder / "c.md").write_text("# Gamma\n\nThe gamma lighthouse keeper logs every ship.\n")
+    (folder / "d.md").write_text("# Delta\n\nThe delta ferry crosses at noon.\n")
+    monkeypatch.setattr(keywords, "PUBLISH_SECONDS", 0.0)
+    seen = []
+    published = TantivyKeywords.publish
+
+    def publish(self, db):  # what a reader sees after each publication, before the ingest ends
+        published(self, db)
+        seen.append(tuple(_paths(base, q) == [n] for q, n in (("lighthouse", "c.md"), ("ferry", "d.md"))))
+
+    monkeypatch.setattr(TantivyKeywords, "publish", publish)
+    base.ingest(folder)
+    assert seen[:2] in ([(True, False), (True, True)], [(False, True), (True, True)])
 
 
 def test_missing_tantivy_says_what_to_install(settings, tmp_path, monkeypatch):
@@ -161,6 +211,7 @@ def test_fts5_built_kb_is_searched_through_fts5_then_upgraded_by_the_next_ingest
     for query in QUERIES:  # before any ingest: FTS5's own answers, and a reader writes no index
         assert [cid for cid, _ in base._store.keyword_search(query, 10)] == _fts5_ids(base, query), query
     assert _paths(base, "lighthouse ship") == [] and _paths(base, "reactor cooling") == ["a.md"]
+    fts5_answers = {query: _fts5_paths(base, query) for query in QUERIES}
     assert not (kb_folder / keywords.FOLDER).exists()
     chunks_before = base._store.chunk_count()
 
@@ -173,9 +224,9 @@ def test_fts5_built_kb_is_searched_through_fts5_then_upgraded_by_the_next_ingest
     assert _served(base)
     searcher, _ = base._store._keywords.searcher()
     assert searcher.num_docs == base._store.chunk_count() + 1  # every chunk, and the generation tag
+    assert _fts5_rows(base) == 0  # the rows FTS5 kept are let go once tantivy holds them
     for query in QUERIES:
-        assert _paths(base, query) == _fts5_paths(base, query), query
-    assert _paths(base, "lighthouse ship") == ["c.md"]
+        assert _paths(base, query) == (["c.md"] if query == "lighthouse ship" else fts5_answers[query]), query
     events.clear()
     base.ingest(folder, progress=events.append)  # up to date: nothing is built again
     assert not [e for e in events if e.kind == "keywords"]
@@ -236,7 +287,7 @@ print(json.dumps(search(home)))
 @pytest.mark.parametrize("engine", ["fts5", "tantivy"])
 def test_a_read_only_kb_folder_still_answers_searches(settings, engine):
     """As another user (root runs the search as 'nobody'): nothing in the folder may be written, not even
-    tantivy's lock file, so searches go to FTS5."""
+    tantivy's lock file, so a KB of the tantivy engine (no FTS5 rows) is searched through a copy of its index."""
     root = Path(tempfile.mkdtemp(prefix="kb-ro-"))  # not under pytest's tmp folder, which only its owner may enter
     try:
         root.chmod(0o755)

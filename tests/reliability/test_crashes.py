@@ -46,15 +46,23 @@ def _write_round(folder, names, round_no: int) -> None:
         (folder / f"{name}.md").write_text(f"# {name}\n\n" + "\n\n".join(paras), encoding="utf-8")
 
 
+def _keyword_chunks(folder) -> int:
+    """The chunks the KB's keyword index holds (tantivy, the default engine: its documents less the generation
+    tag; the FTS5 table is left empty)."""
+    from kb.stores.local.keywords import TantivyKeywords
+
+    searcher, _ = TantivyKeywords(folder).searcher()
+    return searcher.num_docs - 1 if searcher is not None else 0
+
+
 def _db_state(home):
     import sqlite3
 
     db = sqlite3.connect(home / "kbs" / "kills" / "meta.sqlite")
     docs = sorted(db.execute("SELECT path, content_hash FROM documents"))
     chunks = sorted(r[0] for r in db.execute("SELECT chunk_id FROM chunks"))
-    fts = db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
     db.close()
-    return docs, chunks, fts
+    return docs, chunks, _keyword_chunks(home / "kbs" / "kills")
 
 
 def _wait_for_commits(home, folder, names, count, proc, timeout) -> None:

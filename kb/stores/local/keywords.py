@@ -1,11 +1,14 @@
 """The local store's keyword engines: the tantivy index (store.keyword_engine: tantivy, the default), BM25 that
-does not score every match, and FTS5's query (`fts5_search`: the fallback, and store.keyword_engine: fts5).
+does not score every match, and SQLite FTS5 (store.keyword_engine: fts5).
 
 FTS5's bm25() scores every chunk that holds a query term, so its time grows with the corpus; tantivy (Rust,
 block-max WAND) skips the postings that cannot reach the top k. The index lives in the KB's folder
-(`keywords.tantivy/`) and is derived data, as the FAISS file is: meta.sqlite stays the truth, and FTS5 is still
-written (it keeps each chunk's terms for rebuilds, exports and term counts, and serves searches while tantivy is
-behind).
+(`keywords.tantivy/`) and is derived data, as the FAISS file is: meta.sqlite stays the truth. A KB of one engine
+keeps one index: with tantivy the FTS5 table is empty (meta FTS5_OFF; it took 1.2 KB a chunk, more than the
+chunk's text), and the terms a rebuild or an export needs are computed again from the chunks' text
+(`chunk_terms`: the same function ingest applied). A KB built with fts5 is upgraded on its next tantivy ingest
+(its FTS5 terms feed the build, then the table is emptied), and one built with tantivy gets its FTS5 table
+filled again on its next fts5 ingest (`restore_fts5`).
 
 Terms are kb.text.keywords's (jieba words for Chinese, whole words otherwise); tantivy's `simple` tokenizer
 splits them at punctuation as FTS5's unicode61 does, then folds accents and stems English (Snowball's English,
@@ -14,25 +17,32 @@ document filter and deletions) and chunk_id (a fast column).
 
 The generation tag: one extra document (doc_id GENERATION_KEY, chunk_id = the SQLite generation it reflects) is
 replaced in every tantivy commit, so the tag and the index change atomically. A searcher whose tag differs
-from meta.sqlite's generation is behind (a crash between the SQLite commit and tantivy's, or writes made with
-the fts5 engine) and is not used: searches go to FTS5. The next writer brings it up to date (`sync`: the
-documents of meta.sqlite's keyword_pending table, which each transaction fills, or every row, reporting its
-progress: a KB built with fts5 is upgraded so on its next ingest). Until then the KB has no index, or one that is
-behind, and FTS5 answers; nothing is written by a reader: the index is created by the writer only, and a folder a
-reader cannot open (tantivy takes a lock file, so a read-only folder) leaves its searches to FTS5. Leaves out:
-when to sync and publish (store.py: before a writer's first change, and in finish()).
+from meta.sqlite's generation is behind: a crash between the SQLite commit and tantivy's, an ingest that has not
+published yet (it publishes every PUBLISH_SECONDS and at its end), writes made with the fts5 engine. Searches
+then go to FTS5 where the KB still keeps it, else to the index as it stands with the documents changed since
+(meta.sqlite's keyword_pending, filled by each transaction) left out: those are found by dense search until the
+next commit. The next writer brings the index up to date (`sync`: the pending documents, or every row, reporting
+its progress). Nothing is written by a reader: the index is created by the writer only, and a folder a reader
+cannot write (tantivy takes a lock file even to read) is searched through a private copy of the index in the
+temporary folder. Leaves out: when to sync and publish (store.py: before a writer's first change, and in
+finish()).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterable
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from kb.errors import StorageError
-from kb.text.keywords import fts_query, query_terms
+from kb.text.keywords import fts_query, index_text, query_terms
+from kb.types import embedding_text
 
 FOLDER = "keywords.tantivy"
 FORMAT = 1  # a change of schema or tokenizer: an index of another format is rebuilt from meta.sqlite
@@ -40,7 +50,9 @@ GENERATION_KEY = f"\x00kb-keywords-v{FORMAT}"
 TOKENIZER = "kb_terms"
 WRITER_HEAP = 128_000_000
 PENDING_SINCE = "keyword_pending_since"  # meta key: keyword_pending holds every document changed since this generation
+FTS5_OFF = "fts5_off"  # meta key: chunks_fts is not kept (a KB written with tantivy): it is empty
 PROGRESS_EVERY = 20_000  # chunks between two progress reports of a full build (about 0.5 s at 1M chunks)
+PUBLISH_SECONDS = 30.0  # a long ingest commits the keyword index this often: what it wrote becomes searchable
 
 
 def _tantivy():
@@ -66,21 +78,51 @@ class TantivyKeywords:
         self.schema = builder.build()
         self.analyzer = (tv.TextAnalyzerBuilder(tv.Tokenizer.simple()).filter(tv.Filter.lowercase())
                          .filter(tv.Filter.ascii_fold()).filter(tv.Filter.stemmer("english")).build())
+        self._copy: Path | None = None  # the private copy a reader of a read-only folder searches
+        self._copied_at: float | None = None  # the folder's meta.json mtime when copied
         self._index = self._open()  # None until the writer creates it, or where it cannot be opened
         self._writer = None
         self.dirty = False  # changes not yet committed
+        self.published_at = time.monotonic()
 
     def _open(self):
-        """The committed index, if the folder holds one this process can open (tantivy takes a lock file even to
-        read: a read-only folder cannot be opened), else None: searches go to FTS5. Never writes a new folder."""
+        """The committed index, if the folder holds one, else None. Never writes a new folder. tantivy takes a lock
+        file even to read: a folder this process cannot write is searched through a copy in the temporary folder."""
         try:
             if not self.path.is_dir() or not self._tv.Index.exists(str(self.path)):
                 return None
-            index = self._tv.Index(self.schema, path=str(self.path), reuse=True)
-        except (OSError, ValueError):  # another format, a damaged folder, no write access: the writer rebuilds it
+            where = self.path if os.access(self.path, os.W_OK) else self._copied()
+            index = self._tv.Index(self.schema, path=str(where), reuse=True)
+        except (OSError, ValueError):  # another format, a damaged folder: the writer rebuilds it
             return None
         index.register_tokenizer(TOKENIZER, self.analyzer)
         return index
+
+    def _copied(self) -> Path:
+        """A private copy of a read-only folder's committed index (the files its meta.json names), removed when
+        this object goes or the process exits."""
+        if self._copy is None:
+            self._copy = Path(tempfile.mkdtemp(prefix="kb-keywords-"))
+            weakref.finalize(self, shutil.rmtree, self._copy, True)
+        for old in self._copy.iterdir():
+            old.unlink()
+        self._copied_at = (self.path / "meta.json").stat().st_mtime
+        for path in self.path.iterdir():
+            if path.is_file() and not path.name.endswith(".lock"):
+                shutil.copyfile(path, self._copy / path.name)
+        return self._copy
+
+    def _refreshed(self) -> bool:
+        """A reader's copy reopened when the folder's index has committed since it was taken."""
+        if self._copy is None or self._copied_at is None:
+            return False
+        try:
+            if (self.path / "meta.json").stat().st_mtime == self._copied_at:
+                return False
+        except OSError:
+            return False
+        self._index = self._open()
+        return True
 
     def _created(self):
         """The writer's index: opened, or made afresh (a KB built with fts5, another format, a damaged folder:
@@ -112,25 +154,58 @@ class TantivyKeywords:
         gen = searcher.fast_field_values("chunk_id", [hits[0][1]])[0] if hits else None
         return searcher, gen
 
-    def search_if_current(self, db: sqlite3.Connection, query: str, limit: int,
-                          doc_ids: list[str] | None) -> tuple[list[tuple[int, float]]] | None:
-        """(search's hits,) when the committed index reflects the generation `db` reads, else None."""
+    def search_db(self, db: sqlite3.Connection, query: str, limit: int,
+                  doc_ids: list[str] | None) -> list[tuple[int, float]]:
+        """(chunk_id, score) best first for the KB as `db` reads it: the index when its last commit reflects that
+        generation; else FTS5 where the KB keeps it; else the index with the documents changed since its commit
+        left out (none at all before its first commit: dense search alone finds them)."""
         searcher, tagged = self.searcher()
-        return (self.search(searcher, query, limit, doc_ids),) if tagged == _generation(db) else None
+        gen = _generation(db)
+        if tagged != gen and self._refreshed():
+            searcher, tagged = self.searcher()
+        if tagged == gen:
+            return self.search(searcher, query, limit, doc_ids)
+        if fts5_kept(db):
+            return fts5_search(db, query, limit, doc_ids)
+        since = db.execute("SELECT value FROM meta WHERE key=?", (PENDING_SINCE,)).fetchone()
+        if searcher is None or tagged is None or since is None or int(since[0]) > tagged:
+            return []
+        changed = [r[0] for r in db.execute("SELECT doc_id FROM keyword_pending")]
+        return self.search(searcher, query, limit, doc_ids, leave_out=changed)
 
-    def search(self, searcher, query: str, limit: int, doc_ids: list[str] | None) -> list[tuple[int, float]]:
-        """(chunk_id, bm25 >= 0) best first: any of the query's terms, only in doc_ids when given."""
+    def search(self, searcher, query: str, limit: int, doc_ids: list[str] | None,
+               leave_out: list[str] | None = None) -> list[tuple[int, float]]:
+        """(chunk_id, bm25 >= 0) best first: any of the query's terms, only in doc_ids when given, never in
+        leave_out's documents."""
         tv = self._tv
         tokens = dict.fromkeys(tok for t in query_terms(query) for tok in self.analyzer.analyze(t))
         if not tokens or doc_ids == []:
             return []
         q = tv.Query.boolean_query([(tv.Occur.Should, tv.Query.term_query(self.schema, "terms", t)) for t in tokens])
-        if doc_ids is not None:  # inside the engine: the disjunction is intersected with the documents' postings
-            allowed = tv.Query.const_score_query(tv.Query.term_set_query(self.schema, "doc_id", list(doc_ids)), 0.0)
-            q = tv.Query.boolean_query([(tv.Occur.Must, q), (tv.Occur.Must, allowed)])
+        if doc_ids is not None or leave_out:  # inside the engine: intersected with the documents' postings
+            parts = [(tv.Occur.Must, q)]
+            if doc_ids is not None:
+                parts.append((tv.Occur.Must, tv.Query.const_score_query(
+                    tv.Query.term_set_query(self.schema, "doc_id", list(doc_ids)), 0.0)))
+            if leave_out:
+                parts.append((tv.Occur.MustNot, tv.Query.term_set_query(self.schema, "doc_id", list(leave_out))))
+            q = tv.Query.boolean_query(parts)
         hits = searcher.search(q, limit, count=False).hits
         ids = searcher.fast_field_values("chunk_id", [address for _, address in hits])
         return [(int(i), float(score)) for i, (score, _) in zip(ids, hits)]
+
+    def document_frequency(self, terms: list[str]) -> dict[str, int] | None:
+        """How many chunks of the last commit hold each kb term (its rarest token where punctuation splits it;
+        deleted chunks count until a merge drops them); None before the first commit."""
+        searcher, tagged = self.searcher()
+        if searcher is None or tagged is None:
+            return None
+        out = {}
+        for t in dict.fromkeys(terms):
+            tokens = self.analyzer.analyze(t)
+            if tokens:
+                out[t] = min(searcher.doc_freq("terms", tok) for tok in tokens)
+        return out
 
     # -- writing (the KB's writer only) --------------------------------------------------------------------
     def _writing(self):
@@ -161,7 +236,12 @@ class TantivyKeywords:
         writer.add_document(self._tv.Document(chunk_id=generation, doc_id=GENERATION_KEY))
         writer.commit()
         self.dirty = False
+        self.published_at = time.monotonic()
         self._index.reload()
+
+    def due(self) -> bool:
+        """Whether a long write session should publish now (PUBLISH_SECONDS since its last commit)."""
+        return self.dirty and time.monotonic() - self.published_at >= PUBLISH_SECONDS
 
     def close(self) -> None:
         """Let go of the writer (and its lock on the folder), waiting for its merges."""
@@ -174,9 +254,12 @@ class TantivyKeywords:
 
     def release(self) -> None:
         """close(), and let go of the index itself: its files are memory-mapped until it is dropped (a KB on a
-        mount that is to be unmounted, a folder to be removed on Windows)."""
+        mount that is to be unmounted, a folder to be removed on Windows), and of a reader's copy."""
         self.close()
         self._index = None
+        if self._copy is not None:
+            shutil.rmtree(self._copy, ignore_errors=True)
+            self._copy = self._copied_at = None
 
     # -- keeping up with meta.sqlite (the writer, under the KB's lock) -------------------------------------
     def sync(self, db: sqlite3.Connection, progress: Callable[[int, int], None] | None = None) -> None:
@@ -191,7 +274,7 @@ class TantivyKeywords:
         since = db.execute("SELECT value FROM meta WHERE key=?", (PENDING_SINCE,)).fetchone()
         if tagged is not None and since is not None and int(since[0]) <= tagged:
             for (doc_id,) in db.execute("SELECT doc_id FROM keyword_pending").fetchall():
-                self.replace(doc_id, db.execute(_ROWS + " WHERE c.doc_id=?", (doc_id,)))
+                self.replace(doc_id, [(cid, terms) for _, cid, terms in chunk_terms(db, doc_id)])
         else:
             self._build(db, progress or (lambda done, total: None))
         self.publish(db)
@@ -203,7 +286,7 @@ class TantivyKeywords:
         total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         progress(0, total)
         done = 0
-        for doc_id, chunk_id, terms in db.execute(_ALL_ROWS):
+        for doc_id, chunk_id, terms in chunk_terms(db):
             writer.add_document(doc(chunk_id=chunk_id, doc_id=doc_id, terms=terms))
             done += 1
             if done % PROGRESS_EVERY == 0:
@@ -226,8 +309,68 @@ class TantivyKeywords:
         return self.searcher()[1] == _generation(db)
 
 
-_ALL_ROWS = "SELECT c.doc_id, c.chunk_id, f.terms FROM chunks c JOIN chunks_fts f ON f.rowid = c.chunk_id"
-_ROWS = "SELECT c.chunk_id, f.terms FROM chunks c JOIN chunks_fts f ON f.rowid = c.chunk_id"
+def fts5_kept(db: sqlite3.Connection) -> bool:
+    """Whether chunks_fts holds every chunk's terms (a KB written with fts5, or not yet upgraded to tantivy)."""
+    return db.execute("SELECT 1 FROM meta WHERE key=?", (FTS5_OFF,)).fetchone() is None
+
+
+def chunk_terms(db: sqlite3.Connection, doc_id: str | None = None) -> Iterator[tuple[str, int, str]]:
+    """(doc_id, chunk_id, terms) of one document's chunks in order, or of every chunk: FTS5's stored terms where
+    the KB keeps them, else computed again from the chunk's text under its heading (ingest's own function)."""
+    where = " WHERE c.doc_id=? ORDER BY c.ordinal" if doc_id is not None else ""
+    args = (doc_id,) if doc_id is not None else ()
+    if fts5_kept(db):
+        yield from db.execute("SELECT c.doc_id, c.chunk_id, f.terms FROM chunks c JOIN chunks_fts f "
+                              "ON f.rowid = c.chunk_id" + where, args)
+        return
+    rows = db.execute("SELECT c.doc_id, c.chunk_id, c.section, d.title, c.text FROM chunks c JOIN documents d "
+                      "USING (doc_id)" + where, args)
+    for doc, chunk_id, section, title, text in rows:
+        yield doc, chunk_id, index_text(embedding_text(section, title, text))
+
+
+def retire_fts5(db: sqlite3.Connection) -> None:
+    """Empty the FTS5 table of a KB whose tantivy index is current (dropped and made again: deleting a million
+    rows one by one would take minutes), and record that it is not kept. One transaction."""
+    if not fts5_kept(db):
+        return
+    from kb.stores.local.schema import FTS5_TABLE
+
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("DROP TABLE chunks_fts")
+        db.execute(FTS5_TABLE)
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (FTS5_OFF,))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def restore_fts5(db: sqlite3.Connection, progress: Callable[[int, int], None] | None = None) -> None:
+    """Fill the FTS5 table of a KB written with tantivy again (store.keyword_engine switched to fts5), from the
+    chunks' text, in one transaction, telling `progress` (chunks done, chunks in all)."""
+    if fts5_kept(db):
+        return
+    tell = progress or (lambda done, total: None)
+    total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+    tell(0, total)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        done = 0
+        for done, (_, chunk_id, terms) in enumerate(chunk_terms(db), 1):
+            db.execute("INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)", (chunk_id, terms))
+            if done % PROGRESS_EVERY == 0:
+                tell(done, total)
+        db.execute("DELETE FROM meta WHERE key=?", (FTS5_OFF,))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    if done % PROGRESS_EVERY or not done:
+        tell(done, total)
 
 
 def _generation(db: sqlite3.Connection) -> int:
@@ -254,7 +397,8 @@ def index_state(db: sqlite3.Connection, folder: Path) -> str:
     """How a KB folder's tantivy index stands against meta.sqlite read through `db` (a read-only connection will
     do; nothing is written), for `kb doctor`: 'current'; 'behind' (tagged with an older generation: a crash, or
     writes made with the fts5 engine); 'missing' (never committed: a KB built with fts5 or by a kb before the
-    index, a first build that was killed, or a folder this process cannot open). Searches use FTS5 unless current;
-    the next ingest brings it up to date."""
+    index, a first build that was killed). Unless current, searches use FTS5 where the KB keeps it (fts5_kept),
+    else leave the changed documents (or every one, when missing) to dense search; the next ingest brings the
+    index up to date."""
     tagged = TantivyKeywords(folder).searcher()[1]
     return "missing" if tagged is None else "current" if tagged == _generation(db) else "behind"

@@ -1,7 +1,8 @@
 """The local store's SQLite database: its tables, the keys it keeps in `meta`, and opening it with a check.
 
-A KB's meta.sqlite is the truth (documents, chunks with their vectors as float16 blobs (float32 in KBs written
-before: vector_blob, blob_vector), the FTS5 keyword index, and the other embedders' vectors of a KB built with an ensemble, `ensemble_vectors`: a table that KBs
+A KB's meta.sqlite is the truth (documents with their text zlib-compressed (text_blob, stored_text; plain text in
+KBs written before), chunks with their vectors as float16 blobs (float32 in KBs written before: vector_blob,
+blob_vector), the FTS5 keyword index (rows kept with store.keyword_engine fts5 only: keywords.py), and the other embedders' vectors of a KB built with an ensemble, `ensemble_vectors`: a table that KBs
 built before it get, empty, when first opened, and `keyword_pending`: the documents changed since the tantivy
 keyword index's last commit, written in the same transactions, kb/stores/local/keywords.py; and `language_sums`:
 each embedder's ('' the main one) count and float64 sum of chunk vectors per language, kept by every transaction, from which the centring is
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,10 @@ import numpy as np
 from kb.errors import IndexFormatError
 
 SCHEMA_VERSION = 1
+# 16 KiB pages: chunk rows (about 1.3 KB with their vector) land at random places of the table (chunk ids are
+# hashes), and 4 KiB pages that hold two or three of them were a quarter empty: 16 KiB made the chunks table 11%
+# smaller at 50k chunks (32 KiB: 3% more, for twice the bytes per row read)
+PAGE_SIZE = 16384
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,7 +41,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     section TEXT NOT NULL, page INTEGER, char_start INTEGER NOT NULL, char_end INTEGER NOT NULL,
     vector BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(terms, tokenize='porter unicode61 remove_diacritics 2');
+{fts5_table};
 CREATE TABLE IF NOT EXISTS ensemble_vectors (
     model TEXT NOT NULL, chunk_id INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, chunk_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ensemble_by_chunk ON ensemble_vectors(chunk_id);
@@ -44,6 +50,9 @@ CREATE TABLE IF NOT EXISTS language_sums (
     model TEXT NOT NULL, lang TEXT NOT NULL, count INTEGER NOT NULL, sum BLOB NOT NULL,
     PRIMARY KEY (model, lang)) WITHOUT ROWID;
 """
+FTS5_TABLE = ("CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING "
+              "fts5(terms, tokenize='porter unicode61 remove_diacritics 2')")
+SCHEMA = SCHEMA.format(fts5_table=FTS5_TABLE)
 COLUMNS = {
     "documents": ["doc_id", "path", "title", "file_type", "content_hash", "size", "mtime", "ingested_at", "text"],
     "chunks": ["chunk_id", "doc_id", "ordinal", "text", "section", "page", "char_start", "char_end", "vector"],
@@ -78,7 +87,9 @@ def connect(db_path: Path) -> sqlite3.Connection:
     try:
         if _writable(db_path):
             db = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file only: an existing one keeps its own
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA wal_autocheckpoint=256")  # 4 MiB of 16 KiB pages, as SQLite's 1000 of 4 KiB
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
         else:
@@ -109,6 +120,17 @@ def vector_blob(vector: np.ndarray) -> bytes:
     index stores float16 too (kb/stores/dense.py), and exact search on float16 vectors ranks as on float32
     (measured on the dev set's e5 vectors: kb/stores/local/__init__.py)."""
     return np.asarray(vector, dtype="<f2").tobytes()
+
+
+def text_blob(text: str) -> bytes:
+    """A document's full text as meta.sqlite stores it: zlib-compressed UTF-8 (a third to a half of its bytes;
+    read for citations and the neighbours of a passage, never searched)."""
+    return zlib.compress(text.encode("utf-8"), 6)
+
+
+def stored_text(value: str | bytes) -> str:
+    """documents.text as a string: compressed (text_blob), or plain text in KBs written before."""
+    return zlib.decompress(value).decode("utf-8") if isinstance(value, bytes) else value
 
 
 def blob_vector(blob: bytes, dim: int, source: Path) -> np.ndarray:

@@ -23,8 +23,9 @@ from kb.errors import StorageError
 from kb.stores.base import CHUNK_FIELDS, KeywordQuery, Record, SideVectors, batches, filter_documents
 from kb.stores.local import keywords
 from kb.stores.local.index import MAIN, LocalDenseIndex
-from kb.stores.local.keywords import TantivyKeywords, fts5_search
-from kb.stores.local.schema import blob_vector, blob_vectors, connect, read_only_uri, vector_blob
+from kb.stores.local.keywords import TantivyKeywords, chunk_terms, fts5_kept, fts5_search
+from kb.stores.local.schema import (blob_vector, blob_vectors, connect, read_only_uri, stored_text, text_blob,
+                                    vector_blob)
 from kb.text.lang import language
 from kb.types import Chunk, DocumentInfo, DocumentState
 
@@ -47,14 +48,16 @@ class LocalStore(LocalDenseIndex):
         self._opened_readers: list[sqlite3.Connection] = []
         self.keyword_engine = keyword_engine
         self._keywords = TantivyKeywords(folder) if keyword_engine == "tantivy" else None
+        self._tantivy_reader: TantivyKeywords | None = None  # the fts5 engine's reader of a KB written with tantivy
         self._keywords_synced = False
         # written with fts5 beside a tantivy index: it falls behind, and keyword_pending does not say by how much
         self._tantivy_left = self._keywords is None and (folder / keywords.FOLDER).exists()
 
     def close(self) -> None:
-        if self._keywords is not None:
-            self._keywords.release()
-            self._keywords_synced = False
+        for engine in (self._keywords, self._tantivy_reader):
+            if engine is not None:
+                engine.release()
+        self._keywords_synced = False
         for reader in self._opened_readers:
             reader.close()
         self._db.close()
@@ -99,7 +102,7 @@ class LocalStore(LocalDenseIndex):
 
     def document_text(self, doc_id: str) -> str | None:
         row = self._db.execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
-        return row[0] if row else None
+        return stored_text(row[0]) if row else None
 
     def put_documents(self, records: list[Record]) -> int:
         """Replace each document and all its chunks, one transaction per document. Returns chunks removed."""
@@ -119,26 +122,34 @@ class LocalStore(LocalDenseIndex):
             db.execute(
                 "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?)",
                 (info.doc_id, info.path, info.title, info.file_type, info.content_hash, info.size,
-                 info.mtime, info.ingested_at, text),
+                 info.mtime, info.ingested_at, text_blob(text)),
             )
             db.executemany(
                 "INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?,?)",
                 [(c.chunk_id, c.doc_id, c.ordinal, c.text, c.section, c.page, c.char_start, c.char_end,
                   vector_blob(v)) for c, v in zip(chunks, vectors)],
             )
-            db.executemany(
-                "INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)",
-                [(c.chunk_id, t) for c, t in zip(chunks, terms)],
-            )
+            if self._keywords is None:  # store.keyword_engine fts5; tantivy's KBs keep no FTS5 rows
+                db.executemany(
+                    "INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)",
+                    [(c.chunk_id, t) for c, t in zip(chunks, terms)],
+                )
             langs = [language(c.text) for c in chunks]
             self._keep_sums(db, MAIN, vectors, langs, 1)
             for model, side in record.ensemble.items():
                 self._keep_sums(db, model, side.vectors, [langs[r] for r in side.rows], 1)
             if self._keywords is not None:
                 db.execute("INSERT OR IGNORE INTO keyword_pending VALUES (?)", (info.doc_id,))
-        if self._keywords is not None:  # published by finish(); until then searches use FTS5
+        if self._keywords is not None:  # published by finish() or a while later (_publish_due)
             self._keywords.replace(info.doc_id, [(c.chunk_id, t) for c, t in zip(chunks, terms)])
+            self._publish_due()
         return removed
+
+    def _publish_due(self) -> None:
+        """A long ingest publishes the keyword index every keywords.PUBLISH_SECONDS: until then the documents it
+        changed are left out of other readers' keyword searches (dense search finds them)."""
+        if self._keywords is not None and self._keywords.due():
+            self._keywords.publish(self._db)
 
     def touch_document(self, path: str, mtime: float) -> None:
         """Record a new mtime for a file whose content did not change."""
@@ -158,6 +169,7 @@ class LocalStore(LocalDenseIndex):
         if self._keywords is not None:
             for doc_id in doc_ids:
                 self._keywords.replace(doc_id, [])
+            self._publish_due()
         return removed
 
     def _delete_doc(self, db: sqlite3.Connection, doc_id: str, path: str | None) -> int:
@@ -172,7 +184,8 @@ class LocalStore(LocalDenseIndex):
                 if side:
                     _, vectors, langs = self._rows_to_arrays(side, dim)
                     self._keep_sums(db, model, vectors, langs, -1)
-        db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in ids])
+        if self._keywords is None:
+            db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in ids])
         db.executemany("DELETE FROM ensemble_vectors WHERE chunk_id=?", [(i,) for i in ids])
         db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
         db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
@@ -217,11 +230,16 @@ class LocalStore(LocalDenseIndex):
 
     def _keyword_search(self, db: sqlite3.Connection, query: str, limit: int,
                         doc_ids: list[str] | None) -> list[tuple[int, float]]:
-        """tantivy when its last commit reflects what `db` reads, else FTS5 (exact, slower: behind after a crash,
-        or during an ingest until finish() publishes)."""
-        if self._keywords is not None and (found := self._keywords.search_if_current(db, query, limit, doc_ids)):
-            return found[0]
-        return fts5_search(db, query, limit, doc_ids)
+        """tantivy as keywords.py's search_db decides (its index, FTS5 while it is behind on a KB that keeps FTS5,
+        else the index without the documents changed since); FTS5 with the fts5 engine, or tantivy's index while
+        a KB written with tantivy has not been through an fts5 ingest yet."""
+        if self._keywords is not None:
+            return self._keywords.search_db(db, query, limit, doc_ids)
+        if fts5_kept(db):
+            return fts5_search(db, query, limit, doc_ids)
+        if self._tantivy_reader is None:
+            self._tantivy_reader = TantivyKeywords(self.folder)
+        return self._tantivy_reader.search_db(db, query, limit, doc_ids)
 
     def catch_up(self, progress: Callable[[str, int, int], None] | None = None) -> None:
         """Before a write session: a tantivy index behind meta.sqlite (or none: built with fts5) catches up, and a
@@ -231,10 +249,17 @@ class LocalStore(LocalDenseIndex):
         self._sums_sync(lambda done, total: tell("vectors", done, total))
 
     def _keyword_sync(self, progress: Callable[[int, int], None] | None = None) -> None:
-        """Once per session, before the writer's first change: a tantivy index that is behind catches up."""
-        if self._keywords is not None and not self._keywords_synced:
+        """Once per session, before the writer's first change: a tantivy index that is behind catches up, and the
+        FTS5 rows of a KB built with fts5 are let go; with the fts5 engine, a KB written with tantivy gets its
+        FTS5 rows back."""
+        if self._keywords_synced:
+            return
+        if self._keywords is not None:
             self._keywords.sync(self._db, progress)
-            self._keywords_synced = True
+            keywords.retire_fts5(self._db)
+        else:
+            keywords.restore_fts5(self._db, progress)
+        self._keywords_synced = True
 
     def _sums_sync(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Once per session, before the writer's first change: a KB from before language_sums gets them."""
@@ -243,23 +268,29 @@ class LocalStore(LocalDenseIndex):
             self._sums_started = True
 
     def finished(self) -> bool:
-        return super().finished() and (self._keywords is None or self._keywords.current(self._db))
+        keywords_done = self._keywords.current(self._db) if self._keywords is not None else fts5_kept(self._db)
+        return super().finished() and keywords_done
 
     def finish(self) -> None:
         super().finish()
+        self._keyword_sync()
         if self._keywords is not None:
-            self._keyword_sync()
             if self._keywords.dirty:
                 self._keywords.publish(self._db)
             self._keywords.close()  # the next writer may be another process: it needs tantivy's writer lock
-            self._keywords_synced = False
+        self._keywords_synced = False
 
     def term_document_frequency(self, terms: list[str]) -> dict[str, int]:
-        """How many chunks hold each keyword term (kb.text.keywords terms; FTS5 stems English ones as it stemmed
-        the index), for weighting a question's terms by their rarity in this KB."""
-        return {t: self._db.execute("SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?",
-                                    ('"' + t.replace('"', '""') + '"',)).fetchone()[0]
-                for t in dict.fromkeys(terms) if t.strip()}
+        """How many chunks hold each keyword term (kb.text.keywords terms, stemmed as the index stemmed them), for
+        weighting a question's terms by their rarity in this KB: FTS5's count where the KB keeps it, else the
+        tantivy index's ({} before it has one)."""
+        terms = [t for t in dict.fromkeys(terms) if t.strip()]
+        if fts5_kept(self._db):
+            return {t: self._db.execute("SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?",
+                                        ('"' + t.replace('"', '""') + '"',)).fetchone()[0] for t in terms}
+        if self._keywords is None and self._tantivy_reader is None:
+            self._tantivy_reader = TantivyKeywords(self.folder)
+        return (self._keywords or self._tantivy_reader).document_frequency(terms) or {}
 
     def matching_documents(self, paths: list[str] | None, file_types: list[str] | None,
                            doc_ids: list[str] | None) -> list[str]:
@@ -313,13 +344,14 @@ class LocalStore(LocalDenseIndex):
                                   "text FROM documents ORDER BY path")
             for doc_id, path, title, digest, size, mtime, at, file_type, text in docs.fetchall():
                 rows = reader.execute(
-                    "SELECT c.chunk_id, c.ordinal, c.text, c.section, c.page, c.char_start, c.char_end, c.vector, "
-                    "f.terms FROM chunks c JOIN chunks_fts f ON f.rowid = c.chunk_id WHERE c.doc_id=? "
-                    "ORDER BY c.ordinal", (doc_id,)).fetchall()
+                    "SELECT chunk_id, ordinal, text, section, page, char_start, char_end, vector FROM chunks "
+                    "WHERE doc_id=? ORDER BY ordinal", (doc_id,)).fetchall()
+                terms = {cid: t for _, cid, t in chunk_terms(reader, doc_id)}
                 chunks = [Chunk(r[0], doc_id, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
                 vectors = blob_vectors([r[7] for r in rows], self.dim, self.db_path)
                 info = DocumentInfo(doc_id, path, title, digest, size, mtime, len(rows), at, file_type)
-                yield Record(info, text, chunks, vectors, [r[8] for r in rows], self._side_vectors(reader, chunks))
+                yield Record(info, stored_text(text), chunks, vectors, [terms[r[0]] for r in rows],
+                             self._side_vectors(reader, chunks))
         finally:
             reader.close()
 
