@@ -85,3 +85,16 @@ class MissingDependencyError(KBError, ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+class PassageNotFoundError(KBError):
+    """No passage (chunk) of that id is in the knowledge base: it never was, or its document changed or was removed."""
+
+
+class EvidenceError(KBError):
+    """A passage's page cannot be shown: its original file is encrypted, damaged, or no longer has that page."""
+
+
+class SourceChangedError(EvidenceError):
+    """A passage's original file is missing or its content differs from what was ingested: boxes drawn from it
+    would point at the wrong text."""

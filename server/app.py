@@ -28,6 +28,7 @@ from kb.errors import (
     BusyError,
     ConfigError,
     EmbedderMismatchError,
+    EvidenceError,
     IndexFormatError,
     KBError,
     KBExistsError,
@@ -36,6 +37,8 @@ from kb.errors import (
     MissingDependencyError,
     ModelError,
     ParseError,
+    PassageNotFoundError,
+    SourceChangedError,
     StorageError,
     UploadRefused,
 )
@@ -53,6 +56,9 @@ JSON_BODY_LIMIT = 4 << 20  # chat and search bodies; uploads have server.max_upl
 # kb error class -> (HTTP status, OpenAI error type). The first match wins.
 _KB_ERRORS: list[tuple[type[KBError], int, str]] = [
     (KBNotFoundError, 404, "not_found_error"),
+    (PassageNotFoundError, 404, "not_found_error"),
+    (SourceChangedError, 409, "conflict_error"),
+    (EvidenceError, 422, "invalid_request_error"),
     (KBExistsError, 409, "conflict_error"),
     (LockedError, 409, "conflict_error"),
     (EmbedderMismatchError, 409, "conflict_error"),

@@ -1,4 +1,5 @@
-"""Knowledge-base routes: list/create/delete KBs, upload/list/delete documents, search, ask.
+"""Knowledge-base routes: list/create/delete KBs, upload/list/delete documents, search, ask, and a cited passage
+drawn on its page (kb/evidence.py).
 
 They call the answer service (kb/answer/service.py) the CLI and the web app use: its KBs, its answers (streamed
 through server/streaming.py) and its one upload rule (kb.uploads.add_uploads: a type kb cannot read is refused
@@ -11,12 +12,14 @@ This module leaves out the OpenAI-shaped chat (openai_routes.py).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
 
+from kb.evidence import view
 from kb.uploads import remove_document
 
 from .deps import BUSY_ERRORS, ERRORS, MODEL_ERRORS, ServiceDep
@@ -134,3 +137,33 @@ async def ask(name: KBName, body: AskRequest, request: Request, state: ServiceDe
     if answer is None:
         raise HTTPException(499, "the client went away before the answer was complete")
     return AnswerOut(**answer.to_dict())
+
+
+PNG_OR_BOXES = {200: {"content": {"image/png": {}, "application/json": {}},
+                      "description": "The page as a PNG with the passage highlighted; ?format=json: its boxes (page "
+                                     "units and image pixels), the page size and the scale, or, for formats without "
+                                     "pages, the section's text with the sentence's offsets."},
+                404: {"model": ErrorResponse, "description": "No such KB or passage."},
+                406: {"model": ErrorResponse, "description": "A PNG was asked of a format without pages."},
+                409: {"model": ErrorResponse, "description": "The original file moved or changed since ingest."}}
+
+
+@router.get("/{name}/passages/{passage_id}/view", responses={**ERRORS, **PNG_OR_BOXES}, response_class=Response,
+            summary="A passage on its page: a PNG with the cited sentence highlighted (?format=json: the boxes)")
+def view_passage(name: KBName,
+                 passage_id: Annotated[int, PathParam(ge=0, le=2**63 - 1, description="The passage's chunk_id.")],
+                 state: ServiceDep, format: Literal["png", "json"] = "png",  # noqa: A002 (the query's name)
+                 sentence: Annotated[str | None, Query(max_length=2000, description="The cited sentence to highlight "
+                                                       "(default: the whole passage).")] = None):
+    found = view(state.kb(name), passage_id, sentence)
+    if format == "json":
+        data = found.to_dict()
+        data.pop("image")  # a path in the server's cache says nothing to a client
+        return JSONResponse(data)
+    if found.image is None:
+        raise HTTPException(406, f"passage {passage_id} is from a {found.path.rsplit('.', 1)[-1]} file, which has no "
+                                 "page image; ?format=json gives its section's text with the sentence marked")
+    # the bytes, not the cached file's path: another request may evict it from the cache before it is sent
+    with open(found.image, "rb") as f:
+        png = f.read()
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})

@@ -19,7 +19,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from kb.cli import answer, doctor, finetune, kbs, mcp, model, search, serve
+from kb.cli import answer, doctor, finetune, kbs, mcp, model, search, serve, show
 from kb.cli.options import err
 from kb.errors import KBError
 
@@ -32,7 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-GROUPS = (kbs, search, answer, serve, mcp, doctor, finetune, model)  # the order of `kb --help`
+GROUPS = (kbs, search, show, answer, serve, mcp, doctor, finetune, model)  # the order of `kb --help`
 for group in GROUPS:
     group.register(app)
 

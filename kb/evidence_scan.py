@@ -1,0 +1,73 @@
+"""A passage's boxes on a scanned page or a photo, found by reading the page image with OCR at view time.
+
+Ingest keeps no OCR boxes (that needs a store change), so the page shown is read again with the engine
+ingest used (ingest.ocr: RapidOCR, or tesseract), and the passage is aligned with the lines it reads,
+whitespace-insensitively as on a PDF's text layer (kb/evidence_pdf.align). A line is the passage's when at
+least half of its characters are matched; boxes are whole lines. Without an OCR engine the page is shown
+without highlight and the note says why. This module leaves out the drawing and the cache (kb/evidence.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kb.config import Settings
+from kb.errors import EvidenceError
+from kb.evidence_pdf import MAX_PIXELS, Rect, align, squeeze
+from kb.ingest.ocr import OcrOptions, available, get_engine
+
+LINE_SHARE = 0.5  # of a line's characters that must belong to the passage for the line to be boxed
+
+
+def open_photo(path: Path):
+    """The photo, upright, as RGB at most MAX_PIXELS, and its scale (shown pixels per original pixel)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as raw:
+            raw.draft("RGB", (4096, 4096))
+            image = ImageOps.exif_transpose(raw.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise EvidenceError(f"{path} is not a readable image ({e}); it may be damaged: replace it and re-ingest it") \
+            from e
+    with Image.open(path) as again:
+        full = max(again.size)
+    scale = min(1.0, (MAX_PIXELS / max(1, image.width * image.height)) ** 0.5)
+    if scale < 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample=3)
+    return image, max(image.size) / max(1, full)
+
+
+def read_boxes(image, scale: float, passage: str, sentence: str, settings: Settings
+               ) -> tuple[list[Rect], list[Rect], str]:
+    """(the passage's line boxes, the sentence's line boxes, a note) on the image, in page units (pixels / scale)."""
+    options = OcrOptions.from_settings(settings.ingest)
+    engine_name, why = available(options)
+    if not engine_name:
+        return [], [], f"the page is shown without highlight: {why}, and kb keeps no OCR boxes from ingest"
+    lines = [x for x in get_engine(options, Path("page")).read(image)
+             if x.confidence >= options.min_confidence and x.text.strip()]
+    rects = [(x.x0 / scale, x.y0 / scale, x.x1 / scale, x.y1 / scale) for x in lines]
+    mine = _lines_of([x.text for x in lines], passage)
+    if not mine:
+        return [], [], "the page is shown without highlight: OCR did not find the passage's text on it"
+    cited = mine
+    if sentence:
+        inside = _lines_of([lines[i].text for i in mine], sentence)
+        cited = [mine[i] for i in inside]
+    return [rects[i] for i in mine], [rects[i] for i in cited], ""
+
+
+def _lines_of(texts: list[str], passage: str) -> list[int]:
+    """Indices of the lines that the passage covers (at least LINE_SHARE of their characters)."""
+    chars: list[str] = []
+    owner: list[int] = []
+    for n, text in enumerate(texts):
+        chars.extend(text)
+        owner.extend([n] * len(text))
+        chars.append(" ")
+        owner.append(n)
+    counts: dict[int, int] = {}
+    for i in align(chars, passage):
+        counts[owner[i]] = counts.get(owner[i], 0) + 1
+    return [n for n in sorted(counts) if counts[n] >= LINE_SHARE * max(1, len(squeeze(texts[n])[0]))]
