@@ -12,29 +12,27 @@ import streamlit as st
 from kb import Answer
 from kb.answer.types import Turn
 from kb.app import state
+from kb.app.i18n import t
 from kb.app.sources import render_sources
 
-_STATUS_NOTE = {
-    "refused": "Nothing in this knowledge base is relevant enough, so no answer was made up.",
-    "not_found": "The passages found do not hold the answer.",
-    "general": "General knowledge, not from your documents: no sources.",
-}
+# An answer's status -> the i18n key of the note under it.
+_STATUS_NOTE = {"refused": "chat.refused", "not_found": "chat.not_found", "general": "chat.general"}
 
 
 def render() -> None:
-    st.title("Ask your documents")
+    st.title(t("chat.title"))
     s = state.settings()
     name = state.current_kb(s)
     if name is None:
-        st.info("There is no knowledge base yet: create one and upload documents on the **Knowledge bases** page.")
+        st.info(t("chat.no_kb"))
         return
     top = st.columns([4, 1])
-    top[0].caption(f"Knowledge base: **{name}** · model backend: {s.llm.backend} · mode: {s.retrieval.mode}")
-    if top[1].button("New chat", icon=":material/add_comment:", key="new_chat"):
+    top[0].caption(t("chat.caption", name=name, backend=s.llm.backend, mode=s.retrieval.mode))
+    if top[1].button(t("chat.new"), icon=":material/add_comment:", key="new_chat"):
         state.turns().clear()
     for i, turn in enumerate(state.turns()):
         _show_turn(turn, i)
-    question = st.chat_input("Ask a question about your documents")
+    question = st.chat_input(t("chat.input"))
     if question:
         _ask(name, s, question)
 
@@ -50,7 +48,7 @@ def _show_turn(turn: Turn, i: int) -> None:
 def _footer(answer: Answer, key: str) -> None:
     note = _STATUS_NOTE.get(answer.status)
     if note:
-        st.caption(note)
+        st.caption(t(note))
     render_sources(answer, key)
 
 

@@ -16,33 +16,33 @@ import streamlit as st
 
 from kb import KBError, Settings
 from kb.app import state
+from kb.app.i18n import t
 from kb.types import format_location
 
 RESULTS = "kb_ingest_results"
 UPLOADER = "kb_uploader_generation"
 _ICON = {"added": "✅", "updated": "🔄", "unchanged": "⏸️", "failed": "❌", "removed": "🗑️"}
 
-CATCH_UP = {"keywords": "Building the keyword index", "vectors": "Summing the vectors per language (once)"}
+CATCH_UP = {"keywords": "ingest.keywords", "vectors": "ingest.vectors"}  # progress event kind -> i18n key
 
 
 def upload_form(name: str, s: Settings) -> None:
     limit = s.server.max_upload_mb
-    files = st.file_uploader(f"Drop files here (up to {limit:g} MB each)", accept_multiple_files=True,
+    files = st.file_uploader(t("ingest.drop", limit=f"{limit:g}"), accept_multiple_files=True,
                              key=f"uploader_{st.session_state.get(UPLOADER, 0)}")
-    if st.button("Add to knowledge base", type="primary", disabled=not files, key="add_files"):
+    if st.button(t("ingest.add"), type="primary", disabled=not files, key="add_files"):
         _upload(name, s, [(f.name, f.getvalue(), f.size) for f in files])
         st.session_state[UPLOADER] = st.session_state.get(UPLOADER, 0) + 1  # empties the uploader
         st.rerun()
 
 
 def folder_form(name: str, s: Settings) -> None:
-    folder = st.text_input("Folder or file on this machine", key="ingest_path",
-                           help="Re-ingesting a folder adds new files, updates changed ones and skips the rest.")
-    prune = st.checkbox("Also remove documents whose files were deleted", key="ingest_prune")
-    if st.button("Ingest", key="ingest_folder", disabled=not (folder or "").strip()):
+    folder = st.text_input(t("ingest.path"), key="ingest_path", help=t("ingest.path_help"))
+    prune = st.checkbox(t("ingest.prune"), key="ingest_prune")
+    if st.button(t("ingest.run"), key="ingest_folder", disabled=not (folder or "").strip()):
         path = Path(folder.strip()).expanduser()
         if not path.exists():
-            st.error(f"{path} does not exist on the machine the app runs on; give a folder or file path there.")
+            st.error(t("ingest.no_path", path=path))
             return
         _run(name, s, path, prune=prune)
         st.rerun()
@@ -51,7 +51,7 @@ def folder_form(name: str, s: Settings) -> None:
 def _progress():
     """A progress bar, and the ingest callback that moves it (a file at a time; OCR a page at a time; the keyword
     index and the vectors' language sums of a KB made before them, built first)."""
-    bar = st.progress(0.0, text="Starting...")
+    bar = st.progress(0.0, text=t("ingest.starting"))
     done = {"n": 0, "total": 1}
 
     def progress(event) -> None:
@@ -60,23 +60,27 @@ def _progress():
         elif event.kind == "file" and event.result.status not in ("unsupported", "removed"):
             done["n"] += 1
             bar.progress(min(done["n"] / done["total"], 1.0),
-                         text=f"{done['n']} / {done['total']} files: {Path(event.result.path).name}")
+                         text=t("ingest.file_progress", n=done["n"], total=done["total"],
+                                name=Path(event.result.path).name))
         elif event.kind in CATCH_UP and event.total:  # a KB made by an older kb is brought up to date first
             bar.progress(min(event.chunks / event.total, 1.0),
-                         text=f"{CATCH_UP[event.kind]}: {event.chunks:,} / {event.total:,} chunks")
+                         text=t("ingest.catch_up", what=t(CATCH_UP[event.kind]), done=f"{event.chunks:,}",
+                                total=f"{event.total:,}"))
         elif event.kind == "page" and event.total > 1:  # OCR of a scan: a page every second or two
             bar.progress(min(done["n"] / done["total"], 1.0),
-                         text=f"{done['n']} / {done['total']} files; reading {Path(event.path).name} by OCR: "
-                              f"page {event.page} of {event.total}")
+                         text=t("ingest.ocr_progress", n=done["n"], total=done["total"],
+                                name=Path(event.path).name, page=event.page, pages=event.total))
     return bar, progress
 
 
 def _line(status: str, label: str, chunks: int, reason: str, ocr_pages: int) -> tuple[str, str, str]:
     """One result line: (status, file, detail)."""
     if status in ("unsupported", "refused"):
-        return "failed", label, reason or "not a supported document type"
-    ocr = f", {ocr_pages} pages by OCR" if ocr_pages else ""
-    return status, label, f"{chunks} chunks{ocr}" if status in ("added", "updated") else reason
+        return "failed", label, reason or t("ingest.unsupported")
+    if status not in ("added", "updated"):
+        return status, label, reason
+    return status, label, t("ingest.chunks_ocr", chunks=chunks, pages=ocr_pages) if ocr_pages else \
+        t("ingest.chunks", chunks=chunks)
 
 
 def _upload(name: str, s: Settings, files: list[tuple[str, bytes, int]]) -> None:
@@ -85,13 +89,14 @@ def _upload(name: str, s: Settings, files: list[tuple[str, bytes, int]]) -> None
     try:
         uploaded = state.service(s).upload(name, files, progress=progress)
     except KBError as e:
-        st.session_state[RESULTS] = [("failed", "upload", str(e))]
+        st.session_state[RESULTS] = [("failed", t("ingest.upload"), str(e))]
         return
     if uploaded.ingest is not None:
-        bar.progress(1.0, text=f"Done in {uploaded.ingest.seconds:.1f} s")
+        bar.progress(1.0, text=t("ingest.done", seconds=f"{uploaded.ingest.seconds:.1f}"))
     lines = []
     for r in uploaded.files:
-        label = r.filename if r.path is None or r.filename == r.path.name else f"{r.path.name} (sent as {r.filename})"
+        label = (r.filename if r.path is None or r.filename == r.path.name
+                 else t("ingest.sent_as", name=r.path.name, sent=r.filename))
         lines.append(_line(r.status, label, r.chunks, r.reason, r.ocr_pages))
     st.session_state[RESULTS] = lines
 
@@ -103,9 +108,9 @@ def _run(name: str, s: Settings, path: Path, prune: bool = False) -> None:
         with state.writer(name, s) as kb:
             report = kb.ingest(path, prune=prune, progress=progress)
     except KBError as e:
-        st.session_state[RESULTS] = [("failed", "ingest", str(e))]
+        st.session_state[RESULTS] = [("failed", t("ingest.ingest"), str(e))]
         return
-    bar.progress(1.0, text=f"Done in {report.seconds:.1f} s")
+    bar.progress(1.0, text=t("ingest.done", seconds=f"{report.seconds:.1f}"))
     st.session_state[RESULTS] = [_line(f.status, Path(f.path).name, f.chunks, f.reason, f.ocr_pages)
                                  for f in report.files]
 
@@ -115,20 +120,21 @@ def show_results() -> None:
     lines = st.session_state.get(RESULTS)
     if not lines:
         return
-    st.markdown("**Last ingest**")
+    st.markdown(f"**{t('ingest.last')}**")
     for status, label, detail in lines:
-        text = f"{_ICON.get(status, '•')} **{status}** — {label}" + (f": {detail}" if detail else "")
+        text = f"{_ICON.get(status, '•')} **{t('status.' + status)}** — {label}"
+        text += f": {detail}" if detail else ""
         st.markdown(text)
     if any(status == "failed" for status, _, _ in lines):
-        st.caption("Failed files were skipped; the rest were indexed. Fix the file (or its name) and add it again.")
+        st.caption(t("ingest.failed_note"))
 
 
 def show_chunks(name: str, s: Settings, doc) -> None:
     """A document's chunks in reading order (page, section, text); the first 200 of a long one."""
     chunks = state.open_kb(name, s).chunks(doc.doc_id)
     for i, h in enumerate(chunks[:200], start=1):
-        where = format_location("", h.page, h.section, sep=" · ")
+        where = format_location("", h.page, h.section, sep=" · ", page_label=t("sources.page", page="{}"))
         st.markdown(f"**{i}.** {where}")
         st.text(h.text)
     if len(chunks) > 200:
-        st.caption(f"… and {len(chunks) - 200} more chunks (the Python API's `KnowledgeBase.chunks` lists them all).")
+        st.caption(t("ingest.more_chunks", n=len(chunks) - 200))

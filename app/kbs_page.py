@@ -16,30 +16,31 @@ import streamlit as st
 
 from kb import KBError, KnowledgeBase
 from kb.app import ingest_view, state
+from kb.app.i18n import t
 from kb.uploads import remove_document
 
 FLASH = "kb_flash"
 
 
 def render() -> None:
-    st.title("Knowledge bases")
+    st.title(t("kbs.title"))
     s = state.settings()
     _flash()
     _create_form()
     name = state.current_kb(s)
     if name is None:
-        st.info("Create a knowledge base above, then upload documents into it.")
+        st.info(t("kbs.create_first"))
         return
-    st.subheader(f"Knowledge base: {name}")
+    st.subheader(t("kbs.current", name=name))
     ingest_view.show_results()
     # Plain sections rather than tabs: a tab strip forgets the open tab when a rerun shifts the page.
-    st.markdown("#### Add files")
+    st.markdown(f"#### {t('kbs.add_files')}")
     ingest_view.upload_form(name, s)
-    st.markdown("#### Documents")
+    st.markdown(f"#### {t('kbs.documents')}")
     _documents(name, s)
-    with st.expander("Ingest a folder from this machine"):
+    with st.expander(t("kbs.folder")):
         ingest_view.folder_form(name, s)
-    with st.expander("Delete this knowledge base"):
+    with st.expander(t("kbs.delete_section")):
         _delete_form(name)
 
 
@@ -53,7 +54,7 @@ def guarded(fn):
             flash("error", str(e))
         except Exception as e:
             logging.getLogger("kb.app").exception("kb app callback error")
-            flash("error", f"Something went wrong: {type(e).__name__}: {e}")
+            flash("error", t("error.callback", kind=type(e).__name__, error=e))
     return run
 
 
@@ -71,29 +72,28 @@ def _flash() -> None:
 def _create_form() -> None:
     with st.form("create_kb", clear_on_submit=True, border=False):
         cols = st.columns([3, 1], vertical_alignment="bottom")
-        cols[0].text_input("New knowledge base", key="new_kb_name", placeholder="letters, digits, '.', '_', '-'")
-        cols[1].form_submit_button("Create", on_click=_create)
+        cols[0].text_input(t("kbs.new_name"), key="new_kb_name", placeholder=t("kbs.name_rule"))
+        cols[1].form_submit_button(t("kbs.create"), on_click=_create)
 
 
 @guarded
 def _create() -> None:
     name = (st.session_state.get("new_kb_name") or "").strip()
     if not name:
-        flash("warning", "Type a name for the new knowledge base first.")
+        flash("warning", t("kbs.need_name"))
         return
     s = state.settings()
     existed = name in state.kb_names(s)
     KnowledgeBase.open(name, settings=s, create=True).close()
     st.session_state[state.CURRENT_KB] = name
     flash("info" if existed else "success",
-          f"Switched to the existing knowledge base '{name}'." if existed else f"Created knowledge base '{name}'.")
+          t("kbs.switched", name=name) if existed else t("kbs.created", name=name))
 
 
 def _delete_form(name: str) -> None:
-    st.write(f"Deletes the index of **{name}** and the files uploaded into it (your folders that were "
-             "ingested from their own place stay where they are).")
-    sure = st.checkbox(f"Yes, delete '{name}'", key=f"confirm_delete_{name}")
-    st.button("Delete knowledge base", type="primary", disabled=not sure, on_click=_delete_kb, args=(name,))
+    st.write(t("kbs.delete_note", name=name))
+    sure = st.checkbox(t("kbs.delete_sure", name=name), key=f"confirm_delete_{name}")
+    st.button(t("kbs.delete"), type="primary", disabled=not sure, on_click=_delete_kb, args=(name,))
 
 
 @guarded
@@ -102,23 +102,25 @@ def _delete_kb(name: str) -> None:
     state.service(s).delete(name)  # services of other settings see it is gone and drop their object
     st.session_state.pop(state.CURRENT_KB, None)
     st.session_state.pop(state.TURNS, None)
-    flash("success", f"Deleted knowledge base '{name}'.")
+    flash("success", t("kbs.deleted", name=name))
 
 
 def _documents(name: str, s) -> None:
     kb = state.open_kb(name, s)
     docs = kb.documents()
     if not docs:
-        st.info("No documents yet: add files or ingest a folder.")
+        st.info(t("kbs.no_docs"))
         return
-    st.table([{"file": Path(d.path).name, "type": d.file_type, "chunks": d.chunks,
-               "ingested": _when(d.ingested_at), "folder": str(Path(d.path).parent)} for d in docs])
+    st.table([{t("kbs.col_file"): Path(d.path).name, t("kbs.col_type"): d.file_type,
+               t("kbs.col_chunks"): d.chunks, t("kbs.col_ingested"): _when(d.ingested_at),
+               t("kbs.col_folder"): str(Path(d.path).parent)} for d in docs])
     for d in docs:
-        with st.expander(f"{Path(d.path).name} · {d.chunks} chunks"):
+        with st.expander(t("kbs.doc_label", file=Path(d.path).name, chunks=d.chunks)):
             st.caption(d.path)
             cols = st.columns(2)
-            cols[0].button("Delete document", key=f"del_{d.doc_id}", on_click=_delete_doc, args=(name, d.doc_id, d.path))
-            if cols[1].toggle("Show chunks", key=f"chunks_{d.doc_id}"):
+            cols[0].button(t("kbs.delete_doc"), key=f"del_{d.doc_id}", on_click=_delete_doc,
+                           args=(name, d.doc_id, d.path))
+            if cols[1].toggle(t("kbs.show_chunks"), key=f"chunks_{d.doc_id}"):
                 ingest_view.show_chunks(name, s, d)
 
 
@@ -127,7 +129,7 @@ def _delete_doc(name: str, doc_id: str, path: str) -> None:
     s = state.settings()
     with state.writer(name, s) as kb:
         remove_document(kb, doc_id)
-    flash("success", f"Removed {Path(path).name} from '{name}'.")
+    flash("success", t("kbs.removed", file=Path(path).name, name=name))
 
 
 def _when(ts: float) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 from kb import Answer, Citation, Passage
+from kb.app.i18n import t
 from kb.text.lang import HAN
 from kb.text.sentences import SENTENCE_SPAN
 from kb.types import format_location
@@ -54,8 +55,10 @@ def highlighted_html(passage: str, cited: list[str]) -> str:
 
 
 def card_title(p: Passage) -> str:
-    """'[1] file.md · p. 3 · § Section · score 0.87' (the label of a source card)."""
-    return f"[{p.n}] {format_location(Path(p.path).name, p.page, p.section, sep=' · ')} · score {p.score:.2f}"
+    """'[1] file.md · p. 3 · § Section · score 0.87' (the label of a source card, in the app's language)."""
+    where = format_location(Path(p.path).name, p.page, p.section, sep=" · ",
+                            page_label=t("sources.page", page="{}"))
+    return f"[{p.n}] {where} · {t('sources.score', score=f'{p.score:.2f}')}"
 
 
 def _reader(path: Path):
@@ -70,7 +73,7 @@ def render_sources(answer: Answer, key: str) -> None:
     by_n: dict[int, list[Citation]] = {}
     for c in answer.citations:
         by_n.setdefault(c.n, []).append(c)
-    st.caption("Sources" if answer.cited_passages else "Passages searched (none was cited)")
+    st.caption(t("sources.cited") if answer.cited_passages else t("sources.searched"))
     for p in shown:
         with st.expander(card_title(p)):
             st.markdown(highlighted_html(p.text, [c.sentence for c in by_n.get(p.n, [])]),
@@ -81,9 +84,9 @@ def render_sources(answer: Answer, key: str) -> None:
 
 def _download(path: Path, key: str) -> None:
     if not path.is_file():
-        st.caption("The source file is no longer on disk.")
+        st.caption(t("sources.missing"))
         return
     mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     # The file is read only when the button is clicked, not on every rerun.
-    st.download_button(f"Download {path.name}", _reader(path), file_name=path.name, mime=mime, key=key,
-                       on_click="ignore")
+    st.download_button(t("sources.download", name=path.name), _reader(path), file_name=path.name, mime=mime,
+                       key=key, on_click="ignore")

@@ -17,6 +17,7 @@ import streamlit as st
 
 from kb import KnowledgeBase, Settings, load_settings
 from kb.answer.service import AnswerService
+from kb.app.i18n import t
 
 OVERRIDES = "kb_overrides"  # session key: {"llm": {...}, "retrieval": {...}, "answer": {...}}
 CURRENT_KB = "kb_current"
@@ -49,7 +50,7 @@ def service(s: Settings | None = None) -> AnswerService:
 
 def open_kb(name: str, s: Settings | None = None) -> KnowledgeBase:
     """The process's KB object for this name and these settings (opened once, shared by sessions)."""
-    with st.spinner("Opening the knowledge base..."):
+    with st.spinner(t("state.opening")):
         return service(s).kb(name)
 
 

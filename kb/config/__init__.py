@@ -26,6 +26,8 @@ from kb.config.sections import (
     RETRIEVAL_MODES,
     AnswerModeSetting,
     AnswerSettings,
+    AppLanguage,
+    AppSettings,
     ChunkSettings,
     EmbeddingSettings,
     IngestSettings,
@@ -38,8 +40,8 @@ from kb.errors import ConfigError
 
 __all__ = [
     "ANSWER_MODES", "DEFAULT_EMBEDDER", "EMBEDDER_LANGUAGES", "KB_NAME_PATTERN", "MINILM_EMBEDDER", "RETRIEVAL_MODES",
-    "AnswerModeSetting", "AnswerSettings", "ChunkSettings", "EmbeddingSettings", "IngestSettings", "LLMSettings",
-    "RetrievalMode", "RetrievalSettings", "ServerSettings", "Settings", "StoreSettings", "config_path",
+    "AnswerModeSetting", "AnswerSettings", "AppLanguage", "AppSettings", "ChunkSettings", "EmbeddingSettings",
+    "IngestSettings", "LLMSettings", "RetrievalMode", "RetrievalSettings", "ServerSettings", "Settings", "StoreSettings", "config_path",
     "default_models_dir", "load_settings", "save_settings",
 ]
 
@@ -66,6 +68,7 @@ class Settings(BaseSettings):
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    app: AppSettings = Field(default_factory=AppSettings)
 
     @model_validator(mode="before")
     @classmethod

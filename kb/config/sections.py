@@ -289,3 +289,12 @@ class StoreSettings(BaseModel):
     )
 
 
+AppLanguage = Literal["auto", "zh", "en"]
+
+
+class AppSettings(BaseModel):
+    language: AppLanguage = Field(
+        "auto", description="The web app's language: zh (Simplified Chinese), en (English), or auto = the "
+        "browser's (the first of Chinese and English in its Accept-Language header; English when it names "
+        "neither). The app's sidebar switches it for one browser session (KB_APP__LANGUAGE)."
+    )

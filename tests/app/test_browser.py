@@ -1,7 +1,8 @@
 """End to end in a real browser: the app started by `kb app` (which runs `streamlit run app/main.py`), driven by Playwright in Debian's headless
 chromium. Create a KB, upload a Chinese and an English file, ask in each language, check the answer
 and that the source card names the right file, delete a document; screenshots of the chat with its
-citations go to the test's tmp folder (the path is printed).
+citations go to the test's tmp folder (the path is printed). A browser whose language is Chinese
+(Accept-Language zh-CN) gets the app in Chinese (app.language auto) and a screenshot of it too.
 
 Skipped when /usr/bin/chromium (or the playwright package) is missing, unless CI_REQUIRE_BROWSER=1
 (.ci/run sets it after installing chromium), where that is a failure.
@@ -63,7 +64,8 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     docs = write_docs(root / "docs")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KB_")}
-    env.update(app_env(root / "kbhome", write_replies(root / "replies.json", [ZH_REPLY, EN_REPLY])))
+    # One reply per question, in the order the tests ask them (the scripted model then repeats the last).
+    env.update(app_env(root / "kbhome", write_replies(root / "replies.json", [ZH_REPLY, EN_REPLY, ZH_REPLY])))
     port = _free_port()
     log = open(root / "streamlit.log", "wb")
     proc = subprocess.Popen(
@@ -97,15 +99,31 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def playwright(server):
     sync_playwright = _require_browser()
     with sync_playwright() as p:
-        # Playwright gives the browser a fresh temporary profile (it refuses --user-data-dir in launch()).
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        tab = browser.new_page(viewport={"width": 1280, "height": 900})
-        tab.set_default_timeout(TIMEOUT_MS)
-        yield tab
-        browser.close()
+        yield p
+
+
+def _launch(playwright, language: str):
+    """Headless chromium whose language is `language`: --accept-lang sets both its Accept-Language header (the
+    websocket's too, which Playwright's locale option leaves en-US) and navigator.language."""
+    # Playwright gives the browser a fresh temporary profile (it refuses --user-data-dir in launch()).
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                      args=[*FLAGS, f"--accept-lang={language}"])
+
+
+def _tab(browser):
+    tab = browser.new_page(viewport={"width": 1280, "height": 900})
+    tab.set_default_timeout(TIMEOUT_MS)
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(playwright):
+    browser = _launch(playwright, "en-US,en")
+    yield _tab(browser)
+    browser.close()
 
 
 def _ask(page, question: str) -> None:
@@ -174,3 +192,42 @@ def test_upload_ask_in_both_languages_and_delete(server, page, tmp_path):
     expect(page.get_by_test_id("stExpander").filter(has_text=EN_NAME)).to_have_count(0)
     expect(page.get_by_test_id("stTable")).not_to_contain_text(EN_NAME)
     expect(page.get_by_test_id("stTable")).to_contain_text(ZH_NAME)
+
+
+def test_a_chinese_browser_gets_the_app_in_chinese(server, playwright, tmp_path):
+    url, docs = server
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    browser = _launch(playwright, "zh-CN,zh")  # app.language is auto (the default) in this server
+    page = _tab(browser)
+    try:
+        page.goto(f"{url}/kbs")
+        expect(page.get_by_role("heading", name="知识库", exact=True)).to_be_visible()
+        page.get_by_label("新建知识库").fill("browser-zh")
+        page.get_by_role("button", name="新建", exact=True).click()
+        expect(page.get_by_text("已新建知识库“browser-zh”。")).to_be_visible()
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(docs[0])])
+        expect(page.get_by_test_id("stFileUploader")).to_contain_text(ZH_NAME)
+        page.get_by_role("button", name="添加到知识库").click()
+        expect(page.get_by_text(f"已添加 — {ZH_NAME}: 1 个文本块")).to_be_visible()
+
+        page.get_by_role("link", name="对话").click()
+        expect(page.get_by_role("heading", name="向文档提问")).to_be_visible()
+        expect(page.get_by_test_id("stSidebar")).to_contain_text("设置")
+        _ask(page, ZH_QUESTION)
+        expect(page.get_by_text(ZH_REPLY)).to_be_visible()
+        expect(page.get_by_text("引用来源", exact=True)).to_be_visible()
+        card = page.get_by_test_id("stExpander").first
+        expect(card).to_contain_text(f"[1] {ZH_NAME}")
+        expect(card).to_contain_text("相关度")
+        _open_card(card)
+        expect(card.locator("mark")).to_contain_text("最多可以借阅十二本书")
+        expect(card.get_by_role("button", name=f"下载 {ZH_NAME}")).to_be_visible()
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        page.wait_for_timeout(600)  # the card's opening animation
+        page.screenshot(path=str(shots / "chat-zh-ui.png"), full_page=True)
+        print(f"\nscreenshot of the app in Chinese: {shots / 'chat-zh-ui.png'}")
+    finally:
+        browser.close()

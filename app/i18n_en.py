@@ -1,0 +1,132 @@
+"""The app's English words (app/i18n.py looks them up; app/i18n_zh.py has the same keys in Chinese)."""
+
+STRINGS: dict[str, str] = {
+    # main.py: the page and its navigation
+    "app.page_title": "kb — ask your documents",
+    "nav.chat": "Chat",
+    "nav.kbs": "Knowledge bases",
+    "error.unexpected": "Something went wrong: {kind}: {error}. The details are in the terminal that runs "
+                        "`kb app`; if a setting caused it, change it in the sidebar.",
+    "error.callback": "Something went wrong: {kind}: {error}",
+
+    # sidebar.py
+    "sidebar.language": "Language · 语言",
+    "sidebar.language_help": "The app's language for this browser session (the setting app.language: auto "
+                             "follows the browser).",
+    "sidebar.kb": "Knowledge base",
+    "sidebar.settings": "Settings",
+    "sidebar.save": "Save settings",
+    "sidebar.save_help": "Writes the changed values to {path}",
+    "sidebar.saved": "Saved to {path}",
+    "sidebar.backend": "Model backend",
+    "sidebar.backend_help": "auto picks from the model path / URL; gguf is the embedded SmolLM2 default.",
+    "sidebar.model_folder": "Model folder",
+    "sidebar.model_folder_help": "A THUDM ChatGLM2 folder (chatglm2) or a Hugging Face model folder.",
+    "sidebar.quantize": "Quantization (CUDA)",
+    "sidebar.quantize_help": "4 = NF4, 8 = int8 with bitsandbytes; needs an NVIDIA GPU.",
+    "sidebar.server_url": "Server URL",
+    "sidebar.model_name": "Model name",
+    "sidebar.api_key": "API key",
+    "sidebar.model_file": "Model file",
+    "sidebar.model_file_help": "A GGUF file (gguf); empty = the embedded SmolLM2. scripted: a JSON list of "
+                               "replies.",
+    "sidebar.adapter": "Fine-tune adapter (llm.adapter)",
+    "sidebar.adapter_help": "Folder of a LoRA / prefix adapter from `kb finetune`; empty = none.",
+    "sidebar.k": "Top-k passages",
+    "sidebar.k_help": "Passages retrieved for an answer (and for a search).",
+    "sidebar.threshold": "Score threshold",
+    "sidebar.threshold_help": "Drop passages whose relevance score (0..1) is lower.",
+    "sidebar.mode": "Retrieval mode",
+    "sidebar.mode_help": "hybrid fuses dense vectors and keyword (BM25) search.",
+    "sidebar.rerank": "Rerank",
+    "sidebar.rerank_help": "Re-score the candidates with a cross-encoder (slower, often better).",
+    "sidebar.reranker": "Reranker model",
+    "sidebar.reranker_help": "A sentence-transformers CrossEncoder name or local folder.",
+    "sidebar.answers": "Answers",
+    "sidebar.answers_help": "generate: the chat model writes the answer from the passages; extract: quote the "
+                            "passages' sentences that answer (no model, instant); auto: extract when the model "
+                            "cannot write the question's language (the embedded SmolLM2 writes only English).",
+
+    # chat_page.py
+    "chat.title": "Ask your documents",
+    "chat.no_kb": "There is no knowledge base yet: create one and upload documents on the **Knowledge bases** "
+                  "page.",
+    "chat.caption": "Knowledge base: **{name}** · model backend: {backend} · mode: {mode}",
+    "chat.new": "New chat",
+    "chat.input": "Ask a question about your documents",
+    "chat.refused": "Nothing in this knowledge base is relevant enough, so no answer was made up.",
+    "chat.not_found": "The passages found do not hold the answer.",
+    "chat.general": "General knowledge, not from your documents: no sources.",
+
+    # sources.py
+    "sources.cited": "Sources",
+    "sources.searched": "Passages searched (none was cited)",
+    "sources.page": "p. {page}",
+    "sources.score": "score {score}",
+    "sources.missing": "The source file is no longer on disk.",
+    "sources.download": "Download {name}",
+
+    # state.py
+    "state.opening": "Opening the knowledge base...",
+
+    # kbs_page.py
+    "kbs.title": "Knowledge bases",
+    "kbs.create_first": "Create a knowledge base above, then upload documents into it.",
+    "kbs.current": "Knowledge base: {name}",
+    "kbs.add_files": "Add files",
+    "kbs.documents": "Documents",
+    "kbs.folder": "Ingest a folder from this machine",
+    "kbs.delete_section": "Delete this knowledge base",
+    "kbs.new_name": "New knowledge base",
+    "kbs.name_rule": "letters, digits, '.', '_', '-'",
+    "kbs.create": "Create",
+    "kbs.need_name": "Type a name for the new knowledge base first.",
+    "kbs.switched": "Switched to the existing knowledge base '{name}'.",
+    "kbs.created": "Created knowledge base '{name}'.",
+    "kbs.delete_note": "Deletes the index of **{name}** and the files uploaded into it (your folders that were "
+                       "ingested from their own place stay where they are).",
+    "kbs.delete_sure": "Yes, delete '{name}'",
+    "kbs.delete": "Delete knowledge base",
+    "kbs.deleted": "Deleted knowledge base '{name}'.",
+    "kbs.no_docs": "No documents yet: add files or ingest a folder.",
+    "kbs.col_file": "file",
+    "kbs.col_type": "type",
+    "kbs.col_chunks": "chunks",
+    "kbs.col_ingested": "ingested",
+    "kbs.col_folder": "folder",
+    "kbs.doc_label": "{file} · {chunks} chunks",
+    "kbs.delete_doc": "Delete document",
+    "kbs.show_chunks": "Show chunks",
+    "kbs.removed": "Removed {file} from '{name}'.",
+
+    # ingest_view.py
+    "ingest.drop": "Drop files here (up to {limit} MB each)",
+    "ingest.add": "Add to knowledge base",
+    "ingest.path": "Folder or file on this machine",
+    "ingest.path_help": "Re-ingesting a folder adds new files, updates changed ones and skips the rest.",
+    "ingest.prune": "Also remove documents whose files were deleted",
+    "ingest.run": "Ingest",
+    "ingest.no_path": "{path} does not exist on the machine the app runs on; give a folder or file path there.",
+    "ingest.starting": "Starting...",
+    "ingest.file_progress": "{n} / {total} files: {name}",
+    "ingest.keywords": "Building the keyword index",
+    "ingest.vectors": "Summing the vectors per language (once)",
+    "ingest.catch_up": "{what}: {done} / {total} chunks",
+    "ingest.ocr_progress": "{n} / {total} files; reading {name} by OCR: page {page} of {pages}",
+    "ingest.unsupported": "not a supported document type",
+    "ingest.chunks": "{chunks} chunks",
+    "ingest.chunks_ocr": "{chunks} chunks, {pages} pages by OCR",
+    "ingest.done": "Done in {seconds} s",
+    "ingest.sent_as": "{name} (sent as {sent})",
+    "ingest.upload": "upload",
+    "ingest.ingest": "ingest",
+    "ingest.last": "Last ingest",
+    "ingest.failed_note": "Failed files were skipped; the rest were indexed. Fix the file (or its name) and add "
+                          "it again.",
+    "ingest.more_chunks": "… and {n} more chunks (the Python API's `KnowledgeBase.chunks` lists them all).",
+    "status.added": "added",
+    "status.updated": "updated",
+    "status.unchanged": "unchanged",
+    "status.failed": "failed",
+    "status.removed": "removed",
+}

@@ -1,0 +1,132 @@
+"""The app's Simplified Chinese words (app/i18n.py looks them up; app/i18n_en.py has the same keys in English).
+
+Setting values (auto, hybrid, bm25, generate, extract...) and file names stay as they are: they are what the
+config file and `kb config` show.
+"""
+
+STRINGS: dict[str, str] = {
+    # main.py: the page and its navigation
+    "app.page_title": "kb — 文档问答",
+    "nav.chat": "对话",
+    "nav.kbs": "知识库",
+    "error.unexpected": "出错了：{kind}: {error}。详细信息见运行 `kb app` 的终端；如果是某项设置引起的，"
+                        "请在侧边栏中修改。",
+    "error.callback": "出错了：{kind}: {error}",
+
+    # sidebar.py
+    "sidebar.language": "语言 · Language",
+    "sidebar.language_help": "本次浏览器会话使用的界面语言（配置项 app.language 为 auto 时跟随浏览器语言）。",
+    "sidebar.kb": "知识库",
+    "sidebar.settings": "设置",
+    "sidebar.save": "保存设置",
+    "sidebar.save_help": "把改动过的设置写入 {path}",
+    "sidebar.saved": "已保存到 {path}",
+    "sidebar.backend": "模型后端",
+    "sidebar.backend_help": "auto 会根据模型路径或 URL 自动选择；gguf 是内置的默认模型 SmolLM2。",
+    "sidebar.model_folder": "模型目录",
+    "sidebar.model_folder_help": "THUDM ChatGLM2 模型目录（chatglm2），或 Hugging Face 模型目录。",
+    "sidebar.quantize": "量化（CUDA）",
+    "sidebar.quantize_help": "4 = NF4，8 = int8（使用 bitsandbytes）；需要 NVIDIA 显卡。",
+    "sidebar.server_url": "服务地址",
+    "sidebar.model_name": "模型名称",
+    "sidebar.api_key": "API 密钥",
+    "sidebar.model_file": "模型文件",
+    "sidebar.model_file_help": "GGUF 模型文件（gguf）；留空则使用内置的 SmolLM2。scripted：一个包含预设回复的 "
+                               "JSON 列表文件。",
+    "sidebar.adapter": "微调适配器（llm.adapter）",
+    "sidebar.adapter_help": "`kb finetune` 生成的 LoRA / prefix 适配器目录；留空表示不使用。",
+    "sidebar.k": "检索段落数（Top-k）",
+    "sidebar.k_help": "每次回答（以及每次搜索）检索的段落数量。",
+    "sidebar.threshold": "相关度阈值",
+    "sidebar.threshold_help": "相关度分数（0 到 1）低于此值的段落将被丢弃。",
+    "sidebar.mode": "检索方式",
+    "sidebar.mode_help": "hybrid 将向量检索与关键词（BM25）检索的结果融合。",
+    "sidebar.rerank": "重排序",
+    "sidebar.rerank_help": "用交叉编码器（cross-encoder）重新给候选段落打分（更慢，但通常更准）。",
+    "sidebar.reranker": "重排序模型",
+    "sidebar.reranker_help": "sentence-transformers 的 CrossEncoder 模型名称或本地目录。",
+    "sidebar.answers": "回答方式",
+    "sidebar.answers_help": "generate：由对话模型根据检索到的段落撰写回答；extract：直接摘录段落中回答问题的"
+                            "句子（不调用模型，立即返回）；auto：当模型写不了提问所用的语言时改用摘录"
+                            "（内置的 SmolLM2 只会写英文）。",
+
+    # chat_page.py
+    "chat.title": "向文档提问",
+    "chat.no_kb": "还没有知识库：请先在**知识库**页面新建一个知识库并上传文档。",
+    "chat.caption": "知识库：**{name}** · 模型后端：{backend} · 检索方式：{mode}",
+    "chat.new": "新对话",
+    "chat.input": "输入关于文档的问题",
+    "chat.refused": "知识库中没有足够相关的内容，因此没有编造回答。",
+    "chat.not_found": "检索到的段落中没有这个问题的答案。",
+    "chat.general": "以下回答来自模型的通用知识，并非出自您的文档，因此没有引用来源。",
+
+    # sources.py
+    "sources.cited": "引用来源",
+    "sources.searched": "检索到的段落（回答未引用其中任何一段）",
+    "sources.page": "第 {page} 页",
+    "sources.score": "相关度 {score}",
+    "sources.missing": "源文件已不在磁盘上。",
+    "sources.download": "下载 {name}",
+
+    # state.py
+    "state.opening": "正在打开知识库……",
+
+    # kbs_page.py
+    "kbs.title": "知识库",
+    "kbs.create_first": "请先在上方新建知识库，然后向其中上传文档。",
+    "kbs.current": "知识库：{name}",
+    "kbs.add_files": "添加文件",
+    "kbs.documents": "文档",
+    "kbs.folder": "导入本机上的文件夹",
+    "kbs.delete_section": "删除此知识库",
+    "kbs.new_name": "新建知识库",
+    "kbs.name_rule": "字母、数字、'.'、'_'、'-'",
+    "kbs.create": "新建",
+    "kbs.need_name": "请先输入新知识库的名称。",
+    "kbs.switched": "已切换到现有的知识库“{name}”。",
+    "kbs.created": "已新建知识库“{name}”。",
+    "kbs.delete_note": "将删除 **{name}** 的索引以及上传到其中的文件（从本机原位置导入的文件夹不受影响）。",
+    "kbs.delete_sure": "确认删除“{name}”",
+    "kbs.delete": "删除知识库",
+    "kbs.deleted": "已删除知识库“{name}”。",
+    "kbs.no_docs": "还没有文档：请添加文件或导入文件夹。",
+    "kbs.col_file": "文件",
+    "kbs.col_type": "类型",
+    "kbs.col_chunks": "文本块",
+    "kbs.col_ingested": "导入时间",
+    "kbs.col_folder": "所在文件夹",
+    "kbs.doc_label": "{file} · {chunks} 个文本块",
+    "kbs.delete_doc": "删除文档",
+    "kbs.show_chunks": "查看文本块",
+    "kbs.removed": "已从“{name}”中移除 {file}。",
+
+    # ingest_view.py
+    "ingest.drop": "将文件拖放到这里（每个文件不超过 {limit} MB）",
+    "ingest.add": "添加到知识库",
+    "ingest.path": "本机上的文件夹或文件",
+    "ingest.path_help": "重新导入文件夹时，会添加新文件、更新有改动的文件，其余文件跳过。",
+    "ingest.prune": "同时移除源文件已被删除的文档",
+    "ingest.run": "导入",
+    "ingest.no_path": "运行本应用的机器上不存在 {path}；请填写该机器上的文件夹或文件路径。",
+    "ingest.starting": "正在开始……",
+    "ingest.file_progress": "第 {n} / {total} 个文件：{name}",
+    "ingest.keywords": "正在建立关键词索引",
+    "ingest.vectors": "正在按语言汇总向量（仅此一次）",
+    "ingest.catch_up": "{what}：{done} / {total} 个文本块",
+    "ingest.ocr_progress": "第 {n} / {total} 个文件；正在用 OCR 识别 {name}：第 {page} / {pages} 页",
+    "ingest.unsupported": "不支持的文档类型",
+    "ingest.chunks": "{chunks} 个文本块",
+    "ingest.chunks_ocr": "{chunks} 个文本块，其中 {pages} 页经 OCR 识别",
+    "ingest.done": "已完成，用时 {seconds} 秒",
+    "ingest.sent_as": "{name}（上传时名为 {sent}）",
+    "ingest.upload": "上传",
+    "ingest.ingest": "导入",
+    "ingest.last": "最近一次导入",
+    "ingest.failed_note": "失败的文件已跳过，其余文件均已建立索引。请修正该文件（或文件名）后重新添加。",
+    "ingest.more_chunks": "……另有 {n} 个文本块（Python API 的 `KnowledgeBase.chunks` 可列出全部）。",
+    "status.added": "已添加",
+    "status.updated": "已更新",
+    "status.unchanged": "未改动",
+    "status.failed": "失败",
+    "status.removed": "已移除",
+}
