@@ -23,16 +23,19 @@ MIN_RUN = 4  # a shorter common run between a passage and its page is as likely 
 MAX_PIXELS = 4_000_000  # a rendered page's budget: A4 at 2x is 2.0 M pixels, a poster is scaled down
 MAX_SCALE = 2.0  # pixels per point (144 dpi): readable, and a page PNG stays a few hundred KB
 
+# never compared: padding, a soft hyphen, and the " | " kb puts between a table's cells (a page has rules there)
+SKIPPED = frozenset("\x00\ufffe\uffff\u00ad|")
 Rect = tuple[float, float, float, float]  # x0, y0, x1, y1: top-left origin, y down
 
 
 def squeeze(chars: Sequence[str]) -> tuple[str, list[int]]:
-    """The characters with whitespace dropped and NFKC applied, and for each kept one its index in `chars`."""
+    """The characters with whitespace (and SKIPPED) dropped, NFKC applied and lower-cased, and for each kept one
+    its index in `chars`."""
     out: list[str] = []
     where: list[int] = []
     for i, ch in enumerate(chars):
         for c in unicodedata.normalize("NFKC", ch):
-            if not c.isspace() and c not in "\x00\ufffe\uffff\u00ad":
+            if not c.isspace() and c not in SKIPPED:
                 out.append(c.lower())
                 where.append(i)
     return "".join(out), where

@@ -2,7 +2,8 @@
 
 Ingest keeps no OCR boxes (that needs a store change), so the page shown is read again with the engine
 ingest used (ingest.ocr: RapidOCR, or tesseract), and the passage is aligned with the lines it reads,
-whitespace-insensitively as on a PDF's text layer (kb/evidence_pdf.align). A line is the passage's when at
+whitespace-insensitively as on a PDF's text layer (kb/evidence_pdf.align), in reading order (a table's cells
+row by row, as kb wrote the table). A line is the passage's when at
 least half of its characters are matched; boxes are whole lines. Without an OCR engine the page is shown
 without highlight and the note says why. This module leaves out the drawing and the cache (kb/evidence.py).
 """
@@ -10,11 +11,13 @@ without highlight and the note says why. This module leaves out the drawing and 
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import median
 
 from kb.config import Settings
 from kb.errors import EvidenceError
 from kb.evidence_pdf import MAX_PIXELS, Rect, align, squeeze
 from kb.ingest.ocr import OcrOptions, available, get_engine
+from kb.ingest.ocr_layout import Line
 
 LINE_SHARE = 0.5  # of a line's characters that must belong to the passage for the line to be boxed
 
@@ -45,8 +48,8 @@ def read_boxes(image, scale: float, passage: str, sentence: str, settings: Setti
     engine_name, why = available(options)
     if not engine_name:
         return [], [], f"the page is shown without highlight: {why}, and kb keeps no OCR boxes from ingest"
-    lines = [x for x in get_engine(options, Path("page")).read(image)
-             if x.confidence >= options.min_confidence and x.text.strip()]
+    lines = reading_order([x for x in get_engine(options, Path("page")).read(image)
+                           if x.confidence >= options.min_confidence and x.text.strip()])
     rects = [(x.x0 / scale, x.y0 / scale, x.x1 / scale, x.y1 / scale) for x in lines]
     mine = _lines_of([x.text for x in lines], passage)
     if not mine:
@@ -56,6 +59,21 @@ def read_boxes(image, scale: float, passage: str, sentence: str, settings: Setti
         inside = _lines_of([lines[i].text for i in mine], sentence)
         cited = [mine[i] for i in inside]
     return [rects[i] for i in mine], [rects[i] for i in cited], ""
+
+
+def reading_order(lines: list[Line]) -> list[Line]:
+    """Rows top to bottom (lines whose middles lie within half a line height), each row left to right: a table
+    row's cells then read in the order kb wrote the row."""
+    if not lines:
+        return []
+    half = median(x.height for x in lines) / 2
+    rows: list[list[Line]] = []
+    for line in sorted(lines, key=lambda x: x.middle):
+        if rows and line.middle - rows[-1][0].middle <= half:
+            rows[-1].append(line)
+        else:
+            rows.append([line])
+    return [x for row in rows for x in sorted(row, key=lambda x: x.x0)]
 
 
 def _lines_of(texts: list[str], passage: str) -> list[int]:

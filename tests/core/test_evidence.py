@@ -9,6 +9,7 @@ original, an unknown id, an encrypted or damaged PDF, a page the file no longer 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from evidence_docs import EN, OTHER, PAGE_HEIGHT, ZH, iou, make_pdf, union, yellow_pixels
@@ -179,3 +180,29 @@ def test_a_scanned_page_is_shown_with_the_cited_line_boxed_by_ocr(settings, tmp_
     assert boxes[0][0] < 130 * to_pt  # from the left margin on
     xs, ys = yellow_pixels(found.image)
     assert len(xs) > 500 and band[0] * found.scale - 6 <= ys.min() and ys.max() <= band[1] * found.scale + 6
+
+
+def test_the_readme_scan_question_shows_the_changjiang_row_on_page_2(settings, tmp_path):
+    """The issue's done-when: the cited 长江厅 row of the sample scan's table is the highlight, cell by cell."""
+    from kb.ingest.ocr import OcrOptions, available
+
+    if not available(OcrOptions()).engine:
+        pytest.skip("needs an OCR engine")
+    sample = Path(__file__).resolve().parents[2] / "docs" / "samples" / "会议室与访客管理规定-扫描件.pdf"
+    docs = tmp_path / "scan"
+    docs.mkdir()
+    shutil.copy(sample, docs)
+    with KnowledgeBase.open("rooms", settings=settings) as kb:
+        assert not kb.ingest(docs).failed
+        answer = kb.ask("长江厅能坐多少人？", answer_mode="extract")
+        cited = next(c for c in answer.citations if "长江厅" in c.sentence)
+        passage = next(p for p in answer.passages if p.n == cited.n)
+        found = view(kb, passage.chunk_ids[0], cited.sentence)
+    assert found.kind == "scan" and found.page == 2
+    assert "长江厅" in found.sentence and "黄河厅" not in found.sentence
+    row = _cited(found)
+    assert len(row) == 3  # the room, its capacity, its equipment
+    middles = [(b[1] + b[3]) / 2 for b in row]
+    assert max(middles) - min(middles) < 5  # one table row
+    others = [(b.y0 + b.y1) / 2 for b in found.boxes if not b.cited]
+    assert any(m < min(middles) for m in others) and any(m > max(middles) for m in others)  # header above, rows below
