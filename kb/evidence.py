@@ -109,7 +109,7 @@ def source(kb: KnowledgeBase, hit: Hit) -> tuple[Path, DocumentInfo]:
                                  f"it was moved or deleted after it was ingested; {fix}") from e
     if stat.st_size == info.size and stat.st_mtime == info.mtime:
         return path, info  # untouched since ingest (ingest records size and mtime with the hash)
-    from kb.ingest.parse import file_hash
+    from kb.ingest.parse import file_hash  # ingest's parser modules load only for a file whose stat changed
 
     if file_hash(path) != info.content_hash:
         raise SourceChangedError(f"{path} changed after it was ingested (its content hash differs), so passage "
@@ -136,11 +136,11 @@ def view(kb: KnowledgeBase, chunk_id: int, sentence: str | None = None) -> Evide
         image, found = _pdf_page(path, hit.page or 1, base, kb)
     else:
         image, scale = evidence_scan.open_photo(path)
-        outline, cited, note = evidence_scan.read_boxes(image, scale, base.text, base.sentence, kb.settings)
+        outline, filled, note = evidence_scan.read_boxes(image, scale, base.text, base.sentence, kb.settings)
         size = (image.width / scale, image.height / scale)
-        found = replace(base, kind="image", page_size=size, scale=scale, boxes=_boxes(outline, cited),
+        found = replace(base, kind="image", page_size=size, scale=scale, boxes=_boxes(outline, filled),
                         note=_join(base.note, note))
-        image = evidence_pdf.draw(image, scale, outline, cited)
+        image = evidence_pdf.draw(image, scale, outline, filled)
     return _store(folder, key, image, found)
 
 
@@ -198,8 +198,10 @@ def _in_section(kb: KnowledgeBase, hit: Hit, base: Evidence) -> Evidence:
     same = [c for c in kb.chunks(hit.doc_id) if c.section == hit.section]
     start = max(min((c.char_start for c in same), default=hit.char_start), hit.char_start - CONTEXT_CHARS // 2)
     end = min(max((c.char_end for c in same), default=hit.char_end), hit.char_end + CONTEXT_CHARS // 2)
-    context = kb.span_text(hit.doc_id, start, end) or hit.text
-    at = hit.char_start - start if kb.span_text(hit.doc_id, start, end) else 0
+    context = kb.span_text(hit.doc_id, start, end)
+    at = hit.char_start - start
+    if context is None:  # the document's text is gone: the passage alone
+        context, at = hit.text, 0
     mark = (at, at + hit.char_end - hit.char_start)
     if base.sentence:
         found = context.find(base.sentence, mark[0])

@@ -206,3 +206,28 @@ def test_the_readme_scan_question_shows_the_changjiang_row_on_page_2(settings, t
     assert max(middles) - min(middles) < 5  # one table row
     others = [(b.y0 + b.y1) / 2 for b in found.boxes if not b.cited]
     assert any(m < min(middles) for m in others) and any(m > max(middles) for m in others)  # header above, rows below
+
+
+def test_a_photo_is_shown_itself_with_the_cited_line_boxed(settings, tmp_path):
+    import scans
+
+    from kb.ingest.ocr import OcrOptions, available
+
+    if scans.font_path() is None or not available(OcrOptions()).engine:
+        pytest.skip("needs fonts-wqy-zenhei and an OCR engine")
+    first, cited = "本周五下午三点举行消防演练。", "请全体员工从东侧楼梯撤离到广场集合。"
+    docs = tmp_path / "photo"
+    docs.mkdir()
+    scans.photo_of(scans.render_page([first, cited], size=(1200, 500), margin=60, seed=5), seed=6).save(
+        docs / "notice.jpg", quality=80)
+    with KnowledgeBase.open("photo", settings=settings) as kb:
+        assert not kb.ingest(docs).failed
+        found = view(kb, _passage(kb, "广场").chunk_id, cited)
+    assert found.kind == "image" and found.page_size == (1200, 500) and found.scale == 1.0
+    boxes = _cited(found)
+    assert len(boxes) == 1
+    # render_page: the first line's top at 60 px, 41 px a line, 20 px between paragraphs (the photo's warp moves
+    # them by a few per cent)
+    middle = (boxes[0][1] + boxes[0][3]) / 2
+    assert 121 <= middle <= 121 + 41 + 15
+    assert found.image.endswith(".png")
