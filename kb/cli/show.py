@@ -43,6 +43,9 @@ def show(
             out.print(f"note: {escape(found.note)}", highlight=False, soft_wrap=True)
     else:
         _print_marked(found)
+        if out_path is not None:
+            out.print(f"note: no page image for this format, so {escape(str(out_path))} was not written",
+                      highlight=False, soft_wrap=True)
     if open_it and found.image:
         typer.launch(found.image)
 
@@ -55,6 +58,8 @@ def _print_marked(found) -> None:
               + " (no page image for this format)", highlight=False, soft_wrap=True)
     out.print(escape(text[:start]) + "[reverse]" + escape(text[start:end]) + "[/reverse]" + escape(text[end:]),
               highlight=False, soft_wrap=True)
+    if found.note:
+        out.print(f"note: {escape(found.note)}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
