@@ -151,8 +151,8 @@ def _pdf_page(path: Path, number: int, base: Evidence, kb: KnowledgeBase):
         try:
             page = evidence_pdf.get_page(pdf, number, path)
             width, height = page.get_size()
-            chars, rects = evidence_pdf.page_chars(page)
-            outline, cited = evidence_pdf.passage_boxes(chars, rects, base.text, base.sentence or None)
+            chars, rects, shown = evidence_pdf.page_chars(page)
+            outline, cited = evidence_pdf.passage_boxes(chars, rects, base.text, base.sentence or None, shown)
             scale = evidence_pdf.render_scale(width, height)
             image = evidence_pdf.render_page(page, scale)
             page.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kb.errors import EvidenceError
@@ -80,22 +80,33 @@ def get_page(pdf, number: int, path: Path):
     return pdf[number - 1]
 
 
-def page_chars(page) -> tuple[list[str], list[Rect]]:
-    """The text layer's characters and their glyph boxes (top-left origin, points)."""
+def page_chars(page) -> tuple[list[str], list[Rect], Callable[[Rect], Rect]]:
+    """The text layer's characters, their glyph boxes in points from the top-left corner of the unturned page
+    (where text runs left to right, so runs merge along lines), and the map from there to the page as it is shown
+    (its /Rotate and crop box applied, as pdfium renders it)."""
     import pypdfium2.raw as raw
 
+    left, bottom, right, top = page.get_cropbox()
+    width, height = right - left, top - bottom
     textpage = page.get_textpage()
     try:
-        height = page.get_height()
         n = textpage.count_chars()
         chars = [chr(raw.FPDFText_GetUnicode(textpage, i) or 32) for i in range(n)]
-        boxes = []
+        rects = []
         for i in range(n):
-            left, bottom, right, top = textpage.get_charbox(i)
-            boxes.append((left, height - top, right, height - bottom))
-        return chars, boxes
+            x0, y0, x1, y1 = textpage.get_charbox(i)
+            rects.append((x0 - left, top - y1, x1 - left, top - y0))
     finally:
         textpage.close()
+    turn = page.get_rotation() % 360
+    point = {0: lambda x, y: (x, y), 90: lambda x, y: (height - y, x),
+             180: lambda x, y: (width - x, height - y), 270: lambda x, y: (y, width - x)}[turn]
+
+    def shown(box: Rect) -> Rect:
+        (ax, ay), (bx, by) = point(box[0], box[1]), point(box[2], box[3])
+        return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
+
+    return chars, rects, shown
 
 
 def merge_lines(rects: Sequence[Rect]) -> list[Rect]:
@@ -106,29 +117,28 @@ def merge_lines(rects: Sequence[Rect]) -> list[Rect]:
             continue
         if out:
             last = out[-1]
-            middle = (y0 + y1) / 2
             overlap = min(y1, last[3]) - max(y0, last[1])
-            level = last[1] <= middle <= last[3] or overlap >= 0.5 * min(y1 - y0, last[3] - last[1])
-            same_line = level and x0 >= last[0] - (y1 - y0)
-            if same_line:
-                last[0], last[1], last[2], last[3] = min(last[0], x0), min(last[1], y0), max(last[2], x1), max(last[3], y1)
+            level = last[1] <= (y0 + y1) / 2 <= last[3] or overlap >= 0.5 * min(y1 - y0, last[3] - last[1])
+            if level and x0 >= last[0] - (y1 - y0):  # the same line, left to right (a new one starts to the left)
+                last[:] = min(last[0], x0), min(last[1], y0), max(last[2], x1), max(last[3], y1)
                 continue
         out.append([x0, y0, x1, y1])
     return [(a, b, c, d) for a, b, c, d in out]
 
 
-def passage_boxes(chars: Sequence[str], rects: Sequence[Rect], passage: str, sentence: str | None
-                  ) -> tuple[list[Rect], list[Rect]]:
-    """(the passage's boxes, the cited sentence's boxes) on one page; ([], []) when the text is not there."""
+def passage_boxes(chars: Sequence[str], rects: Sequence[Rect], passage: str, sentence: str | None,
+                  shown: Callable[[Rect], Rect] = lambda box: box) -> tuple[list[Rect], list[Rect]]:
+    """(the passage's boxes, the cited sentence's boxes) on one page, mapped by `shown`; ([], []) when the text is
+    not there."""
     hit = align(chars, passage)
     if not hit:
         return [], []
-    boxes = merge_lines([rects[i] for i in hit])
+    boxes = [shown(b) for b in merge_lines([rects[i] for i in hit])]
     if sentence is None:
         return boxes, boxes
     # the sentence's own characters, found among the passage's
     inside = align([chars[i] for i in hit], sentence)
-    return boxes, merge_lines([rects[hit[j]] for j in inside])
+    return boxes, [shown(b) for b in merge_lines([rects[hit[j]] for j in inside])]
 
 
 def render_scale(width: float, height: float) -> float:

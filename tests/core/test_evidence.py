@@ -231,3 +231,31 @@ def test_a_photo_is_shown_itself_with_the_cited_line_boxed(settings, tmp_path):
     middle = (boxes[0][1] + boxes[0][3]) / 2
     assert 121 <= middle <= 121 + 41 + 15
     assert found.image.endswith(".png")
+
+
+@pytest.mark.parametrize("turn", [0, 90, 180, 270])
+def test_on_a_turned_page_the_box_is_where_the_page_shows_the_sentence(tmp_path, turn):
+    """/Rotate: boxes are on the page as it is shown, where pdfium draws the sentence's ink."""
+    import numpy as np
+    from reportlab.pdfgen import canvas
+
+    from kb.evidence_pdf import page_chars, passage_boxes, render_page
+
+    path = tmp_path / "turned.pdf"
+    c = canvas.Canvas(str(path), pagesize=(842, 595))
+    c.setPageRotation(turn)
+    c.setFont("Helvetica", 14)
+    c.drawString(100, 300, EN)
+    c.showPage()
+    c.save()
+    pdf = open_pdf(path)
+    try:
+        page = pdf[0]
+        chars, rects, shown = page_chars(page)
+        _, cited = passage_boxes(chars, rects, EN, EN, shown)
+        ink = np.asarray(render_page(page, 1.0).convert("L")) < 128
+    finally:
+        pdf.close()
+    ys, xs = np.nonzero(ink)
+    assert len(cited) == 1
+    assert iou(cited[0], (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)) >= 0.8
