@@ -10,6 +10,9 @@ are ingested (the scan through OCR). Then, for a passage in the middle of each:
 - cold, libraries loaded: another passage's first view (cache miss; what every new citation costs later);
 - warm: the first passage again (from the cache: the original's size and mtime checked, the record read);
 - `kb show` in a fresh process, with an empty cache and then a warm one (the CLI's whole cost, start-up included).
+Memory: the peak RSS of a fresh process that opens an image-only PDF of --big-scan pages and draws its middle page
+with kb/evidence_pdf (what a view of a scan page does but the OCR), against the same for a 1-page PDF: a bounded
+view costs the same whatever the document's length.
 Ratios are against the cold in-process time measured in the same run. Figures are from one run; nothing is
 asserted.
 """
@@ -97,10 +100,39 @@ def measure(kb, home: Path, doc_name: str, prefix: str) -> dict[str, float]:
     return out
 
 
+PEAK = """
+import re, sys
+from pathlib import Path
+from kb.evidence_pdf import draw, get_page, open_pdf, render_page, render_scale
+path = Path(sys.argv[1])
+pdf = open_pdf(path)
+page = get_page(pdf, (len(pdf) + 1) // 2, path)
+scale = render_scale(*page.get_size())
+draw(render_page(page, scale), scale, [(50, 50, 300, 80)], [(50, 50, 300, 65)])
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forked parent (the bench, gigabytes)
+print(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+"""
+
+
+def peak_kib(pdf: Path) -> int:
+    done = subprocess.run([sys.executable, "-c", PEAK, str(pdf)], check=True, capture_output=True, text=True)
+    return int(done.stdout.split()[-1])
+
+
+def memory(work: Path, pages: int) -> dict[str, float]:
+    page = scans.render_page([ZH.format(n=i) for i in range(6)], seed=1)
+    one, many = work / "one.pdf", work / "many.pdf"
+    scans.image_pdf([page], one)
+    scans.image_pdf([page] * pages, many)
+    return {"peak_rss_1_page_mib": peak_kib(one) / 1024, f"peak_rss_{pages}_pages_mib": peak_kib(many) / 1024,
+            "big_scan_mib": many.stat().st_size / (1 << 20)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=40)
     parser.add_argument("--scan-pages", type=int, default=3)
+    parser.add_argument("--big-scan", type=int, default=300, help="pages of the PDF for the memory figure (0: none)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from kb import KnowledgeBase
@@ -119,6 +151,8 @@ def main() -> None:
             results = measure(kb, home, "inspections.pdf", "text_pdf")
             if args.scan_pages:
                 results.update(measure(kb, home, "scanned.pdf", "scan"))
+        if args.big_scan:
+            results.update(memory(work, args.big_scan))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -134,6 +168,10 @@ def main() -> None:
         for key in ("cold", "cold_loaded", "warm", "cli_cold", "cli_warm"):
             value = results[f"{prefix}_{key}"]
             print(f"  {key:12s} {value * 1000:9.1f} ms   {value / cold:7.3f} x cold")
+    if args.big_scan:
+        print(f"\npeak RSS drawing the middle page: 1-page scan {results['peak_rss_1_page_mib']:.0f} MiB, "
+              f"{args.big_scan}-page scan ({results['big_scan_mib']:.0f} MB) "
+              f"{results[f'peak_rss_{args.big_scan}_pages_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":
