@@ -127,7 +127,8 @@ def view(kb: KnowledgeBase, chunk_id: int, sentence: str | None = None) -> Evide
     if kind != "pdf" and kind not in IMAGE_TYPES:
         return _in_section(kb, hit, base)
     folder = kb.settings.home_dir / "cache" / "evidence"
-    key = hashlib.blake2b(f"{FORMAT_VERSION}:{info.content_hash}:{hit.page}:{chunk_id}:{cited}".encode(),
+    # the quote as given, not only the sentence it chose: the record's note says how the two differ
+    key = hashlib.blake2b(f"{FORMAT_VERSION}:{info.content_hash}:{hit.page}:{chunk_id}:{cited}:{sentence}".encode(),
                           digest_size=16).hexdigest()
     cached = _cached(folder, key)
     if cached is not None:

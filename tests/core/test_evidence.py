@@ -86,6 +86,8 @@ def test_a_quote_not_in_the_passage_highlights_its_closest_sentence(pdf_kb):
     found = view(kb, hit.chunk_id, "The keeper logs fog horn tests on Tuesdays")
     assert found.sentence == EN and "closest sentence" in found.note
     assert iou(union(_cited(found)), known[EN]) >= 0.8
+    exact = view(kb, hit.chunk_id, EN)  # the same highlight, but quoted word for word: no note (cache included)
+    assert exact.sentence == EN and exact.note == "" and exact.boxes == found.boxes
 
 
 def test_an_unknown_passage_id_is_a_clear_error(pdf_kb):
