@@ -6,7 +6,9 @@ whitespace removed and NFKC applied, character by character, keeping each kept c
 An exact find is tried first; otherwise (a table chunk repeats its header row, a hyphen was dropped) the
 longest common runs of at least MIN_RUN characters are taken. Boxes are pdfium's character boxes (each glyph's
 own extent; the loose ones reach up to the font's bounding box, a third of a line too high for Helvetica) merged
-along each line, in points from the page's top-left corner.
+along each line of the unturned page, then mapped through the page's /Rotate and crop box: points from the
+top-left corner of the page as it is shown. Runs matched out of the text layer's order (a turned page whose
+lines pdfium reads bottom first) are left out: the matching keeps one order.
 This module leaves out scans (kb/evidence_scan.py) and the cache and file checks (kb/evidence.py).
 """
 
