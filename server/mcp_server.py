@@ -4,7 +4,9 @@ search and ask them. Built on the official MCP SDK (`mcp` 2.x, `MCPServer`), ove
     list_knowledge_bases()                      name, documents, chunks, languages, embedders
     search(query, kb, k=6, mode)                passages: id, file, page, section, score, text
     ask(question, kb, answer_mode)              the cited answer (streamed as progress messages)
-    read_passage(id, neighbours=1)              a passage with the ones around it in its document
+    read_passage(id, neighbours=1, page_image=False)
+                                                a passage with the ones around it in its document; page_image adds
+                                                its page as a PNG with the passage highlighted (kb/evidence.py)
     ingest(path, kb)                            only with --allow-write; otherwise not listed at all
 
 Every tool answers through the one answer service (kb/answer/service.py), so a search here is `kb search`'s
@@ -17,6 +19,7 @@ service's (server.max_queued). This module leaves out the command line (kb/cli/m
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import threading
@@ -30,7 +33,7 @@ import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from kb.answer.service import AnswerService
@@ -169,6 +172,21 @@ def tool_errors(kb: str | None = None) -> Iterator[None]:
     except Exception as e:  # noqa: BLE001 - a tool error, not a crash the client cannot read
         log.exception("MCP tool failed")
         raise ToolError(f"internal error ({type(e).__name__}: {e}); see the kb mcp log") from e
+
+
+def _page_image(base: KnowledgeBase, chunk_id: int) -> ImageContent | TextContent:
+    """A passage's page as MCP image content (kb.evidence's PNG), or a text note saying why there is none (a format
+    without pages, a moved or changed original, a damaged PDF)."""
+    from kb import evidence
+
+    try:
+        found = evidence.view(base, chunk_id)
+    except KBError as e:
+        return TextContent(type="text", text=f"No page image: {e}")
+    if found.image is None:
+        return TextContent(type="text", text="No page image: " + (found.note or f"a {found.kind} document has no pages"))
+    return ImageContent(type="image", data=base64.b64encode(Path(found.image).read_bytes()).decode("ascii"),
+                        mime_type="image/png")
 
 
 def _result(data: BaseModel, text: str) -> CallToolResult:
@@ -320,6 +338,9 @@ class KBTools:
         id: Annotated[str, Field(description="A passage id from search or ask, '<kb>:<number>'.")],
         neighbours: Annotated[int, Field(ge=0, le=10, description="Passages to add on each side, from the same "
                                          "document.")] = 1,
+        page_image: Annotated[bool, Field(description="Also return the passage's page as a PNG image with the "
+                                          "passage highlighted (PDFs, scans and photos; a note for other "
+                                          "formats).")] = False,
     ) -> Annotated[CallToolResult, ReadOut]:
         """Read a passage with its neighbours in its document, for more context than a search passage gives."""
         name, _, number = id.rpartition(":")
@@ -334,7 +355,10 @@ class KBTools:
         passages = [_passage(name, h) for h in hits]
         text = "\n\n".join(("» " if i == index else "") + f"{format_location(p.file, p.page, p.section)} id={p.id}\n"
                            + p.text for i, p in enumerate(passages))
-        return _result(ReadOut(kb=name, id=id, passages=passages, index=index), text)
+        result = _result(ReadOut(kb=name, id=id, passages=passages, index=index), text)
+        if page_image:
+            result.content.append(_page_image(base, int(number)))
+        return result
 
     async def ingest(
         self,

@@ -6,6 +6,8 @@ Chinese question); the HTTP tests that need a model writing register a scripted 
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import subprocess
@@ -16,8 +18,10 @@ from pathlib import Path
 
 import anyio
 import httpx
+import numpy as np
 import pytest
 from mcp import Client, StdioServerParameters
+from PIL import Image
 from mcp.client.streamable_http import streamable_http_client
 from serverkit import KEY, SAMPLES, free_port, server_settings, serving
 
@@ -93,6 +97,20 @@ def test_stdio_kb_mcp_answers_both_languages_with_citations(sample_home):
             assert around["passages"][around["index"]]["id"] == first["id"]
             assert 2 <= len(around["passages"]) <= 3
             assert all(p["file"] == first["file"] for p in around["passages"])
+
+            # page_image: the scan's page as a PNG with the passage highlighted; a Markdown passage gets a note
+            scan = await client.call_tool("search", {"query": "长江厅能坐多少人？", "kb": "samples", "k": 5})
+            hit = next(p for p in scan.structured_content["passages"] if p["file"].endswith("扫描件.pdf"))
+            shown = await client.call_tool("read_passage", {"id": hit["id"], "neighbours": 0, "page_image": True})
+            images = [block for block in shown.content if block.type == "image"]
+            assert not shown.is_error and len(images) == 1 and images[0].mime_type == "image/png"
+            page = Image.open(io.BytesIO(base64.b64decode(images[0].data))).convert("RGB")
+            pixels = np.asarray(page).reshape(-1, 3).astype(int)
+            yellow = (pixels[:, 0] > 200) & (pixels[:, 1] > 200) & (pixels[:, 2] < 150)
+            assert page.width > 500 and yellow.sum() > 200  # a highlight is drawn
+            noted = await client.call_tool("read_passage", {"id": first["id"], "neighbours": 0, "page_image": True})
+            assert not noted.is_error and not [b for b in noted.content if b.type == "image"]
+            assert "No page image" in _text(noted)
 
             # The errors: each a tool error whose text says what to do.
             unknown = await client.call_tool("search", {"query": "x", "kb": "nope"})
