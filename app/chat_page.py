@@ -31,25 +31,25 @@ def render() -> None:
     if top[1].button(t("chat.new"), icon=":material/add_comment:", key="new_chat"):
         state.turns().clear()
     for i, turn in enumerate(state.turns()):
-        _show_turn(turn, i)
+        _show_turn(turn, i, name)
     question = st.chat_input(t("chat.input"))
     if question:
         _ask(name, s, question)
 
 
-def _show_turn(turn: Turn, i: int) -> None:
+def _show_turn(turn: Turn, i: int, name: str) -> None:
     with st.chat_message("user"):
         st.text(turn.question)
     with st.chat_message("assistant"):
         st.markdown(turn.answer.text)
-        _footer(turn.answer, f"t{i}")
+        _footer(turn.answer, f"t{i}", name)
 
 
-def _footer(answer: Answer, key: str) -> None:
+def _footer(answer: Answer, key: str, name: str) -> None:
     note = _STATUS_NOTE.get(answer.status)
     if note:
         st.caption(t(note))
-    render_sources(answer, key)
+    render_sources(answer, key, name)
 
 
 def _ask(name: str, s, question: str) -> None:
@@ -62,7 +62,7 @@ def _ask(name: str, s, question: str) -> None:
             st.write_stream(iter(stream))  # the model loads (once per process) only if the answer needs it
         answer = stream.answer()
         box.markdown(answer.text)  # the verified text: markers that pointed nowhere are gone
-        _footer(answer, f"t{len(state.turns())}")
+        _footer(answer, f"t{len(state.turns())}", name)
         state.turns().append(Turn(question, answer))
 
 

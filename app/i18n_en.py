@@ -66,6 +66,17 @@ STRINGS: dict[str, str] = {
     "sources.missing": "The source file is no longer on disk.",
     "sources.download": "Download {name}",
 
+    # evidence_view.py
+    "evidence.show_page": "Show on the page",
+    "evidence.show_section": "Show in its section",
+    "evidence.drawing": "Drawing the page…",
+    "evidence.page_caption": "{name}, p. {page}: {cards} highlighted (the cited sentence in yellow, the rest of the passage outlined)",
+    "evidence.shown_with": "This page is shown in source [{n}] above, with this passage highlighted too.",
+    "evidence.changed": "Cannot show the page: {name} was moved, deleted or changed after it was added to the knowledge base, so the highlight would point at the wrong text. Add the file again to see it.",
+    "evidence.gone": "Cannot show the page: this passage of {name} is no longer in the knowledge base (the document was changed or removed). Ask again for current sources.",
+    "evidence.unreadable": "Cannot show the page of {name}: the file is encrypted, damaged or no longer has that page ({error}).",
+    "evidence.failed": "Cannot show the page of {name}: {error}",
+
     # state.py
     "state.opening": "Opening the knowledge base...",
 

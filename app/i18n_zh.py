@@ -68,6 +68,17 @@ STRINGS: dict[str, str] = {
     "sources.missing": "源文件已不在磁盘上。",
     "sources.download": "下载 {name}",
 
+    # evidence_view.py
+    "evidence.show_page": "在原页面中查看",
+    "evidence.show_section": "在原文章节中查看",
+    "evidence.drawing": "正在绘制页面……",
+    "evidence.page_caption": "{name} 第 {page} 页：已标出 {cards}（黄色为引用的句子，其余段落以框线标出）",
+    "evidence.shown_with": "此页已在上方的来源 [{n}] 中显示，本段落也在其中标出。",
+    "evidence.changed": "无法显示原页面：{name} 在加入知识库后被移动、删除或修改过，标注会指向错误的文字。请重新添加该文件后再查看。",
+    "evidence.gone": "无法显示原页面：{name} 的这一段已不在知识库中（文档已被修改或删除）。请重新提问以获取当前的来源。",
+    "evidence.unreadable": "无法显示 {name} 的页面：文件已加密、已损坏，或已没有这一页（{error}）。",
+    "evidence.failed": "无法显示 {name} 的页面：{error}",
+
     # state.py
     "state.opening": "正在打开知识库……",
 

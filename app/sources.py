@@ -1,5 +1,6 @@
 """The answer's sources as numbered cards: file, page, section, score; each expands to the passage with
-the sentence it was cited for highlighted, and offers the source file for download.
+the sentence it was cited for highlighted, offers the source file for download, and shows the passage on its
+page on request (app/evidence_view.py).
 
 Passage text comes from the user's documents, so it is HTML-escaped before it is shown. Which passage
 sentence to highlight is chosen here by shared words and CJK characters with the citing answer sentence;
@@ -8,7 +9,6 @@ kb records which answer sentence cites a passage, not which of the passage's sen
 
 from __future__ import annotations
 
-import html
 import mimetypes
 import re
 from pathlib import Path
@@ -16,6 +16,8 @@ from pathlib import Path
 import streamlit as st
 
 from kb import Answer, Citation, Passage
+from kb.app import evidence_view
+from kb.app.evidence_view import marked_html
 from kb.app.i18n import t
 from kb.text.lang import HAN
 from kb.text.sentences import SENTENCE_SPAN
@@ -41,17 +43,13 @@ def best_sentence(passage: str, cited: str) -> tuple[int, int] | None:
 
 def highlighted_html(passage: str, cited: list[str]) -> str:
     """The passage as escaped HTML, the sentence(s) the answer cites it for wrapped in <mark>."""
-    spans = sorted({s for c in cited if (s := best_sentence(passage, c))})
-    out, pos = [], 0
-    for start, end in spans:
-        if start < pos:
-            continue
-        out.append(html.escape(passage[pos:start]))
-        out.append(f"<mark>{html.escape(passage[start:end])}</mark>")
-        pos = end
-    out.append(html.escape(passage[pos:]))
-    body = "".join(out).replace("\n", "<br>")
-    return f'<div class="kb-passage" style="white-space: pre-wrap">{body}</div>'
+    return marked_html(passage, sorted({s for c in cited if (s := best_sentence(passage, c))}))
+
+
+def quote(passage: str, cited: list[str]) -> str:
+    """The passage's own sentence the card highlights first (the one shown on its page), or ""."""
+    span = next((s for c in cited if (s := best_sentence(passage, c))), None)
+    return passage[span[0]:span[1]].strip() if span else ""
 
 
 def card_title(p: Passage) -> str:
@@ -65,8 +63,9 @@ def _reader(path: Path):
     return lambda: path.read_bytes()
 
 
-def render_sources(answer: Answer, key: str) -> None:
-    """Numbered source cards under an answer (the cited passages; all passages if none was cited)."""
+def render_sources(answer: Answer, key: str, kb_name: str | None = None) -> None:
+    """Numbered source cards under an answer (the cited passages; all passages if none was cited); with the
+    KB's name, each card can show its passage on its page (app/evidence_view.py)."""
     shown = answer.cited_passages or list(answer.passages)
     if not shown:
         return
@@ -74,10 +73,13 @@ def render_sources(answer: Answer, key: str) -> None:
     for c in answer.citations:
         by_n.setdefault(c.n, []).append(c)
     st.caption(t("sources.cited") if answer.cited_passages else t("sources.searched"))
+    cited = {p.n: [c.sentence for c in by_n.get(p.n, [])] for p in shown}
+    quotes = {p.n: quote(p.text, cited[p.n]) for p in shown}
     for p in shown:
         with st.expander(card_title(p)):
-            st.markdown(highlighted_html(p.text, [c.sentence for c in by_n.get(p.n, [])]),
-                        unsafe_allow_html=True)
+            st.markdown(highlighted_html(p.text, cited[p.n]), unsafe_allow_html=True)
+            if kb_name:
+                evidence_view.show(kb_name, p, shown, quotes, key)
             st.caption(p.path)
             _download(Path(p.path), f"{key}-{p.n}")
 

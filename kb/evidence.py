@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ from kb.types import DocumentInfo, Hit
 if TYPE_CHECKING:
     from kb.knowledge_base import KnowledgeBase
 
-FORMAT_VERSION = 1  # of the cached JSON records; a change makes new cache keys
+FORMAT_VERSION = 2  # of the cached JSON records ({"parts": [...]}); a change makes new cache keys
 CACHE_MAX_BYTES = 256 << 20
 CONTEXT_CHARS = 4000  # of a section's text around the passage, for formats without pages
 IMAGE_TYPES = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp")
@@ -119,53 +120,71 @@ def source(kb: KnowledgeBase, hit: Hit) -> tuple[Path, DocumentInfo]:
 
 def view(kb: KnowledgeBase, chunk_id: int, sentence: str | None = None) -> Evidence:
     """Passage `chunk_id` on its page: boxes, and the page image with them drawn (cached), or its section's text."""
-    hit = passage(kb, chunk_id)
-    path, info = source(kb, hit)
-    cited, note = cited_sentence(hit.text, sentence)
-    base = Evidence(hit.chunk_id, hit.doc_id, str(path), hit.page, hit.section, hit.text, cited, "text", note=note)
+    return view_page(kb, [(chunk_id, sentence)])[0]
+
+
+def view_page(kb: KnowledgeBase, cites: Sequence[tuple[int, str | None]]) -> tuple[Evidence, ...]:
+    """Several cited passages of one page, (chunk id, quoted sentence) each, drawn on one image: every Evidence
+    returned names the same PNG and holds its own boxes. The page is opened, rendered and OCR'd once. Passages of
+    formats without pages come back as their sections' text, one by one. ValueError if they are not on one page."""
+    hits = [passage(kb, chunk_id) for chunk_id, _ in cites]
+    if len({(h.doc_id, h.page) for h in hits}) > 1:
+        raise ValueError(f"view_page draws passages of one page of one document, not {[c for c, _ in cites]}")
+    path, info = source(kb, hits[0])
+    bases = []
+    for hit, (_, sentence) in zip(hits, cites):
+        cited, note = cited_sentence(hit.text, sentence)
+        bases.append(Evidence(hit.chunk_id, hit.doc_id, str(path), hit.page, hit.section, hit.text, cited, "text",
+                              note=note))
     kind = info.file_type.lower()
     if kind != "pdf" and kind not in IMAGE_TYPES:
-        return _in_section(kb, hit, base)
+        return tuple(_in_section(kb, hit, base) for hit, base in zip(hits, bases))
     folder = kb.settings.home_dir / "cache" / "evidence"
     # the quote as given, not only the sentence it chose: the record's note says how the two differ
-    key = hashlib.blake2b(f"{FORMAT_VERSION}:{info.content_hash}:{hit.page}:{chunk_id}:{cited}:{sentence}".encode(),
+    parts = ";".join(f"{b.chunk_id}:{b.sentence}:{s}" for b, (_, s) in zip(bases, cites))
+    key = hashlib.blake2b(f"{FORMAT_VERSION}:{info.content_hash}:{hits[0].page}:{parts}".encode(),
                           digest_size=16).hexdigest()
     cached = _cached(folder, key)
-    if cached is not None:
+    if cached is not None and len(cached) == len(bases):
         return cached
-    if kind == "pdf":
-        image, found = _pdf_page(path, hit.page or 1, base, kb)
-    else:
-        image, scale = evidence_scan.open_photo(path)
-        outline, filled, note = evidence_scan.read_boxes(image, scale, base.text, base.sentence, kb.settings)
-        size = (image.width / scale, image.height / scale)
-        found = replace(base, kind="image", page_size=size, scale=scale, boxes=_boxes(outline, filled),
-                        note=_join(base.note, note))
-        image = evidence_pdf.draw(image, scale, outline, filled)
+    image, found = _draw_page(kb, path, kind, hits[0].page or 1, bases)
     return _store(folder, key, image, found)
 
 
-def _pdf_page(path: Path, number: int, base: Evidence, kb: KnowledgeBase):
-    """The page drawn with the passage's boxes: from the text layer, else (a scan) from OCR at view time."""
-    with _pdfium:
-        pdf = evidence_pdf.open_pdf(path)
-        try:
-            page = evidence_pdf.get_page(pdf, number, path)
-            width, height = page.get_size()
-            chars, rects, shown = evidence_pdf.page_chars(page)
-            outline, cited = evidence_pdf.passage_boxes(chars, rects, base.text, base.sentence or None, shown)
-            scale = evidence_pdf.render_scale(width, height)
-            image = evidence_pdf.render_page(page, scale)
-            page.close()
-        finally:
-            pdf.close()
-    kind, note = "pdf", base.note
-    if not outline:  # a scanned page (or a text layer that does not hold the passage): OCR's line boxes
-        kind = "scan"
-        outline, cited, why = evidence_scan.read_boxes(image, scale, base.text, base.sentence, kb.settings)
-        note = _join(note, why)
-    found = replace(base, kind=kind, page_size=(width, height), scale=scale, boxes=_boxes(outline, cited), note=note)
-    return evidence_pdf.draw(image, scale, outline, cited), found
+def _draw_page(kb: KnowledgeBase, path: Path, kind: str, number: int, bases: list[Evidence]):
+    """The page (a PDF's page `number`, or the photo) drawn with every passage's boxes, and each passage's
+    Evidence: boxes from the text layer, else (a scan, a photo) from OCR lines read at view time, once."""
+    if kind == "pdf":
+        with _pdfium:
+            pdf = evidence_pdf.open_pdf(path)
+            try:
+                page = evidence_pdf.get_page(pdf, number, path)
+                width, height = page.get_size()
+                chars, rects, shown = evidence_pdf.page_chars(page)
+                found = [evidence_pdf.passage_boxes(chars, rects, b.text, b.sentence or None, shown) for b in bases]
+                scale = evidence_pdf.render_scale(width, height)
+                image = evidence_pdf.render_page(page, scale)
+                page.close()
+            finally:
+                pdf.close()
+    else:
+        image, scale = evidence_scan.open_photo(path)
+        width, height = image.width / scale, image.height / scale
+        found = [([], []) for _ in bases]
+    lines = None
+    parts, outline, cited = [], [], []
+    for base, (mine, filled) in zip(bases, found):
+        note, what = base.note, "pdf" if mine else ("scan" if kind == "pdf" else "image")
+        if not mine:  # a scanned page (or a text layer that does not hold the passage), a photo: OCR's lines
+            lines = lines or evidence_scan.read_lines(image, scale, kb.settings)
+            texts, rects, why = lines
+            mine, filled = evidence_scan.line_boxes(texts, rects, base.text, base.sentence) if not why else ([], [])
+            note = _join(note, why or ("" if mine else evidence_scan.NOT_ON_PAGE))
+        parts.append(replace(base, kind=what, page_size=(width, height), scale=scale, boxes=_boxes(mine, filled),
+                             note=note))
+        outline += mine
+        cited += filled
+    return evidence_pdf.draw(image, scale, outline, cited), parts
 
 
 def _boxes(outline: list[Rect], cited: list[Rect]) -> tuple[Box, ...]:
@@ -211,30 +230,31 @@ def _in_section(kb: KnowledgeBase, hit: Hit, base: Evidence) -> Evidence:
     return replace(base, context=context, mark=mark)
 
 
-def _cached(folder: Path, key: str) -> Evidence | None:
+def _cached(folder: Path, key: str) -> tuple[Evidence, ...] | None:
     png, record = folder / f"{key}.png", folder / f"{key}.json"
     try:
         data = json.loads(record.read_text(encoding="utf-8"))
         os.utime(png)  # last used: what the cache's bound evicts first
     except (OSError, ValueError):
         return None
-    return _from_dict(data, str(png))
+    return tuple(_from_dict(d, str(png)) for d in data["parts"])
 
 
-def _store(folder: Path, key: str, image, found: Evidence) -> Evidence:
+def _store(folder: Path, key: str, image, found: list[Evidence]) -> tuple[Evidence, ...]:
     """Write the PNG and its record (atomically: a reader never sees half a file), then bound the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     png = folder / f"{key}.png"
     part = folder / f"{key}.{os.getpid()}.{threading.get_ident()}.part"
     image.save(part, format="PNG", compress_level=3)
     os.replace(part, png)
-    found = replace(found, image=str(png))
-    data = found.to_dict()
-    data.pop("image_size", None)
-    part.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    found = [replace(f, image=str(png)) for f in found]
+    records = [f.to_dict() for f in found]
+    for data in records:
+        data.pop("image_size", None)
+    part.write_text(json.dumps({"parts": records}, ensure_ascii=False), encoding="utf-8")
     os.replace(part, folder / f"{key}.json")
     _bound(folder)
-    return found
+    return tuple(found)
 
 
 def _from_dict(data: dict[str, Any], image: str) -> Evidence:

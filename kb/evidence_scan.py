@@ -2,7 +2,7 @@
 
 Ingest keeps no OCR boxes (that needs a store change), so the page shown is read again with the engine
 ingest used (ingest.ocr: RapidOCR, or tesseract), and the passage is aligned with the lines it reads,
-whitespace-insensitively as on a PDF's text layer (kb/evidence_pdf.align), in reading order (a table's cells
+whitespace-insensitively as on a PDF's text layer (align in kb/evidence_pdf.py), in reading order (a table's cells
 row by row, as kb wrote the table). A line is the passage's when at
 least half of its characters are matched; boxes are whole lines. Without an OCR engine the page is shown
 without highlight and the note says why. This module leaves out the drawing and the cache (kb/evidence.py).
@@ -19,6 +19,7 @@ from kb.evidence_pdf import MAX_PIXELS, Rect, align, squeeze
 from kb.ingest.ocr import OcrOptions, available, get_engine
 from kb.ingest.ocr_layout import Line
 
+NOT_ON_PAGE = "the page is shown without highlight: OCR did not find the passage's text on it"
 LINE_SHARE = 0.5  # of a line's characters that must belong to the passage for the line to be boxed
 
 
@@ -41,24 +42,26 @@ def open_photo(path: Path):
     return image, max(image.size) / max(1, full)
 
 
-def read_boxes(image, scale: float, passage: str, sentence: str, settings: Settings
-               ) -> tuple[list[Rect], list[Rect], str]:
-    """(the passage's line boxes, the sentence's line boxes, a note) on the image, in page units (pixels / scale)."""
+def read_lines(image, scale: float, settings: Settings) -> tuple[list[str], list[Rect], str]:
+    """The page's OCR lines in reading order and their boxes in page units, or a note saying why there are none.
+    Read once per page: several passages of one page are then matched against the same lines (line_boxes)."""
     options = OcrOptions.from_settings(settings.ingest)
     engine_name, why = available(options)
     if not engine_name:
         return [], [], f"the page is shown without highlight: {why}, and kb keeps no OCR boxes from ingest"
     lines = reading_order([x for x in get_engine(options, Path("page")).read(image)
                            if x.confidence >= options.min_confidence and x.text.strip()])
-    rects = [(x.x0 / scale, x.y0 / scale, x.x1 / scale, x.y1 / scale) for x in lines]
-    mine = _lines_of([x.text for x in lines], passage)
-    if not mine:
-        return [], [], "the page is shown without highlight: OCR did not find the passage's text on it"
+    return [x.text for x in lines], [(x.x0 / scale, x.y0 / scale, x.x1 / scale, x.y1 / scale) for x in lines], ""
+
+
+def line_boxes(texts: list[str], rects: list[Rect], passage: str, sentence: str) -> tuple[list[Rect], list[Rect]]:
+    """(the passage's line boxes, the sentence's) among a page's OCR lines; ([], []) when the passage is not there."""
+    mine = _lines_of(texts, passage)
     cited = mine
-    if sentence:
-        inside = _lines_of([lines[i].text for i in mine], sentence)
+    if mine and sentence:
+        inside = _lines_of([texts[i] for i in mine], sentence)
         cited = [mine[i] for i in inside]
-    return [rects[i] for i in mine], [rects[i] for i in cited], ""
+    return [rects[i] for i in mine], [rects[i] for i in cited]
 
 
 def reading_order(lines: list[Line]) -> list[Line]:

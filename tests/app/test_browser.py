@@ -2,7 +2,9 @@
 chromium. Create a KB, upload a Chinese and an English file, ask in each language, check the answer
 and that the source card names the right file, delete a document; screenshots of the chat with its
 citations go to the test's tmp folder (the path is printed). A browser whose language is Chinese
-(Accept-Language zh-CN) gets the app in Chinese (app.language auto) and a screenshot of it too.
+(Accept-Language zh-CN) gets the app in Chinese (app.language auto) and a screenshot of it too; in it, the
+README's scanned-PDF question's source card is opened on its page (the 长江厅 row highlighted on page 2 of the
+sample scan, found by OCR at view time) and screenshotted (evidence-zh.png).
 
 Skipped when /usr/bin/chromium (or the playwright package) is missing, unless CI_REQUIRE_BROWSER=1
 (.ci/run sets it after installing chromium), where that is a failure.
@@ -35,6 +37,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
          "--no-first-run", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 30_000
+SCAN = Path(__file__).resolve().parents[2] / "docs" / "samples" / "会议室与访客管理规定-扫描件.pdf"
+SCAN_QUESTION = "长江厅能坐多少人？"  # the README's scanned-PDF question
+SCAN_REPLY = "长江厅可以容纳20人[1]。"
 
 
 def _require_browser():
@@ -65,7 +70,8 @@ def server(tmp_path_factory):
     docs = write_docs(root / "docs")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KB_")}
     # One reply per question, in the order the tests ask them (the scripted model then repeats the last).
-    env.update(app_env(root / "kbhome", write_replies(root / "replies.json", [ZH_REPLY, EN_REPLY, ZH_REPLY])))
+    env.update(app_env(root / "kbhome", write_replies(root / "replies.json",
+                                                      [ZH_REPLY, EN_REPLY, ZH_REPLY, SCAN_REPLY])))
     port = _free_port()
     log = open(root / "streamlit.log", "wb")
     proc = subprocess.Popen(
@@ -229,5 +235,52 @@ def test_a_chinese_browser_gets_the_app_in_chinese(server, playwright, tmp_path)
         page.wait_for_timeout(600)  # the card's opening animation
         page.screenshot(path=str(shots / "chat-zh-ui.png"), full_page=True)
         print(f"\nscreenshot of the app in Chinese: {shots / 'chat-zh-ui.png'}")
+    finally:
+        browser.close()
+
+
+def test_a_source_card_opens_its_page_with_the_cited_row_highlighted(server, playwright, tmp_path):
+    url, _ = server
+    from playwright.sync_api import expect
+
+    from kb.ingest.ocr import OcrOptions, available
+
+    if not available(OcrOptions()).engine:
+        pytest.skip("the sample scan needs an OCR engine (pip install -e '.[ocr]')")
+    expect.set_options(timeout=TIMEOUT_MS)
+    browser = _launch(playwright, "zh-CN,zh")
+    page = browser.new_page(viewport={"width": 1280, "height": 1800})  # the question, the answer and the page
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(f"{url}/kbs")
+        page.get_by_label("新建知识库").fill("browser-scan")
+        page.get_by_role("button", name="新建", exact=True).click()
+        expect(page.get_by_text("已新建知识库“browser-scan”。")).to_be_visible()
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(SCAN)])
+        page.get_by_role("button", name="添加到知识库").click()
+        expect(page.get_by_text(f"已添加 — {SCAN.name}")).to_be_visible(timeout=240_000)  # OCR of 3 pages
+
+        page.get_by_role("link", name="对话").click()
+        _ask(page, SCAN_QUESTION)
+        expect(page.get_by_text("长江厅可以容纳20人")).to_be_visible()
+        card = page.get_by_test_id("stExpander").first
+        expect(card).to_contain_text(f"[1] {SCAN.name} · 第 2 页")
+        _open_card(card)
+        expect(card.locator("mark")).to_contain_text("长江厅")
+        card.get_by_text("在原页面中查看").click()
+        image = card.get_by_test_id("stImage")
+        expect(image.locator("img")).to_be_visible(timeout=120_000)  # the page OCR'd when first viewed
+        expect(image).to_contain_text("第 2 页：已标出 [1]")
+        page.get_by_test_id("stStatusWidget").wait_for(state="detached")
+        page.get_by_test_id("stChatMessage").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(600)
+        shot = tmp_path / "evidence-zh.png"
+        page.screenshot(path=str(shot))
+        from PIL import Image
+
+        rgb = Image.open(shot).convert("RGB")
+        yellow = [p for p in rgb.getdata() if p[0] > 235 and p[1] > 215 and 90 < p[2] < 190]
+        assert len(yellow) > 500, "no highlight on the screenshot"
+        print(f"\nscreenshot of a source card's page with its highlight: {shot}")
     finally:
         browser.close()

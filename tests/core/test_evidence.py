@@ -16,7 +16,7 @@ from evidence_docs import EN, OTHER, PAGE_HEIGHT, ZH, iou, make_pdf, union, yell
 
 from kb import KnowledgeBase
 from kb.errors import EvidenceError, PassageNotFoundError, SourceChangedError
-from kb.evidence import view
+from kb.evidence import view, view_page
 from kb.evidence_pdf import get_page, open_pdf
 
 
@@ -261,3 +261,50 @@ def test_on_a_turned_page_the_box_is_where_the_page_shows_the_sentence(tmp_path,
     ys, xs = np.nonzero(ink)
     assert len(cited) == 1
     assert iou(cited[0], (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)) >= 0.8
+
+
+def _tide_table(path: Path) -> list[str]:
+    """A one-page PDF of 40 numbered lines (several chunks on one page); the lines, top to bottom at 18 pt."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    lines = [f"Entry {i:02d} of the tide table gives high water near pier {i} at {i % 12 + 1} o'clock."
+             for i in range(1, 41)]
+    c = canvas.Canvas(str(path), pagesize=A4)
+    c.setFont("Helvetica", 11)
+    for i, line in enumerate(lines):
+        c.drawString(72, 800 - 18 * i, line)
+    c.showPage()
+    c.save()
+    return lines
+
+
+def test_two_passages_of_one_page_share_one_image_with_both_sentences_filled(settings, tmp_path):
+    docs = tmp_path / "tides"
+    docs.mkdir()
+    lines = _tide_table(docs / "tides.pdf")
+    with KnowledgeBase.open("tides", settings=settings) as kb:
+        assert not kb.ingest(docs).failed
+        first, last = _passage(kb, lines[0]), _passage(kb, lines[-1])
+        assert first.chunk_id != last.chunk_id and first.page == last.page == 1
+        one, two = view_page(kb, [(first.chunk_id, lines[0]), (last.chunk_id, lines[-1])])
+        again = view_page(kb, [(first.chunk_id, lines[0]), (last.chunk_id, lines[-1])])
+    assert one.image == two.image and Path(one.image).is_file() and (one, two) == again  # one PNG, cached
+    assert (one.chunk_id, two.chunk_id) == (first.chunk_id, last.chunk_id)
+    bands = []
+    for found, n in ((one, 0), (two, len(lines) - 1)):
+        baseline = PAGE_HEIGHT - (800 - 18 * n)  # from the page's top, in points
+        (box,) = _cited(found)
+        assert baseline - 12 <= box[1] < box[3] <= baseline + 4
+        bands.append((baseline - 12, baseline + 5))
+    _, ys = yellow_pixels(one.image)
+    points = ys / one.scale
+    inside = [(points >= a) & (points <= b) for a, b in bands]
+    assert all(band.sum() > 100 for band in inside)  # both sentences filled on the one image
+    assert (inside[0] | inside[1]).mean() > 0.99  # and nothing else
+
+
+def test_passages_of_different_pages_are_not_drawn_on_one_image(pdf_kb):
+    kb, _, _ = pdf_kb
+    with pytest.raises(ValueError, match="one page"):
+        view_page(kb, [(_passage(kb, OTHER).chunk_id, None), (_passage(kb, EN).chunk_id, EN)])
