@@ -24,7 +24,7 @@ from kb.errors import ParseError
 from kb.types import Element
 
 from .ocr_engines import TESSERACT_MISSING, OcrUnavailable, RapidOcrEngine, TesseractEngine
-from .ocr_layout import page_elements
+from .ocr_layout import pack_lines, page_elements
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 _DEFAULTS = IngestSettings()  # a plain model (no environment is read): its field defaults, nothing else
@@ -56,6 +56,7 @@ class OcrRun:
     seconds: float = 0.0
     engine: str = ""
     unread: int = 0  # scanned pages left unread: OCR off or not installed
+    lines: dict[int, bytes] = field(default_factory=dict)  # page (0: an image without pages) -> pack_lines
 
     def read(self, image, page: int | None, path: Path, pages: int = 1) -> list[Element]:
         """The Elements of one page image; counts the page and reports progress."""
@@ -69,6 +70,7 @@ class OcrRun:
         if self.on_page is not None:
             self.on_page(page or 1, pages)
         kept = [x for x in lines if x.confidence >= self.options.min_confidence and x.text.strip()]
+        self.lines[page or 0] = pack_lines(kept, *image.size)  # kept with the document: its evidence boxes
         return page_elements(kept, page)
 
 

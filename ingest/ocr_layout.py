@@ -9,7 +9,9 @@ paragraphs. Ruled tables with merged cells, vertical Chinese and handwriting are
 
 from __future__ import annotations
 
+import json
 import re
+import zlib
 from dataclasses import dataclass
 from statistics import median
 
@@ -20,6 +22,21 @@ from kb.types import Element
 # Characters set one em wide and written without spaces between them: ideographs, CJK punctuation and
 # full-width forms (OCR here reads Chinese and English, so kana and Hangul are left out).
 CJK_WIDE = re.compile(f"[{CJK_PUNCT}{HAN}{FULLWIDTH}]")
+
+
+def pack_lines(lines: list[Line], width: int, height: int) -> bytes:
+    """A page's OCR lines as a KB keeps them for showing a passage on its page (kb/evidence.py): JSON rows [text,
+    x0, y0, x1, y1], each box as fractions of the image OCR read (so any rendering of the page maps them),
+    zlib-compressed."""
+    rows = [[x.text, round(x.x0 / width, 4), round(x.y0 / height, 4), round(x.x1 / width, 4), round(x.y1 / height, 4)]
+            for x in lines]
+    return zlib.compress(json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), 9)
+
+
+def unpack_lines(data: bytes, width: float, height: float) -> list[Line]:
+    """pack_lines' lines with their boxes on a page `width` × `height` (any unit)."""
+    return [Line(text, x0 * width, y0 * height, x1 * width, y1 * height, 1.0)
+            for text, x0, y0, x1, y1 in json.loads(zlib.decompress(data))]
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def _write(store: Store, model: Embedder, others: list[Embedder], pending: list[
         n = len(p.chunks)
         ensemble = {other.model_id: _rows_of(side, offset, n) for other, side in zip(others, sides)}
         records.append(Record(p.info, p.text, p.chunks, vectors[offset:offset + n],
-                              [index_text(t) for t in p.keyword_texts], ensemble))
+                              [index_text(t) for t in p.keyword_texts], ensemble, p.ocr.lines))
         offset += n
     report.chunks_removed += store.put_documents(records)
     for p in pending:

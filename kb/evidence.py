@@ -176,7 +176,8 @@ def _draw_page(kb: KnowledgeBase, path: Path, kind: str, number: int, bases: lis
     for base, (mine, filled) in zip(bases, found):
         note, what = base.note, "pdf" if mine else ("scan" if kind == "pdf" else "image")
         if not mine:  # a scanned page (or a text layer that does not hold the passage), a photo: OCR's lines
-            lines = lines or evidence_scan.read_lines(image, scale, kb.settings)
+            lines = (lines or evidence_scan.stored_lines(kb, base.doc_id, base.page, width, height)
+                     or evidence_scan.read_lines(image, scale, kb.settings))
             texts, rects, why = lines
             mine, filled = evidence_scan.line_boxes(texts, rects, base.text, base.sentence) if not why else ([], [])
             note = _join(note, why or ("" if mine else evidence_scan.NOT_ON_PAGE))

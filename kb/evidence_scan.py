@@ -1,7 +1,9 @@
-"""A passage's boxes on a scanned page or a photo, found by reading the page image with OCR at view time.
+"""A passage's boxes on a scanned page or a photo, from the OCR lines ingest kept for the page (`stored_lines`),
+else found by reading the page image with OCR at view time.
 
-Ingest keeps no OCR boxes (that needs a store change), so the page shown is read again with the engine
-ingest used (ingest.ocr: RapidOCR, or tesseract), and the passage is aligned with the lines it reads,
+Ingest keeps each OCR'd page's lines with their boxes in the KB (the local store's page_lines table; KBs built
+before, and Milvus KBs, have none: `kb ingest --rebuild` adds them). Without them the page shown is read again with
+the engine ingest used (ingest.ocr: RapidOCR, or tesseract). Either way the passage is aligned with the lines,
 whitespace-insensitively as on a PDF's text layer (align in kb/evidence_pdf.py), in reading order (a table's cells
 row by row, as kb wrote the table). A line is the passage's when at
 least half of its characters are matched; boxes are whole lines. Without an OCR engine the page is shown
@@ -12,12 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 from statistics import median
+from typing import TYPE_CHECKING
 
 from kb.config import Settings
 from kb.errors import EvidenceError
 from kb.evidence_pdf import MAX_PIXELS, Rect, align, squeeze
 from kb.ingest.ocr import OcrOptions, available, get_engine
-from kb.ingest.ocr_layout import Line
+from kb.ingest.ocr_layout import Line, unpack_lines
+
+if TYPE_CHECKING:
+    from kb.knowledge_base import KnowledgeBase
 
 NOT_ON_PAGE = "the page is shown without highlight: OCR did not find the passage's text on it"
 LINE_SHARE = 0.5  # of a line's characters that must belong to the passage for the line to be boxed
@@ -48,10 +54,23 @@ def read_lines(image, scale: float, settings: Settings) -> tuple[list[str], list
     options = OcrOptions.from_settings(settings.ingest)
     engine_name, why = available(options)
     if not engine_name:
-        return [], [], f"the page is shown without highlight: {why}, and kb keeps no OCR boxes from ingest"
+        return [], [], (f"the page is shown without highlight: {why}, and this KB kept no OCR lines from ingest "
+                        "(`kb ingest --rebuild` keeps them)")
     lines = reading_order([x for x in get_engine(options, Path("page")).read(image)
                            if x.confidence >= options.min_confidence and x.text.strip()])
     return [x.text for x in lines], [(x.x0 / scale, x.y0 / scale, x.x1 / scale, x.y1 / scale) for x in lines], ""
+
+
+def stored_lines(kb: KnowledgeBase, doc_id: str, page: int | None, width: float,
+                 height: float) -> tuple[list[str], list[Rect], str] | None:
+    """read_lines' answer from the OCR lines ingest kept for the page (kb.ingest.ocr_layout.pack_lines: boxes as
+    fractions of the image OCR read, so on a page `width` × `height` in page units), without reading the image
+    again; None where the KB kept none (built before kb kept them: `kb ingest --rebuild` adds them; a Milvus KB)."""
+    data = kb.page_lines(doc_id, page or 0)
+    if data is None:
+        return None
+    lines = reading_order(unpack_lines(data, width, height))
+    return [x.text for x in lines], [(x.x0, x.y0, x.x1, x.y1) for x in lines], ""
 
 
 def line_boxes(texts: list[str], rects: list[Rect], passage: str, sentence: str) -> tuple[list[Rect], list[Rect]]:

@@ -140,6 +140,11 @@ class KnowledgeBase:
         return [Hit(**{f: r[f] for f in fields}, score=0.0)
                 for r in sorted(rows.values(), key=lambda r: r["ordinal"])]
 
+    def page_lines(self, doc_id: str, page: int) -> bytes | None:
+        """The OCR lines ingest kept for a document's scanned page (0: a photo), or None (kb/evidence.py)."""
+        with self._handle.lock:
+            return self._store.page_lines(doc_id, page)
+
     def around(self, chunk_id: int, neighbours: int = 1) -> tuple[list[Hit], int]:
         """Chunk `chunk_id` with up to `neighbours` chunks on each side in its document, in reading order, and its
         index in that list; ([], -1) when the KB has no such chunk (its document changed or was removed)."""

@@ -66,8 +66,9 @@ class SideVectors:
 
 @dataclass(frozen=True)
 class Record:
-    """One document as a store writes it: its row, full text, chunks, their raw vectors and keyword terms, and the
-    other embedders' vectors (model name -> SideVectors)."""
+    """One document as a store writes it: its row, full text, chunks, their raw vectors and keyword terms, the
+    other embedders' vectors (model name -> SideVectors), and the OCR lines of its scanned pages or photo (page,
+    0 for a photo -> kb.ingest.ocr_layout.pack_lines), kept for showing a passage on its page."""
 
     info: DocumentInfo
     text: str
@@ -75,6 +76,7 @@ class Record:
     vectors: np.ndarray  # float32 [len(chunks), dim], unit length
     terms: list[str]  # kb.text.keywords.index_text of each chunk's embedding text
     ensemble: dict[str, SideVectors] = field(default_factory=dict)
+    page_lines: dict[int, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.chunks) != len(self.vectors) or len(self.chunks) != len(self.terms):
@@ -95,6 +97,8 @@ class Store(Protocol):
         """path -> the stored version's hash, size, mtime and doc_id, for deciding what changed."""
     def documents(self) -> list[DocumentInfo]: ...
     def document_text(self, doc_id: str) -> str | None: ...
+    def page_lines(self, doc_id: str, page: int) -> bytes | None:
+        """The OCR lines ingest kept for a scanned page (0: a photo), or None (none kept: a KB or store without)."""
     def put_documents(self, records: list[Record]) -> int:
         """Replace each document and all its chunks, one commit per document. Returns chunks removed."""
     def touch_document(self, path: str, mtime: float) -> None: ...

@@ -9,7 +9,10 @@ are ingested (the scan through OCR). Then, for a passage in the middle of each:
   scan, the OCR engine load inside the timing; the KB is open and its embedder loaded);
 - cold, libraries loaded: another passage's first view (cache miss; what every new citation costs later);
 - warm: the first passage again (from the cache: the original's size and mtime checked, the record read);
-- `kb show` in a fresh process, with an empty cache and then a warm one (the CLI's whole cost, start-up included).
+- `kb show` in a fresh process, with an empty cache and then a warm one (the CLI's whole cost, start-up included);
+- scan only: cold_ocr, another passage's first view (libraries loaded) with the OCR lines ingest kept removed from
+  the KB (a KB built before kb kept them: the page is read with OCR again), against cold_loaded, and the bytes of
+  the kept lines per OCR'd page.
 Memory: the peak RSS of a fresh process that opens an image-only PDF of --big-scan pages and draws its middle page
 with kb/evidence_pdf (what a view of a scan page does but the OCR), against the same for a 1-page PDF: a bounded
 view costs the same whatever the document's length.
@@ -97,6 +100,14 @@ def measure(kb, home: Path, doc_name: str, prefix: str) -> dict[str, float]:
     found = view(kb, first.chunk_id)
     out[f"{prefix}_png_kb"] = os.path.getsize(found.image) / 1024
     out[f"{prefix}_boxes"] = len(found.boxes)
+    if found.kind == "scan":
+        db = kb._store._db  # the local store's meta.sqlite
+        sizes = [r[0] for r in db.execute("SELECT length(data) FROM page_lines WHERE doc_id=?", (doc.doc_id,))]
+        out[f"{prefix}_lines_bytes_per_page"] = sum(sizes) / max(1, len(sizes))
+        with db:
+            db.execute("DELETE FROM page_lines WHERE doc_id=?", (doc.doc_id,))
+        shutil.rmtree(cache, ignore_errors=True)
+        out[f"{prefix}_cold_ocr"] = timed(lambda: view(kb, other.chunk_id))
     return out
 
 
@@ -165,9 +176,12 @@ def main() -> None:
             continue
         cold = results[f"{prefix}_cold"]
         print(f"\n{prefix}: {results[f'{prefix}_boxes']} boxes, PNG {results[f'{prefix}_png_kb']:.0f} KB")
-        for key in ("cold", "cold_loaded", "warm", "cli_cold", "cli_warm"):
-            value = results[f"{prefix}_{key}"]
-            print(f"  {key:12s} {value * 1000:9.1f} ms   {value / cold:7.3f} x cold")
+        for key in ("cold", "cold_loaded", "warm", "cli_cold", "cli_warm", "cold_ocr"):
+            if f"{prefix}_{key}" in results:
+                value = results[f"{prefix}_{key}"]
+                print(f"  {key:12s} {value * 1000:9.1f} ms   {value / cold:7.3f} x cold")
+        if f"{prefix}_lines_bytes_per_page" in results:
+            print(f"  OCR lines kept per page: {results[f'{prefix}_lines_bytes_per_page']:.0f} bytes")
     if args.big_scan:
         print(f"\npeak RSS drawing the middle page: 1-page scan {results['peak_rss_1_page_mib']:.0f} MiB, "
               f"{args.big_scan}-page scan ({results['big_scan_mib']:.0f} MB) "

@@ -248,9 +248,8 @@ def _open_store(kind: str, tmp: Path, n: int, manifest: dict):
         def disk() -> int:
             return sum(p.stat().st_size for p in Path(uri).rglob("*") if p.is_file())
     else:
-        from kb.stores.local import LocalCatalog
-
         from kb.config import RetrievalSettings, StoreSettings
+        from kb.stores.local import LocalCatalog
 
         if kind == "local":  # kb's defaults
             catalog = LocalCatalog(tmp / "kbs", RetrievalSettings().hnsw_threshold, StoreSettings().keyword_engine)

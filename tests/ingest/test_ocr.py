@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import scans
+from PIL import Image
 
 from kb import KnowledgeBase
 from kb.config import Settings
@@ -15,7 +16,7 @@ from kb.errors import ParseError
 from kb.ingest.loaders import load
 from kb.ingest.ocr import OcrOptions, OcrRun, available
 from kb.ingest.ocr_engines import restore_spaces, tesseract_lines
-from kb.ingest.ocr_layout import Line, page_elements
+from kb.ingest.ocr_layout import Line, page_elements, unpack_lines
 
 pytestmark = pytest.mark.skipif(scans.font_path() is None, reason="needs Debian's fonts-wqy-zenhei")
 
@@ -307,8 +308,10 @@ def test_low_confidence_lines_are_dropped(monkeypatch):
             return [_line("kept line of text", 10, 10, 200, 30, 0.95), _line("n0ise", 10, 50, 80, 70, 0.42)]
 
     monkeypatch.setattr(ocr, "get_engine", lambda options, path: Fixed())
-    elements = run.read(None, 1, "x.png")
+    elements = run.read(Image.new("L", (400, 100), 255), 1, "x.png")
     assert [e.text for e in elements] == ["kept line of text"] and run.pages == 1
+    kept = unpack_lines(run.lines[1], 400, 100)  # the page's lines kept for evidence: the same ones, boxes as read
+    assert [(x.text, x.x0, x.y0, x.x1, x.y1) for x in kept] == [("kept line of text", 10, 10, 200, 30)]
 
 
 def test_spaces_dropped_by_the_recogniser_are_put_back():

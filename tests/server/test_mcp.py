@@ -21,8 +21,8 @@ import httpx
 import numpy as np
 import pytest
 from mcp import Client, StdioServerParameters
-from PIL import Image
 from mcp.client.streamable_http import streamable_http_client
+from PIL import Image
 from serverkit import KEY, SAMPLES, free_port, server_settings, serving
 
 from kb.answer.service import AnswerService

@@ -6,7 +6,8 @@ Layout of one KB folder:
     manifest.json         format version, embedder and chunking settings (written once, at creation)
     meta.sqlite           the truth: documents (their text zlib-compressed; plain in KBs written before), chunks
                           (+ vectors as float16 blobs; float32 in KBs written before), each language's sum of
-                          vectors, and the FTS5 keyword index, kept only with store.keyword_engine fts5
+                          vectors, the OCR lines of scanned pages and photos (for showing a passage on its
+                          page), and the FTS5 keyword index, kept only with store.keyword_engine fts5
     vectors-<gen>.faiss   the dense index as of commit generation <gen>, derived from the vectors in SQLite and
                           updated in place by later commits (index.py)
     ensemble-<hash>-<gen>.faiss  the same for each other embedder of an ensemble

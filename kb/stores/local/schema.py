@@ -6,7 +6,8 @@ blob_vector), the FTS5 keyword index (rows kept with store.keyword_engine fts5 o
 built before it get, empty, when first opened, and `keyword_pending`: the documents changed since the tantivy
 keyword index's last commit, written in the same transactions, kb/stores/local/keywords.py; and `language_sums`:
 each embedder's ('' the main one) count and float64 sum of chunk vectors per language, kept by every transaction, from which the centring is
-refitted without reading the vectors, kb/stores/local/index.py); `connect` creates the tables in a new file and refuses a file of another schema version or of other
+refitted without reading the vectors, kb/stores/local/index.py; and `page_lines`: the OCR lines of scanned pages and
+photos, for showing a passage on its page, kb/evidence.py); `connect` creates the tables in a new file and refuses a file of another schema version or of other
 columns with an IndexFormatError naming the file and the fix, and opens a file this process cannot write (a
 read-only folder) read-only, for searching (`read_only_uri`). There are no migrations: SCHEMA_VERSION 1 is
 the only version, and a KB of another one is rebuilt (`kb ingest --rebuild`). What is read and written is in
@@ -46,6 +47,8 @@ CREATE TABLE IF NOT EXISTS ensemble_vectors (
     model TEXT NOT NULL, chunk_id INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, chunk_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ensemble_by_chunk ON ensemble_vectors(chunk_id);
 CREATE TABLE IF NOT EXISTS keyword_pending (doc_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS page_lines (doc_id TEXT NOT NULL, page INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (doc_id, page)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS language_sums (
     model TEXT NOT NULL, lang TEXT NOT NULL, count INTEGER NOT NULL, sum BLOB NOT NULL,
     PRIMARY KEY (model, lang)) WITHOUT ROWID;

@@ -24,8 +24,15 @@ from kb.stores.base import CHUNK_FIELDS, KeywordQuery, Record, SideVectors, batc
 from kb.stores.local import keywords
 from kb.stores.local.index import MAIN, LocalDenseIndex
 from kb.stores.local.keywords import TantivyKeywords, chunk_terms, fts5_kept, fts5_search
-from kb.stores.local.schema import (blob_vector, blob_vectors, connect, read_only_uri, stored_text, text_blob,
-                                    vector_blob)
+from kb.stores.local.schema import (
+    blob_vector,
+    blob_vectors,
+    connect,
+    read_only_uri,
+    stored_text,
+    text_blob,
+    vector_blob,
+)
 from kb.text.lang import language
 from kb.types import Chunk, DocumentInfo, DocumentState
 
@@ -104,6 +111,13 @@ class LocalStore(LocalDenseIndex):
         row = self._db.execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
         return stored_text(row[0]) if row else None
 
+    def page_lines(self, doc_id: str, page: int) -> bytes | None:
+        try:
+            row = self._db.execute("SELECT data FROM page_lines WHERE doc_id=? AND page=?", (doc_id, page)).fetchone()
+        except sqlite3.OperationalError:  # a read-only KB from before the table: none kept
+            return None
+        return row[0] if row else None
+
     def put_documents(self, records: list[Record]) -> int:
         """Replace each document and all its chunks, one transaction per document. Returns chunks removed."""
         self._keyword_sync()
@@ -134,6 +148,8 @@ class LocalStore(LocalDenseIndex):
                     "INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)",
                     [(c.chunk_id, t) for c, t in zip(chunks, terms)],
                 )
+            db.executemany("INSERT INTO page_lines VALUES (?,?,?)",
+                           [(info.doc_id, page, data) for page, data in record.page_lines.items()])
             langs = [language(c.text) for c in chunks]
             self._keep_sums(db, MAIN, vectors, langs, 1)
             for model, side in record.ensemble.items():
@@ -188,6 +204,7 @@ class LocalStore(LocalDenseIndex):
             db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in ids])
         db.executemany("DELETE FROM ensemble_vectors WHERE chunk_id=?", [(i,) for i in ids])
         db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+        db.execute("DELETE FROM page_lines WHERE doc_id=?", (doc_id,))
         db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
         if path is not None:  # a path re-used under another id (should not happen, but never duplicate)
             db.execute("DELETE FROM documents WHERE path=?", (path,))
@@ -350,8 +367,12 @@ class LocalStore(LocalDenseIndex):
                 chunks = [Chunk(r[0], doc_id, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
                 vectors = blob_vectors([r[7] for r in rows], self.dim, self.db_path)
                 info = DocumentInfo(doc_id, path, title, digest, size, mtime, len(rows), at, file_type)
+                try:
+                    lines = dict(reader.execute("SELECT page, data FROM page_lines WHERE doc_id=?", (doc_id,)))
+                except sqlite3.OperationalError:  # a read-only KB from before the table
+                    lines = {}
                 yield Record(info, stored_text(text), chunks, vectors, [terms[r[0]] for r in rows],
-                             self._side_vectors(reader, chunks))
+                             self._side_vectors(reader, chunks), lines)
         finally:
             reader.close()
 

@@ -39,6 +39,10 @@ class MilvusStore(MilvusWrites):
                                     r["chunks"], r["ingested_at"], r["file_type"]) for r in self._doc_rows().values()),
                       key=lambda d: d.path)
 
+    def page_lines(self, doc_id: str, page: int) -> bytes | None:
+        """None: a Milvus KB keeps no OCR lines (a scan's passage is found on its page by OCR at view time)."""
+        return None
+
     def document_text(self, doc_id: str) -> str | None:
         doc = self._doc_rows().get(doc_id)
         if doc is None:
