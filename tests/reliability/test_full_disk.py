@@ -76,7 +76,9 @@ def test_disk_full_during_ingest_keeps_the_last_commit(small_disk, tmp_path):
 
 
 def test_database_full_reports_a_storage_error(settings, tmp_path):
-    """The same path without a mount: SQLite's page limit raises SQLITE_FULL inside the commit."""
+    """The same path without a mount: SQLite's page limit raises SQLITE_FULL inside the commit. Nothing committed
+    is lost; a document that fitted in the free space left in the file's pages (16 KiB pages keep some) may have
+    committed before the full one, whole."""
     with KnowledgeBase.open("pagelimit", settings=settings) as base:
         base.ingest(_corpus(tmp_path / "a", "orchard", 2, 5))
         before = sorted((d.path, d.content_hash) for d in base.documents())
@@ -84,7 +86,9 @@ def test_database_full_reports_a_storage_error(settings, tmp_path):
         db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
         with pytest.raises(StorageError, match="disk is full"):
             base.ingest(_corpus(tmp_path / "b", "quarry", 3, 60))
-        assert sorted((d.path, d.content_hash) for d in base.documents()) == before
+        after = base.documents()
+        assert set(before) <= {(d.path, d.content_hash) for d in after} and len(after) < len(before) + 3
+        assert all(d.chunks > 0 for d in after)  # a document row is committed with its chunks, never without
         assert base.search("orchard 1 timetable", 1)[0].path.endswith("orchard1.md")
 
 
