@@ -5,14 +5,15 @@
 one that was ingested (same path, same content hash: moved or changed files are an error that says so, never
 boxes drawn on the wrong text), and then, by kind:
 - a PDF page with a text layer: pdfium's character boxes for the passage (kb/evidence_pdf.py);
-- a scanned PDF page or a photo: the page image, with OCR line boxes found at view time when an OCR engine is
+- a scanned PDF page or a photo: the page image, with the boxes of the OCR lines ingest kept for the page, or
+  (a KB built before kb kept them, a Milvus KB) of the lines OCR reads at view time where an OCR engine is
   installed (kb/evidence_scan.py), else without highlight and a note that says so;
 - other formats (Word, HTML, Markdown, mail, slides, sheets): no image; the section's text with the cited
   sentence's offsets (`context`, `mark`).
 The cited sentence is filled yellow and the rest of the passage outlined lightly; without a sentence the whole
 passage is the highlight. Images are cached by (document hash, page, chunk, sentence) under
 `$KB_HOME/cache/evidence/`, at most CACHE_MAX_BYTES (oldest used first out). One page is opened and drawn at a
-time, so memory stays bounded on a 300-page scan. OCR boxes kept at ingest are left out: they need a store change.
+time, so memory stays bounded on a 300-page scan.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def passage(kb: KnowledgeBase, chunk_id: int) -> Hit:
 
 def source(kb: KnowledgeBase, hit: Hit) -> tuple[Path, DocumentInfo]:
     """The passage's original file, checked to be the version that was ingested (SourceChangedError if not)."""
-    info = next((d for d in kb.documents() if d.doc_id == hit.doc_id), None)
+    info = kb.document(hit.doc_id)
     if info is None:
         raise PassageNotFoundError(f"passage {hit.chunk_id}'s document is no longer in KB '{kb.name}'")
     path = Path(info.path)
@@ -153,7 +154,8 @@ def view_page(kb: KnowledgeBase, cites: Sequence[tuple[int, str | None]]) -> tup
 
 def _draw_page(kb: KnowledgeBase, path: Path, kind: str, number: int, bases: list[Evidence]):
     """The page (a PDF's page `number`, or the photo) drawn with every passage's boxes, and each passage's
-    Evidence: boxes from the text layer, else (a scan, a photo) from OCR lines read at view time, once."""
+    Evidence: boxes from the text layer, else (a scan, a photo) from the OCR lines ingest kept, or read at view
+    time, once."""
     if kind == "pdf":
         with _pdfium:
             pdf = evidence_pdf.open_pdf(path)

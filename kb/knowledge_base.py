@@ -129,6 +129,11 @@ class KnowledgeBase:
         with self._handle.lock:
             return self._store.documents()
 
+    def document(self, doc_id: str) -> DocumentInfo | None:
+        """One document's record, or None when the KB no longer holds it."""
+        with self._handle.lock:
+            return self._store.document(doc_id)
+
     def chunks(self, doc_id: str) -> list[Hit]:
         """A document's chunks in reading order, as Hits with score 0 (what search would return)."""
         with self._handle.lock:

@@ -67,3 +67,20 @@ def yellow_pixels(png: Path):
     on_ink = (r > 60) & (g > 50) & (b < 25) & (abs(r - g) < 30)
     ys, xs = np.nonzero(on_paper | on_ink)
     return xs, ys
+
+
+def tide_table(path: Path) -> list[str]:
+    """A one-page A4 PDF of 40 numbered lines, 18 pt apart from a baseline 800 pt up the page (several chunks on
+    one page); its lines, top to bottom."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    lines = [f"Entry {i:02d} of the tide table gives high water near pier {i} at {i % 12 + 1} o'clock."
+             for i in range(1, 41)]
+    c = canvas.Canvas(str(path), pagesize=A4)
+    c.setFont("Helvetica", 11)
+    for i, line in enumerate(lines):
+        c.drawString(72, 800 - 18 * i, line)
+    c.showPage()
+    c.save()
+    return lines

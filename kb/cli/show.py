@@ -8,6 +8,7 @@ text with the cited sentence marked instead.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +35,7 @@ def show(
     if found.image and out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(found.image, out_path)
-        found = found.__class__(**{**found.__dict__, "image": str(out_path)})
+        found = replace(found, image=str(out_path))
     if as_json:
         out.print_json(data=found.to_dict())
     elif found.image:

@@ -14,7 +14,8 @@ import shutil
 
 import numpy as np
 import pytest
-from app_fixtures import APP, ZH_NAME, ZH_QUESTION, ZH_REPLY, tide_table, write_replies
+from app_fixtures import APP, ZH_NAME, ZH_QUESTION, ZH_REPLY, write_replies
+from evidence_docs import tide_table
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest

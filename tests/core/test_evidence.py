@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from evidence_docs import EN, OTHER, PAGE_HEIGHT, ZH, iou, make_pdf, union, yellow_pixels
+from evidence_docs import EN, OTHER, PAGE_HEIGHT, ZH, iou, make_pdf, tide_table, union, yellow_pixels
 
 from kb import KnowledgeBase
 from kb.errors import EvidenceError, PassageNotFoundError, SourceChangedError
@@ -263,26 +263,10 @@ def test_on_a_turned_page_the_box_is_where_the_page_shows_the_sentence(tmp_path,
     assert iou(cited[0], (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)) >= 0.8
 
 
-def _tide_table(path: Path) -> list[str]:
-    """A one-page PDF of 40 numbered lines (several chunks on one page); the lines, top to bottom at 18 pt."""
-    from reportlab.lib.pagesizes import A4
-    from reportlab.pdfgen import canvas
-
-    lines = [f"Entry {i:02d} of the tide table gives high water near pier {i} at {i % 12 + 1} o'clock."
-             for i in range(1, 41)]
-    c = canvas.Canvas(str(path), pagesize=A4)
-    c.setFont("Helvetica", 11)
-    for i, line in enumerate(lines):
-        c.drawString(72, 800 - 18 * i, line)
-    c.showPage()
-    c.save()
-    return lines
-
-
 def test_two_passages_of_one_page_share_one_image_with_both_sentences_filled(settings, tmp_path):
     docs = tmp_path / "tides"
     docs.mkdir()
-    lines = _tide_table(docs / "tides.pdf")
+    lines = tide_table(docs / "tides.pdf")
     with KnowledgeBase.open("tides", settings=settings) as kb:
         assert not kb.ingest(docs).failed
         first, last = _passage(kb, lines[0]), _passage(kb, lines[-1])

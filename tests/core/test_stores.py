@@ -100,6 +100,8 @@ def test_ingest_reingest_replace_prune_remove(store_settings, tmp_path):
     assert [d.path for d in removed] == [str(folder / "b.txt")]
     assert sorted(d.path.rsplit("/", 1)[1] for d in base.documents()) == ["a.md", "规定.md"]
     assert base.stats()["chunks"] == sum(d.chunks for d in base.documents())
+    assert [base.document(d.doc_id) for d in base.documents()] == base.documents()  # one document by its id
+    assert base.document(removed[0].doc_id) is None
     assert _served_by_tantivy(base)
     if store_settings.store.backend == "milvus":
         assert _rows_in_milvus(base) == base.stats()["chunks"]  # old versions and removed documents are gone

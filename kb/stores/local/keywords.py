@@ -37,6 +37,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -299,10 +300,9 @@ class TantivyKeywords:
         two leaves pending documents that are already in: re-applying them later is harmless)."""
         gen = _generation(db)
         self.commit(gen)
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("DELETE FROM keyword_pending")
-        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (PENDING_SINCE, str(gen)))
-        db.execute("COMMIT")
+        with _immediate(db):
+            db.execute("DELETE FROM keyword_pending")
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (PENDING_SINCE, str(gen)))
 
     def current(self, db: sqlite3.Connection) -> bool:
         """Whether the committed index reflects meta.sqlite's generation, read through `db` (False: no index)."""
@@ -336,11 +336,18 @@ def retire_fts5(db: sqlite3.Connection) -> None:
         return
     from kb.stores.local.schema import FTS5_TABLE
 
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(db):
         db.execute("DROP TABLE chunks_fts")
         db.execute(FTS5_TABLE)
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (FTS5_OFF,))
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT on an autocommit connection, rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -356,19 +363,13 @@ def restore_fts5(db: sqlite3.Connection, progress: Callable[[int, int], None] | 
     tell = progress or (lambda done, total: None)
     total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
     tell(0, total)
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        done = 0
+    done = 0
+    with _immediate(db):
         for done, (_, chunk_id, terms) in enumerate(chunk_terms(db), 1):
             db.execute("INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)", (chunk_id, terms))
             if done % PROGRESS_EVERY == 0:
                 tell(done, total)
         db.execute("DELETE FROM meta WHERE key=?", (FTS5_OFF,))
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     if done % PROGRESS_EVERY or not done:
         tell(done, total)
 

@@ -99,13 +99,16 @@ class LocalStore(LocalDenseIndex):
         rows = self._db.execute("SELECT path, content_hash, size, mtime, doc_id FROM documents")
         return {r[0]: DocumentState(r[1], r[2], r[3], r[4]) for r in rows}
 
+    _DOCUMENTS = ("SELECT d.doc_id, d.path, d.title, d.content_hash, d.size, d.mtime, "
+                  "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id), d.ingested_at, d.file_type "
+                  "FROM documents d")
+
     def documents(self) -> list[DocumentInfo]:
-        rows = self._db.execute(
-            "SELECT d.doc_id, d.path, d.title, d.content_hash, d.size, d.mtime, "
-            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id), d.ingested_at, d.file_type "
-            "FROM documents d ORDER BY d.path"
-        )
-        return [DocumentInfo(*r) for r in rows]
+        return [DocumentInfo(*r) for r in self._db.execute(self._DOCUMENTS + " ORDER BY d.path")]
+
+    def document(self, doc_id: str) -> DocumentInfo | None:
+        row = self._db.execute(self._DOCUMENTS + " WHERE d.doc_id=?", (doc_id,)).fetchone()
+        return DocumentInfo(*row) if row else None
 
     def document_text(self, doc_id: str) -> str | None:
         row = self._db.execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()

@@ -35,9 +35,11 @@ class MilvusStore(MilvusWrites):
                 for r in self._doc_rows().values()}
 
     def documents(self) -> list[DocumentInfo]:
-        return sorted((DocumentInfo(r["doc_id"], r["path"], r["title"], r["content_hash"], r["size"], r["mtime"],
-                                    r["chunks"], r["ingested_at"], r["file_type"]) for r in self._doc_rows().values()),
-                      key=lambda d: d.path)
+        return sorted((_info(r) for r in self._doc_rows().values()), key=lambda d: d.path)
+
+    def document(self, doc_id: str) -> DocumentInfo | None:
+        row = self._doc_rows().get(doc_id)
+        return _info(row) if row is not None else None
 
     def page_lines(self, doc_id: str, page: int) -> bytes | None:
         """None: a Milvus KB keeps no OCR lines (a scan's passage is found on its page by OCR at view time)."""
@@ -173,3 +175,9 @@ class MilvusStore(MilvusWrites):
                 yield Record(info, self.document_text(d["doc_id"]) or "", chunks[d["doc_id"]], vectors,
                              [r["terms"] for r in mine], sides.get(d["doc_id"], {}))
             group = []
+
+
+def _info(row: dict) -> DocumentInfo:
+    """A document row of the documents collection as kb's DocumentInfo."""
+    return DocumentInfo(row["doc_id"], row["path"], row["title"], row["content_hash"], row["size"], row["mtime"],
+                        row["chunks"], row["ingested_at"], row["file_type"])
